@@ -1,0 +1,264 @@
+"""The leaderboard: one CSV, one row per (backbone, task, protocol, metric, seed, source).
+
+Writers from several processes at once are safe: every write takes an exclusive ``fcntl`` lock on
+``<csv>.lock``, reads the current file, replaces the rows it re-measures (same key), and writes the
+whole table atomically (temporary file + rename), so a reader never sees a torn row and a killed
+writer leaves the previous table. Columns unknown to this version, found in an older file, are kept.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import fcntl
+import hashlib
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pretrain.checkpoint import atomic_write, git_commit
+
+COLUMNS = [
+    "backbone_id", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs",
+    "task", "protocol", "metric", "value", "seed", "date", "commit", "source",
+]
+KEY = ("backbone_id", "task", "protocol", "metric", "seed", "source")
+REQUIRED = ("backbone_id", "task", "protocol", "metric", "value")
+DEFAULT_PATH = Path("runs/leaderboard.csv")
+
+
+def file_hash(path: str | os.PathLike, length: int = 12) -> str:
+    """Short sha256 of a file's bytes: the backbone id of a checkpoint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """The backbone columns of a row, from a checkpoint path (hashed) and its metadata.
+
+    ``weights=None`` is a backbone with no file (the random-init control): its id is taken from
+    ``meta["backbone_id"]`` or built from the method and arch.
+    """
+    if weights is None:
+        backbone_id = meta.get("backbone_id") or f"{meta.get('method', 'none')}-{meta.get('arch')}"
+    else:
+        backbone_id = file_hash(weights)
+    return {
+        "backbone_id": backbone_id,
+        "method": meta.get("method", "unknown"),
+        "regularizer": meta.get("regularizer") or "none",
+        "arch": meta.get("arch", ""),
+        "pretrain_data": meta.get("data", ""),
+        "pretrain_epochs": meta.get("epochs", ""),
+    }
+
+
+def read_rows(csv_path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
+    """(columns, rows) of a leaderboard CSV; an absent file is an empty table."""
+    path = Path(csv_path)
+    if not path.exists():
+        return list(COLUMNS), []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        found = list(reader.fieldnames or [])
+    missing = [c for c in KEY if c not in found]
+    if found and missing:
+        raise ValueError(f"{path}: not a leaderboard CSV (missing columns {missing})")
+    return list(COLUMNS) + [c for c in found if c not in COLUMNS], rows
+
+
+def write_rows(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
+    """Add ``rows`` to the leaderboard, replacing earlier rows with the same key."""
+    path = Path(csv_path)
+    defaults = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+                "commit": git_commit(), "source": "measured", "seed": 0}
+    new_rows = []
+    for row in rows:
+        absent = [c for c in REQUIRED if row.get(c) in (None, "")]
+        if absent:
+            raise ValueError(f"leaderboard row {row} lacks {absent}")
+        new_rows.append({k: _cell(v) for k, v in {**defaults, **row}.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        columns, old_rows = read_rows(path)
+        columns += [c for r in new_rows for c in r if c not in columns]
+        replaced = {_key(r) for r in new_rows}
+        kept = [r for r in old_rows if _key(r) not in replaced]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept + new_rows)
+        atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))
+    return path
+
+
+def _key(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(row.get(c, "")) for c in KEY)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+# ----------------------------------------------------------------------------- reading the board
+REFERENCE_PATH = Path(__file__).with_name("reference.csv")
+
+# The shortcut gap of each task: mean(first metrics) - mean(second metrics). A large negative
+# gap means the backbone learned the easy cue (background, race, context) and not the other.
+GAPS = {
+    "colorful_mnist": ("digit-bkgd", ["digit_top1"], ["background_top1"]),
+    "fairface": ("age,gender-race", ["age_top1", "gender_top1"], ["race_top1"]),
+    "coco_fgbg": ("fg-full", ["train_fg_test_fg_top1"], ["train_full_test_full_top1"]),
+}
+
+
+def reference_rows() -> list[dict[str, str]]:
+    """The papers' and model zoos' published numbers that ship with the suite."""
+    return read_rows(REFERENCE_PATH)[1]
+
+
+def summarize(rows: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
+    """Per task, one entry per (backbone, protocol, source): metric -> (mean, std, n) over seeds,
+    plus the task's shortcut gap when its metrics are present."""
+    groups: dict[tuple[str, ...], dict[str, list[float]]] = {}
+    info: dict[tuple[str, ...], dict[str, str]] = {}
+    for row in rows:
+        key = (row["task"], row["backbone_id"], row["protocol"], row["source"])
+        groups.setdefault(key, {}).setdefault(row["metric"], []).append(float(row["value"]))
+        info[key] = row
+    tasks: dict[str, list[dict[str, Any]]] = {}
+    for key, metrics in groups.items():
+        row = info[key]
+        stats = {m: _mean_std(v) for m, v in metrics.items()}
+        entry = {"backbone": _label(row), "backbone_id": row["backbone_id"],
+                 "protocol": row["protocol"], "source": row["source"], "metrics": stats}
+        if row["task"] in GAPS:
+            name, plus, minus = GAPS[row["task"]]
+            if all(m in stats for m in plus + minus):
+                entry["gap"] = (name, sum(stats[m][0] for m in plus) / len(plus)
+                                - sum(stats[m][0] for m in minus) / len(minus))
+        tasks.setdefault(row["task"], []).append(entry)
+    for entries in tasks.values():
+        entries.sort(key=lambda e: (e["source"] != "measured", e["protocol"], e["backbone"]))
+    return tasks
+
+
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+    return mean, var ** 0.5, len(values)
+
+
+def _label(row: dict[str, str]) -> str:
+    regularizer = row.get("regularizer") or "none"
+    name = row.get("method") or "?"
+    name += f"+{regularizer}" if regularizer != "none" else ""
+    return f"{name} [{row['backbone_id'][:12]}]" if row.get("source") == "measured" else name
+
+
+def with_references(rows: list[dict[str, str]], everything: bool = False) -> list[dict[str, str]]:
+    """Measured rows plus the reference rows of the (task, protocol) pairs they cover."""
+    shown = {(r["task"], r["protocol"]) for r in rows}
+    refs = [r for r in reference_rows() if everything or (r["task"], r["protocol"]) in shown]
+    return rows + refs
+
+
+def markdown(rows: list[dict[str, str]]) -> str:
+    """The table grouped by task, one column per metric, and the shortcut gap."""
+    out = []
+    for task, entries in sorted(summarize(rows).items()):
+        metrics = sorted({m for e in entries for m in e["metrics"]})
+        has_gap = any("gap" in e for e in entries)
+        gap_column = [GAPS[task][0]] if has_gap else []
+        head = ["backbone", "protocol", *metrics, *gap_column, "source"]
+        out += [f"### {task}", "", "| " + " | ".join(head) + " |",
+                "|" + "---|" * len(head)]
+        for e in entries:
+            cells = [e["backbone"], e["protocol"]]
+            cells += [_fmt(e["metrics"].get(m)) for m in metrics]
+            cells += [f"{e['gap'][1]:+.1f}" if "gap" in e else ""] if has_gap else []
+            out.append("| " + " | ".join(cells + [e["source"]]) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _fmt(stat: tuple[float, float, int] | None) -> str:
+    if stat is None:
+        return ""
+    mean, std, n = stat
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+
+
+def plot(rows: list[dict[str, str]], png: str | os.PathLike) -> Path:
+    """A bar chart per (task, protocol) of the measured panel; reference values as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(task, protocol) for task, entries in sorted(summarize(rows).items())
+              for protocol in sorted({e["protocol"] for e in entries if e["source"] == "measured"})]
+    if not panels:
+        raise ValueError("no measured rows to plot")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.8 * len(panels)), squeeze=False)
+    tasks = summarize(rows)
+    for ax, (task, protocol) in zip(axes[:, 0], panels):
+        entries = [e for e in tasks[task] if e["protocol"] == protocol]
+        measured = [e for e in entries if e["source"] == "measured"]
+        metrics = sorted({m for e in measured for m in e["metrics"]})
+        width = 0.8 / max(len(measured), 1)
+        for i, e in enumerate(measured):
+            xs = [j + i * width for j in range(len(metrics))]
+            ax.bar(xs, [e["metrics"].get(m, (0, 0, 0))[0] for m in metrics], width,
+                   yerr=[e["metrics"].get(m, (0, 0, 0))[1] for m in metrics], label=e["backbone"])
+        for e in entries:
+            if e["source"] != "measured":
+                for j, m in enumerate(metrics):
+                    if m in e["metrics"]:
+                        ax.plot(j + 0.4 - width / 2, e["metrics"][m][0], "k_", markersize=14)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, fontsize=8)
+        ax.set_title(f"{task} / {protocol}  (black ticks: published)", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.leaderboard",
+                                     description="Show the leaderboard beside published numbers.")
+    parser.add_argument("command", choices=["show", "markdown", "plot"],
+                        help="show: print the table; markdown: write it to --out (or print); "
+                             "plot: write a PNG chart of the measured panel to --out")
+    parser.add_argument("--csv", default=str(DEFAULT_PATH), help="leaderboard CSV to read")
+    parser.add_argument("--out", help="output file (markdown: .md, plot: .png)")
+    parser.add_argument("--all-references", action="store_true",
+                        help="show every published row, not only those of measured protocols")
+    args = parser.parse_args(argv)
+    if not Path(args.csv).exists() and not args.all_references:
+        parser.error(f"{args.csv} does not exist; run a benchmark first or pass --csv")
+    rows = with_references(read_rows(args.csv)[1], everything=args.all_references)
+    if args.command == "plot":
+        print(plot(rows, args.out or Path(args.csv).with_suffix(".png")))
+    elif args.command == "markdown" and args.out:
+        atomic_write(args.out, lambda f: f.write(markdown(rows).encode()))
+        print(args.out)
+    else:
+        print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

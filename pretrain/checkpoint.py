@@ -1,0 +1,167 @@
+"""The suite's checkpoint formats, atomic writes, and loaders that never execute code.
+
+Backbone checkpoint (what converters and benchmarks read): a ``.safetensors`` file holding a
+torchvision ResNet state_dict (no ``fc.*``) and, in the safetensors header, ``suite_meta``: a JSON
+object with method, regularizer, arch, stem, data, epochs, steps, seed, commit. Safetensors cannot
+carry code, so reading it is safe whatever its origin.
+
+Training state (for ``--resume``): a ``torch.save`` file of tensors and plain containers only,
+read back with ``weights_only=True``.
+
+Every write is atomic: temporary file in the same folder, fsync, rename, fsync of the folder;
+a kill at any moment leaves either the previous file or the new one, never a truncated file.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+META_KEY = "suite_meta"
+FORMAT_VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file and the problem."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
+    """Call ``write(f)`` on a temp file beside ``path``, fsync it, then rename it to ``path``."""
+    path = Path(path)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as err:
+        raise OSError(f"cannot write {path}: {err.strerror or err} "
+                      "(is the folder writable?)") from err
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OSError(f"could not write {path}: {err.strerror or err}; any previous file "
+                          "there is unchanged") from err
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def git_commit(default: str = "unknown") -> str:
+    """The code's git commit (with ``+dirty`` when the tree has changes), for provenance."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return default
+    return sha + ("+dirty" if dirty else "")
+
+
+def save_backbone(path: str | os.PathLike, state_dict: dict[str, torch.Tensor],
+                  meta: dict[str, Any]) -> Path:
+    """Write the suite's backbone checkpoint (safetensors + ``suite_meta``) atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    header = {META_KEY: json.dumps({"format_version": FORMAT_VERSION, **meta}, sort_keys=True)}
+    payload = save(tensors, metadata=header)
+    return atomic_write(path, lambda f: f.write(payload))
+
+
+def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a backbone checkpoint written by :func:`save_backbone`: (state_dict, meta)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = _existing_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); the file may be "
+                              "truncated or of another format") from err
+    if META_KEY not in header:
+        raise CheckpointError(f"{path}: safetensors file without '{META_KEY}' metadata, so it "
+                              "was not written by this suite; convert it with transfer/convert.py")
+    return tensors, json.loads(header[META_KEY])
+
+
+def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write a training state (tensors and plain containers only) atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def load_torch(path: str | os.PathLike) -> Any:
+    """``torch.load`` restricted to tensors and plain containers (never runs code from the file)."""
+    path = _existing_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and "
+                              f"plain containers, which could run code ({err})") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({err}); the file "
+                              "may be truncated or of another format") from err
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """Admits numpy arrays, numpy scalars/dtypes and builtin containers; refuses everything else."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
+        ("builtins", "slice"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED or (module == "numpy" and name.endswith("DType")) \
+                or module == "numpy.dtypes":
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+
+
+def load_pickle_arrays(path: str | os.PathLike) -> Any:
+    """Load a ``.pkl`` (detectron2 format) admitting only numpy arrays and plain containers."""
+    path = _existing_file(path)
+    try:
+        with open(path, "rb") as f:
+            return _ArraysOnlyUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused to unpickle: {err}. Only numpy arrays and plain "
+                              "containers are read from .pkl files, so a file that could run "
+                              "code is never loaded") from err
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise CheckpointError(f"{path}: not a readable pickle ({err}); the file may be "
+                              "truncated") from err
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (an interrupted download or copy?)")
+    return path

@@ -1,0 +1,67 @@
+"""Downstream-transfer benchmark suite for self-supervised ResNet backbones.
+
+Importable packages: ``pretrain``, ``transfer``, ``benchmarks``. ``datasets/`` holds preparation
+scripts only and is deliberately NOT a package (it would shadow Hugging Face ``datasets``).
+
+Extras:
+  convert    - checkpoint conversion only (torch + numpy + safetensors)
+  detection  - what detectron2 0.6 imports (detectron2 itself is placed by tools/bootstrap.sh)
+  pose       - the mmpose 1.3.2 stack (mmpose itself is installed --no-deps by tools/bootstrap.sh)
+  dev        - tests and lint
+"""
+from setuptools import find_packages, setup
+
+CORE = [
+    "torch>=2.1",
+    "torchvision>=0.16",
+    "numpy>=1.24",
+    "pillow>=9",
+    "safetensors>=0.4",
+    "tqdm",
+    "tensorboard",
+    "pyyaml",
+    "scikit-learn",
+    "matplotlib",
+    "scipy",
+]
+DETECTION = [
+    "pycocotools>=2.0.7",
+    "fvcore>=0.1.5",
+    "iopath",
+    "omegaconf",
+    "hydra-core",
+    "tabulate",
+    "termcolor",
+    "yacs",
+    "cloudpickle",
+    "opencv-python",
+]
+POSE = [
+    "mmengine==0.10.7",
+    "mmcv-lite==2.1.0",
+    "mmdet==3.3.0",
+    "json_tricks",
+    "munkres",
+    "six",
+    "opencv-python",
+    "Cython",
+]
+
+setup(
+    name="ssl-transfer-suite",
+    version="0.1.0",
+    description="Pretrain SSL ResNets with shortcut regularizers and benchmark their transfer",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pretrain", "pretrain.*", "transfer", "transfer.*",
+                                    "benchmarks", "benchmarks.*"]),
+    package_data={"transfer": ["configs/*.yaml", "configs/*.py"], "benchmarks": ["*.csv"]},
+    install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4"],
+    extras_require={
+        "convert": [],
+        "train": CORE,
+        "detection": CORE + DETECTION,
+        "pose": CORE + POSE,
+        "all": CORE + DETECTION + POSE,
+        "dev": ["pytest>=7", "ruff"],
+    },
+)

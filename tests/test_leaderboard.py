@@ -1,0 +1,101 @@
+"""Leaderboard CSV: concurrent writers, replace-on-rerun, unknown columns kept."""
+from __future__ import annotations
+
+import csv
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from benchmarks.leaderboard import COLUMNS, backbone_fields, read_rows, write_rows
+
+
+def _row(backbone: str, metric: str, value: float, seed: int = 0) -> dict:
+    return {"backbone_id": backbone, "task": "colorful_mnist", "protocol": "linear",
+            "metric": metric, "value": value, "seed": seed}
+
+
+def _writer(path: str, worker: int, count: int) -> None:
+    for i in range(count):
+        write_rows(path, [_row(f"b{worker}", f"m{i}", i / 10)])
+
+
+def test_concurrent_writers_lose_no_row(tmp_path: Path) -> None:
+    path = tmp_path / "lb.csv"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), w, 15)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    _, rows = read_rows(path)
+    assert len(rows) == 60
+    assert {(r["backbone_id"], r["metric"]) for r in rows} == {
+        (f"b{w}", f"m{i}") for w in range(4) for i in range(15)}
+
+
+def test_rerun_replaces_its_rows_and_keeps_others(tmp_path: Path) -> None:
+    path = tmp_path / "lb.csv"
+    write_rows(path, [_row("a", "digit", 0.1), _row("a", "background", 0.9),
+                      _row("b", "digit", 0.5)])
+    write_rows(path, [_row("a", "digit", 0.2)])
+    _, rows = read_rows(path)
+    values = {(r["backbone_id"], r["metric"]): r["value"] for r in rows}
+    assert values == {("a", "digit"): "0.2", ("a", "background"): "0.9", ("b", "digit"): "0.5"}
+    assert all(r["source"] == "measured" and r["date"] and r["commit"] for r in rows)
+
+
+def test_unknown_columns_of_an_older_file_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "lb.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS + ["notes"])
+        w.writeheader()
+        w.writerow({**_row("old", "digit", 0.3), "notes": "from 2025"})
+    write_rows(path, [_row("new", "digit", 0.4)])
+    columns, rows = read_rows(path)
+    assert "notes" in columns
+    assert [r["notes"] for r in rows if r["backbone_id"] == "old"] == ["from 2025"]
+
+
+def test_rows_without_required_fields_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lacks"):
+        write_rows(tmp_path / "lb.csv", [{"task": "x", "metric": "y", "value": 1}])
+    assert not (tmp_path / "lb.csv").exists()
+
+
+def test_backbone_fields_hash_the_file(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"one")
+    b.write_bytes(b"two")
+    fa = backbone_fields(a, {"method": "simclr", "regularizer": None, "arch": "resnet18"})
+    assert fa["backbone_id"] != backbone_fields(b, {})["backbone_id"]
+    assert fa["regularizer"] == "none" and fa["method"] == "simclr"
+    assert backbone_fields(None, {"method": "random-init", "arch": "resnet18"})["backbone_id"] \
+        == "random-init-resnet18"
+
+
+def test_reference_rows_ship_marked_with_their_source() -> None:
+    from benchmarks.leaderboard import reference_rows
+
+    refs = reference_rows()
+    assert refs and all(r["source"] not in ("", "measured") for r in refs)
+    rcl = [r for r in refs if r["task"] == "colorful_mnist" and r["regularizer"] == "rcl"
+           and r["protocol"] == "linear" and r["metric"] == "digit_top1"]
+    assert [float(r["value"]) for r in rcl] == [88.3]
+
+
+def test_markdown_shows_gap_and_published_rows_of_the_same_protocol(tmp_path: Path) -> None:
+    from benchmarks.leaderboard import main, markdown, read_rows, with_references
+
+    path = tmp_path / "lb.csv"
+    write_rows(path, [_row("abc", "digit_top1", 20.0, seed=0), _row("abc", "digit_top1", 30.0, 1),
+                      _row("abc", "background_top1", 90.0, 0),
+                      _row("abc", "background_top1", 90.0, 1)])
+    text = markdown(with_references(read_rows(path)[1]))
+    measured = next(line for line in text.splitlines() if "[abc]" in line)
+    assert "25.0 ± 7.1" in measured and "-65.0" in measured and "measured" in measured
+    assert "RCL Table 4" in text and "fairface" not in text  # only the protocols measured
+    png = tmp_path / "panel.png"
+    main(["plot", "--csv", str(path), "--out", str(png)])
+    assert png.read_bytes()[:4] == b"\x89PNG"
