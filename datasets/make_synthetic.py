@@ -1,0 +1,44 @@
+"""Write the embedded synthetic default in the suite's data layouts.
+
+    python datasets/make_synthetic.py --out DIR [--size tiny|default] [--seed N]
+
+Writes DIR/coco, DIR/mpii, DIR/fairface and DIR/colorful_mnist (layouts: datasets/README.md),
+deterministically by seed. DIR must not exist yet (nothing is overwritten). The suite's own default
+(``pretrain.synthetic.default_root()``) is the same thing cached under $SUITE_DATA_DIR.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pretrain.synthetic import SIZES, generate  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="output folder (must not exist)")
+    ap.add_argument("--size", choices=tuple(SIZES), default="default")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.out.exists() and any(args.out.iterdir()):
+        ap.error(f"--out {args.out} exists and is not empty; choose a new folder")
+    tmp = args.out.with_name(args.out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    start = time.time()
+    generate(tmp, size=args.size, seed=args.seed)
+    if args.out.exists():
+        args.out.rmdir()
+    tmp.rename(args.out)
+    n = SIZES[args.size]
+    print(f"wrote {args.out} ({args.size}, seed {args.seed}) in {time.time() - start:.1f} s: "
+          f"colorful_mnist {n.cmnist[0]}/{n.cmnist[1]}, fairface {n.fairface[0]}/{n.fairface[1]}, "
+          f"coco {n.coco[0]}/{n.coco[1]}, mpii {n.mpii[0]}/{n.mpii[1]} (train/test images)")
+    return args.out
+
+
+if __name__ == "__main__":
+    main()

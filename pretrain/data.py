@@ -1,0 +1,382 @@
+"""Readers for the suite's data layouts (documented in datasets/README.md).
+
+Every reader takes the data set's own folder (e.g. ``.../coco``); passing the folder that holds
+all four synthetic sets (``default_root()``) also works, the reader then uses its subfolder.
+Every reader validates the layout when constructed and raises :class:`DataError` naming the file
+and the problem; a corrupt image raises :class:`DataError` naming the image when it is read.
+Items are ``(PIL RGB image or transform(image), labels dict)``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+FAIRFACE_LABELS = {
+    "age": ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"],
+    "gender": ["Male", "Female"],
+    "race": ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian",
+             "Middle Eastern"],
+}
+FAIRFACE_COLUMNS = ("file", "age", "gender", "race", "service_test")
+COLORFUL_MNIST_COLUMNS = ("file", "digit", "background")
+# ICL-MSR (ICML 2022) section 6.2: the 30 COCO categories of its foreground/background toy
+# experiment, in the paper's label order (airplane = 0 ... zebra = 29).
+ICL_MSR_CATEGORIES = (
+    "airplane", "banana", "bear", "bed", "bench", "bird", "boat", "broccoli", "bus", "cat",
+    "clock", "cow", "dog", "elephant", "fire hydrant", "giraffe", "horse", "motorcycle", "person",
+    "pizza", "scissors", "sink", "stop sign", "teddy bear", "toilet", "traffic light", "train",
+    "truck", "vase", "zebra")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+MPII_NUM_JOINTS = 16
+
+Transform = Callable[[Image.Image], Any] | None
+
+
+class DataError(ValueError):
+    """A data layout or file is missing or malformed; the message names the path and the fix."""
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open an image as RGB, or raise :class:`DataError` naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: image file is missing") from e
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image ({e}); the file is corrupt or not an "
+                        "image - replace it or re-run the preparation script") from e
+
+
+def _dataset_dir(root: str | Path, name: str, marker: str) -> Path:
+    """``root`` if it holds ``marker``, else ``root/name`` if that does (a suite data root)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder does not exist (expected the {name} layout, "
+                        "see datasets/README.md)")
+    if not (root / marker).exists() and (root / name / marker).exists():
+        return root / name
+    return root
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DataError(f"{path}: missing {what} (see datasets/README.md for the layout)")
+    return path
+
+
+def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    _require(path, "label CSV")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; "
+                            f"expected header {','.join(columns)}")
+        rows = list(reader)
+    for line, row in enumerate(rows, start=2):
+        empty = [c for c in columns if not (row.get(c) or "").strip()]
+        if empty:
+            raise DataError(f"{path}, line {line}: empty value for {', '.join(empty)}")
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def _check_files_exist(base: Path, names: list[str], listed_in: Path) -> None:
+    """Every listed image exists (one directory listing per folder, not one stat per file)."""
+    listing: dict[Path, set[str]] = {}
+    for name in names:
+        p = base / name
+        if p.parent not in listing:
+            if not p.parent.is_dir():
+                raise DataError(f"{listed_in}: lists image {name!r}, but folder {p.parent} "
+                                "does not exist")
+            listing[p.parent] = {q.name for q in p.parent.iterdir()}
+        if p.name not in listing[p.parent]:
+            raise DataError(f"{listed_in}: lists image {name!r}, but {p} does not exist")
+
+
+def _read_json(path: Path) -> Any:
+    _require(path, "annotation file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+
+
+def _require_fields(path: Path, record: dict, fields: Sequence[str], what: str) -> None:
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: {what} is not an object: {record!r:.80}")
+    missing = [f for f in fields if f not in record]
+    if missing:
+        raise DataError(f"{path}: {what} lacks field(s) {', '.join(missing)}: {record!r:.120}")
+
+
+def _int_label(path: Path, line: int, column: str, value: str, n: int) -> int:
+    try:
+        label = int(value)
+    except ValueError:
+        label = -1
+    if not 0 <= label < n:
+        raise DataError(f"{path}, line {line}: {column} must be an integer in 0..{n - 1}, "
+                        f"got {value!r}")
+    return label
+
+
+class _LabelledImages(Dataset):
+    """(image path, labels) pairs; subclasses fill ``self.samples`` after validating."""
+
+    samples: list[tuple[Path, dict[str, int]]]
+    transform: Transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Any, dict[str, int]]:
+        path, labels = self.samples[i]
+        img = load_rgb(path)
+        return (self.transform(img) if self.transform else img), dict(labels)
+
+
+class ColorfulMNIST(_LabelledImages):
+    """``root/{train,test}.csv`` (file, digit, background) with the images they list.
+
+    Labels: ``digit`` 0-9 and ``background`` 0-9 (STL-10 class for the real set, texture class
+    for the synthetic one).
+    """
+
+    SPLITS = ("train", "test")
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Transform = None):
+        if split not in self.SPLITS:
+            raise DataError(f"Colorful-MNIST split must be one of {self.SPLITS}, got {split!r}")
+        self.root = _dataset_dir(root, "colorful_mnist", f"{split}.csv")
+        self.transform = transform
+        csv_path = self.root / f"{split}.csv"
+        rows = _read_csv(csv_path, COLORFUL_MNIST_COLUMNS)
+        _check_files_exist(self.root, [r["file"] for r in rows], csv_path)
+        self.samples = [(self.root / r["file"],
+                         {"digit": _int_label(csv_path, i, "digit", r["digit"], 10),
+                          "background": _int_label(csv_path, i, "background", r["background"], 10)})
+                        for i, r in enumerate(rows, start=2)]
+
+
+class FairFace(_LabelledImages):
+    """The official release: ``root/fairface_label_{train,val}.csv`` and ``root/{train,val}/``.
+
+    Labels are indices into :data:`FAIRFACE_LABELS` (the official strings, in that order).
+    """
+
+    SPLITS = ("train", "val")
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Transform = None):
+        if split not in self.SPLITS:
+            raise DataError(f"FairFace split must be one of {self.SPLITS}, got {split!r}")
+        self.root = _dataset_dir(root, "fairface", f"fairface_label_{split}.csv")
+        self.transform = transform
+        csv_path = self.root / f"fairface_label_{split}.csv"
+        rows = _read_csv(csv_path, FAIRFACE_COLUMNS)
+        self.samples = []
+        for line, row in enumerate(rows, start=2):
+            labels = {}
+            for attr, names in FAIRFACE_LABELS.items():
+                if row[attr] not in names:
+                    raise DataError(f"{csv_path}, line {line}: unknown {attr} {row[attr]!r}; "
+                                    f"expected one of {names}")
+                labels[attr] = names.index(row[attr])
+            self.samples.append((self.root / row["file"], labels))
+        _check_files_exist(self.root, [r["file"] for r in rows], csv_path)
+
+
+def load_coco_json(path: Path) -> dict:
+    """A COCO instances json, checked for the fields the suite reads."""
+    doc = _read_json(path)
+    if not isinstance(doc, dict):
+        raise DataError(f"{path}: expected a COCO instances object, got {type(doc).__name__}")
+    _require_fields(path, doc, ("images", "annotations", "categories"), "the file")
+    for img in doc["images"]:
+        _require_fields(path, img, ("id", "file_name", "width", "height"), "an image entry")
+    for ann in doc["annotations"]:
+        _require_fields(path, ann, ("id", "image_id", "category_id", "bbox", "area", "iscrowd"),
+                        "an annotation")
+    for cat in doc["categories"]:
+        _require_fields(path, cat, ("id", "name"), "a category")
+    return doc
+
+
+class CocoObjects(_LabelledImages):
+    """Single-object COCO images of ``categories`` (ICL-MSR's foreground/background test).
+
+    Keeps the images with exactly one annotation, whose category is in ``categories``;
+    ``view="full"`` yields the whole image, ``view="foreground"`` the object's box crop.
+    Labels: ``category`` = index into ``categories`` (the paper's order by default).
+    ``present`` lists the requested categories that have at least one such image (the synthetic
+    set uses 10 of the 30).
+    """
+
+    SPLITS = ("train", "val")
+    VIEWS = ("full", "foreground")
+
+    def __init__(self, root: str | Path, split: str = "train", view: str = "full",
+                 categories: Sequence[str] = ICL_MSR_CATEGORIES, transform: Transform = None):
+        if split not in self.SPLITS:
+            raise DataError(f"COCO split must be one of {self.SPLITS}, got {split!r}")
+        if view not in self.VIEWS:
+            raise DataError(f"COCO view must be one of {self.VIEWS}, got {view!r}")
+        self.root = _dataset_dir(root, "coco", "annotations")
+        self.view, self.transform, self.categories = view, transform, tuple(categories)
+        ann_path = self.root / "annotations" / f"instances_{split}2017.json"
+        doc = load_coco_json(ann_path)
+        image_dir = _require(self.root / f"{split}2017", "image folder")
+        names = {c["id"]: c["name"] for c in doc["categories"]}
+        wanted = {cid: self.categories.index(n) for cid, n in names.items()
+                  if n in self.categories}
+        if not wanted:
+            raise DataError(f"{ann_path}: none of the requested categories occur "
+                            f"({', '.join(self.categories[:5])}, ...)")
+        per_image = Counter(a["image_id"] for a in doc["annotations"])
+        images = {img["id"]: img for img in doc["images"]}
+        self.samples, self.boxes = [], []
+        for ann in doc["annotations"]:
+            if per_image[ann["image_id"]] != 1 or ann["category_id"] not in wanted:
+                continue
+            if ann["image_id"] not in images:
+                raise DataError(f"{ann_path}: annotation {ann['id']} refers to image_id "
+                                f"{ann['image_id']}, which is not in 'images'")
+            self.samples.append((image_dir / images[ann["image_id"]]["file_name"],
+                                 {"category": wanted[ann["category_id"]]}))
+            self.boxes.append(ann["bbox"])
+        if not self.samples:
+            raise DataError(f"{ann_path}: no single-object image of the requested categories")
+        _check_files_exist(image_dir, [p.name for p, _ in self.samples], ann_path)
+        self.present = sorted({self.categories[lab["category"]] for _, lab in self.samples},
+                              key=self.categories.index)
+
+    def __getitem__(self, i: int) -> tuple[Any, dict[str, int]]:
+        path, labels = self.samples[i]
+        img = load_rgb(path)
+        if self.view == "foreground":
+            x, y, w, h = self.boxes[i]
+            x0, y0 = max(0, int(x)), max(0, int(y))
+            img = img.crop((x0, y0, max(x0 + 1, round(x + w)), max(y0 + 1, round(y + h))))
+        return (self.transform(img) if self.transform else img), dict(labels)
+
+
+class ImageFolderData(_LabelledImages):
+    """``root/<class>/<image>``: one subfolder per class (sorted names = label order)."""
+
+    def __init__(self, root: str | Path, transform: Transform = None):
+        self.root = _require(Path(root), "image folder")
+        self.transform = transform
+        self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        if not self.classes:
+            raise DataError(f"{self.root}: no class subfolders; ImageFolder expects "
+                            "root/<class>/<image> (one folder is fine for unlabelled data)")
+        self.samples = []
+        for label, name in enumerate(self.classes):
+            files = sorted(p for p in (self.root / name).rglob("*")
+                           if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise DataError(f"{self.root / name}: class folder holds no images "
+                                f"({', '.join(IMAGE_EXTENSIONS)})")
+            self.samples += [(p, {"class": label}) for p in files]
+
+
+def validate_mpii(root: str | Path) -> Path:
+    """Check mmpose's MPII layout; returns the MPII folder. mmpose's ``MpiiDataset`` reads it.
+
+    ``annotations/mpii_{train,val}.json``: lists of {image, joints (16 x 2), joints_vis (16),
+    center [x, y], scale}; ``annotations/mpii_gt_val.mat`` with ``headboxes_src`` (2, 2, N_val);
+    ``images/`` holding every listed image (names are numbers: mmpose reads the id from them).
+    """
+    from scipy.io import loadmat
+
+    root = _dataset_dir(root, "mpii", "annotations")
+    image_dir = _require(root / "images", "image folder")
+    n_val = 0
+    for split in ("train", "val"):
+        path = root / "annotations" / f"mpii_{split}.json"
+        anns = _read_json(path)
+        if not isinstance(anns, list) or not anns:
+            raise DataError(f"{path}: expected a non-empty list of person annotations")
+        for ann in anns:
+            _require_fields(path, ann, ("image", "joints", "joints_vis", "center", "scale"),
+                            "an annotation")
+            if (len(ann["joints"]) != MPII_NUM_JOINTS
+                    or any(len(j) != 2 for j in ann["joints"])
+                    or len(ann["joints_vis"]) != MPII_NUM_JOINTS or len(ann["center"]) != 2):
+                raise DataError(f"{path}: annotation for {ann['image']} needs joints 16 x 2, "
+                                "joints_vis 16 and center [x, y]")
+            if not ann["image"].split(".")[0].isdigit():
+                raise DataError(f"{path}: image name {ann['image']!r} must be a number "
+                                "(mmpose reads the image id from it)")
+        _check_files_exist(image_dir, [a["image"] for a in anns], path)
+        n_val = len(anns)
+    mat = _require(root / "annotations" / "mpii_gt_val.mat", "head box file")
+    try:
+        boxes = loadmat(mat).get("headboxes_src")
+    except (ValueError, OSError) as e:
+        raise DataError(f"{mat}: cannot read MATLAB file ({e})") from e
+    if boxes is None or boxes.shape != (2, 2, n_val):
+        shape = None if boxes is None else boxes.shape
+        raise DataError(f"{mat}: needs 'headboxes_src' of shape (2, 2, {n_val}) in the order of "
+                        f"mpii_val.json, found {shape}")
+    return root
+
+
+class _Unlabelled(Dataset):
+    """Images only, ``transform(img)`` per item (the transform returns the views)."""
+
+    def __init__(self, paths: list[Path], transform: Transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        img = load_rgb(self.paths[i])
+        return self.transform(img) if self.transform else img
+
+
+UNLABELLED = ("colorful_mnist", "fairface", "coco", "mpii", "imagefolder")
+
+
+def build_unlabelled(name: str, root: str | Path | None, transform: Transform) -> Dataset:
+    """The pretraining set ``name`` (train split; every image for ``imagefolder``).
+
+    ``root=None`` uses the embedded synthetic default (``pretrain.synthetic.default_root()``,
+    generated on first use).
+    """
+    if name not in UNLABELLED:
+        raise DataError(f"unknown pretraining data {name!r}; choose one of {', '.join(UNLABELLED)}")
+    if root is None:
+        if name == "imagefolder":
+            raise DataError("imagefolder needs a root folder (root/<class>/<image>)")
+        from pretrain.synthetic import default_root
+
+        root = default_root()
+    if name == "colorful_mnist":
+        paths = [p for p, _ in ColorfulMNIST(root, "train").samples]
+    elif name == "fairface":
+        paths = [p for p, _ in FairFace(root, "train").samples]
+    elif name == "imagefolder":
+        paths = [p for p, _ in ImageFolderData(root).samples]
+    elif name == "coco":
+        coco = _dataset_dir(root, "coco", "annotations")
+        ann_path = coco / "annotations" / "instances_train2017.json"
+        files = [img["file_name"] for img in load_coco_json(ann_path)["images"]]
+        _check_files_exist(coco / "train2017", files, ann_path)
+        paths = [coco / "train2017" / f for f in files]
+    else:
+        mpii = validate_mpii(root)
+        anns = _read_json(mpii / "annotations" / "mpii_train.json")
+        paths = [mpii / "images" / f for f in dict.fromkeys(a["image"] for a in anns)]
+    return _Unlabelled(paths, transform)
