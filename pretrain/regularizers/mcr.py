@@ -22,9 +22,15 @@ Choices where the paper is silent:
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pretrain.methods.base import Method, Outputs, Regularizer
+from pretrain.regularizers.common import options, output_dim, require_method
+from pretrain.regularizers.virtual_step import bilevel_update
 
 
 def mec_trace(a: torch.Tensor, b: torch.Tensor, mu: float, lam: float, order: int) -> torch.Tensor:
@@ -71,3 +77,40 @@ class CompMod(nn.Module):
 
     def forward(self, h1: torch.Tensor, h2: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([h1, h2], dim=1))
+
+
+class MCR(Regularizer):
+    """CompMod + MCR on SimCLR, BYOL or Barlow Twins: L_ssl + lambda1 L_mcr, meta step for xi."""
+
+    DEFAULTS = {"lambda1": 0.01, "lambda2": 0.1, "order": 4, "eps": 64.0, "meta_lr": 1e-3,
+                "meta_every": 1}
+
+    def __init__(self, method: Method, cfg: Any = None) -> None:
+        super().__init__(method, cfg)
+        require_method("mcr", method, ("simclr", "byol", "barlow_twins"))
+        opts = options("mcr", cfg, self.DEFAULTS)
+        self.lambda1, self.lambda2 = opts["lambda1"], opts["lambda2"]
+        self.order, self.eps, self.meta_every = int(opts["order"]), opts["eps"], \
+            int(opts["meta_every"])
+        self.compmod = CompMod(method.feature_dim, output_dim(method.projector))
+        self.meta_optimizer = torch.optim.Adam(self.compmod.parameters(), lr=opts["meta_lr"])
+
+    def _mcr(self, out: Outputs) -> torch.Tensor:
+        z_hat = self.compmod(out["h1"], out["h2"])
+        return mcr_loss(z_hat, out["z1"], out["z2"], self.order, self.eps)
+
+    def regularize(self, base_loss: torch.Tensor, method: Method, batch: dict[str, torch.Tensor],
+                   out: Outputs, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # xi is not in the main optimizer, so it stays fixed here (its stray .grad is overwritten
+        # by the meta step).
+        mcr = self._mcr(out)
+        return base_loss + self.lambda1 * mcr, {"ssl": base_loss.detach(), "mcr": mcr.detach()}
+
+    def meta_step(self, method: Method, batch: dict[str, torch.Tensor],
+                  optimizer: torch.optim.Optimizer, lr: float, step: int) -> dict[str, float]:
+        return bilevel_update(
+            method, batch,
+            inner=lambda out: out["loss"] + self.lambda1 * self._mcr(out),
+            outer=lambda out: out["loss"] + self.lambda2 * comp_loss(
+                self.compmod(out["h1"], out["h2"]), self.order, self.eps),
+            meta_optimizer=self.meta_optimizer, lr=lr, optimizer=optimizer)

@@ -31,10 +31,15 @@ Choices where the paper is ambiguous:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pretrain.methods.base import Method, Outputs, Regularizer
+from pretrain.regularizers.common import options, require_method
+from pretrain.regularizers.virtual_step import bilevel_update
 
 
 def backdoor_nll(h1: torch.Tensor, h2: torch.Tensor, weights: torch.Tensor,
@@ -84,3 +89,39 @@ class SemanticWeightNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.features(image))
         return torch.sigmoid(logits).view(-1, self.n_vectors, self.channels)
+
+
+class MSR(Regularizer):
+    """ICL-MSR on SimCLR or BYOL: L_ct + lambda L_msr, and a meta step for f_msr every step."""
+
+    needs_plain = True
+    DEFAULTS = {"n_vectors": 6, "t": 2.0, "lam": None, "gamma": 1.0, "temperature": None,
+                "meta_lr": 1e-3, "meta_every": 1, "width": 32}
+
+    def __init__(self, method: Method, cfg: Any = None) -> None:
+        super().__init__(method, cfg)
+        name = require_method("msr", method, ("simclr", "byol"))
+        opts = options("msr", cfg, self.DEFAULTS)
+        self.lam = opts["lam"] if opts["lam"] is not None else {"simclr": 1.0, "byol": 0.1}[name]
+        self.gamma, self.t, self.meta_every = opts["gamma"], opts["t"], int(opts["meta_every"])
+        self.temperature = opts["temperature"] or getattr(method, "temperature", 0.5)
+        self.weight_net = SemanticWeightNet(method.feature_dim, opts["n_vectors"], opts["width"])
+        # Adam, as the paper trains every module with Adam (section 6.1).
+        self.meta_optimizer = torch.optim.Adam(self.weight_net.parameters(), lr=opts["meta_lr"])
+
+    def regularize(self, base_loss: torch.Tensor, method: Method, batch: dict[str, torch.Tensor],
+                   out: Outputs, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.no_grad():  # f_msr is fixed in the regular step
+            weights = self.weight_net(batch["plain"])
+        msr = backdoor_nll(out["h1"], out["h2"], weights, self.temperature)
+        return base_loss + self.lam * msr, {"ssl": base_loss.detach(), "msr": msr.detach()}
+
+    def meta_step(self, method: Method, batch: dict[str, torch.Tensor],
+                  optimizer: torch.optim.Optimizer, lr: float, step: int) -> dict[str, float]:
+        weights = self.weight_net(batch["plain"])
+        return bilevel_update(
+            method, batch,
+            inner=lambda out: out["loss"] + self.lam * backdoor_nll(
+                out["h1"], out["h2"], weights, self.temperature),
+            outer=lambda out: out["loss"] + self.gamma * uniformity(weights, self.t),
+            meta_optimizer=self.meta_optimizer, lr=lr, optimizer=optimizer)

@@ -11,16 +11,25 @@ Choices:
   keeps lambda = 10 meaningful at any resolution).
 - The masked view is the first augmented view (the paper masks "each input image after
   augmentation"); its reconstruction target is that un-masked view.
+- The fill value is the batch's per-channel mean of the (normalised) views, an unbiased running
+  estimate of the data set mean that needs no pass over the data.
+- During warm-up the contrastive term is multiplied by 0 rather than dropped, so every parameter
+  takes part in the backward (DDP requires it) while only L_r moves the weights.
+- The warm-up is a fraction of the run (0.15 = 30 of 200 epochs) so it scales with --steps.
 - The decoder upsamples the backbone's last feature map with stride-2 transposed convolutions
   back to the input size (the paper's is symmetric to its 6-layer ConvNet encoder).
 """
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pretrain.methods.base import Method, Outputs, Regularizer
+from pretrain.regularizers.common import options, require_method
 
 
 def square_masks(batch: int, size: int, generator: torch.Generator | None = None,
@@ -68,3 +77,36 @@ class Decoder(nn.Module):
         if out.shape[-1] != self.image_size:
             out = F.interpolate(out, size=self.image_size, mode="bilinear", align_corners=False)
         return out
+
+
+class RCL(Regularizer):
+    """Inpainting branch on SimCLR, MoCo v2 or BYOL: L_c + lambda L_r after a L_r-only warm-up."""
+
+    DEFAULTS = {"lam": 10.0, "warmup_fraction": 0.15, "min_squares": 3, "max_squares": 5,
+                "min_side": 0.15, "max_side": 0.25, "decoder_width": 64}
+
+    def __init__(self, method: Method, cfg: Any = None) -> None:
+        super().__init__(method, cfg)
+        require_method("rcl", method, ("simclr", "mocov2", "byol"))
+        opts = options("rcl", cfg, self.DEFAULTS)
+        self.lam, self.warmup_fraction = opts["lam"], opts["warmup_fraction"]
+        self.count = (int(opts["min_squares"]), int(opts["max_squares"]))
+        self.side = (opts["min_side"], opts["max_side"])
+        image_size = getattr(cfg, "image_size", None) or 64
+        stride = 8 if getattr(cfg, "stem", None) == "small" else 32  # res5's stride per stem
+        self.decoder = Decoder(method.feature_dim, max(1, image_size // stride), image_size,
+                               opts["decoder_width"])
+
+    def joint_parameters(self) -> list[nn.Parameter]:
+        return list(self.decoder.parameters())
+
+    def regularize(self, base_loss: torch.Tensor, method: Method, batch: dict[str, torch.Tensor],
+                   out: Outputs, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        view = batch["x1"]
+        masks = square_masks(view.shape[0], view.shape[-1], count=self.count, side=self.side)
+        masked = apply_masks(view, masks, view.mean(dim=(0, 2, 3)).detach())
+        reconstruction = self.decoder(method.encode(masked)[0])
+        recon = reconstruction_loss(reconstruction.float(), view.float())
+        contrast_weight = 0.0 if progress < self.warmup_fraction else 1.0
+        total = contrast_weight * base_loss + self.lam * recon
+        return total, {"contrast": base_loss.detach(), "recon": recon.detach()}

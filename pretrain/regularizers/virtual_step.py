@@ -11,16 +11,19 @@ Written once, on ``torch.func.functional_call``: the model is never deep-copied,
 parameters are untouched, and BatchNorm running statistics are not updated by the virtual pass
 (it runs on clones of the buffers, which are then discarded). Under DDP the inner gradients are
 averaged across ranks with an autograd-aware all-reduce, so every rank takes the same virtual
-step; call :func:`all_reduce_grads` on the meta parameters after the outer backward.
+step, and the meta gradients are averaged before the meta optimizer steps.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
+
+from pretrain.distributed import all_reduce_mean_with_grad, average_gradients
+
+Outputs = dict[str, torch.Tensor]
 
 
 def virtual_step(inner_loss: torch.Tensor, params: dict[str, torch.Tensor], lr: float,
@@ -35,11 +38,8 @@ def virtual_step(inner_loss: torch.Tensor, params: dict[str, torch.Tensor], lr: 
     names = list(params)
     grads = torch.autograd.grad(inner_loss, [params[n] for n in names], create_graph=True,
                                 allow_unused=True)
-    grads = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        from torch.distributed.nn.functional import all_reduce
-
-        grads = [all_reduce(g) / dist.get_world_size() for g in grads]
+    grads = [all_reduce_mean_with_grad(torch.zeros_like(params[n]) if g is None else g)
+             for n, g in zip(names, grads)]
     if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
         steps = _adam_directions(optimizer, [params[n] for n in names], grads)
     else:
@@ -60,7 +60,7 @@ def _adam_directions(optimizer: torch.optim.Optimizer, params: list[torch.Tensor
         v = beta2 * state.get("exp_avg_sq", torch.zeros_like(g)) + (1 - beta2) * g * g
         m_hat = m / (1 - beta1 ** step)
         v_hat = v / (1 - beta2 ** step)
-        # +eps inside the sqrt keeps the derivative finite where v is 0 (unused parameters).
+        # +eps^2 inside the sqrt keeps the derivative finite where v is 0 (unused parameters).
         directions.append(m_hat / ((v_hat + eps * eps).sqrt() + eps))
     return directions
 
@@ -72,16 +72,31 @@ def functional_forward(module: nn.Module, params: dict[str, torch.Tensor], *args
     return torch.func.functional_call(module, ({**params}, buffers), args, kwargs, strict=False)
 
 
-def named_trainable(module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+def named_trainable(module: nn.Module) -> dict[str, torch.Tensor]:
     """``{name: parameter}`` of the trainable parameters (the keys functional_call uses)."""
-    return {prefix + n: p for n, p in module.named_parameters() if p.requires_grad}
+    return {n: p for n, p in module.named_parameters() if p.requires_grad}
 
 
-def all_reduce_grads(params: Iterable[torch.Tensor]) -> None:
-    """Average meta gradients across DDP ranks (meta modules are not wrapped in DDP)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= dist.get_world_size()
+def bilevel_update(method: nn.Module, batch: dict[str, torch.Tensor],
+                   inner: Callable[[Outputs], torch.Tensor],
+                   outer: Callable[[Outputs], torch.Tensor],
+                   meta_optimizer: torch.optim.Optimizer, lr: float,
+                   optimizer: torch.optim.Optimizer | None = None,
+                   feature_mask: Callable[[torch.Tensor], torch.Tensor] | None = None
+                   ) -> dict[str, float]:
+    """One meta step: virtual step of ``method``'s trainable parameters on ``inner(out)``, then
+    ``meta_optimizer``'s parameters descend ``outer(out')`` through it. Returns scalars to log."""
+    params = named_trainable(method)
+    x1, x2 = batch["x1"], batch["x2"]
+    out = functional_forward(method, params, x1, x2, feature_mask=feature_mask)
+    inner_loss = inner(out)
+    stepped = virtual_step(inner_loss, params, lr, optimizer)
+    outer_loss = outer(functional_forward(method, stepped, x1, x2, feature_mask=feature_mask))
+    meta_params = [p for g in meta_optimizer.param_groups for p in g["params"]]
+    grads = torch.autograd.grad(outer_loss, meta_params, allow_unused=True)
+    for p, g in zip(meta_params, grads):
+        p.grad = torch.zeros_like(p) if g is None else g
+    average_gradients(meta_params)
+    meta_optimizer.step()
+    meta_optimizer.zero_grad(set_to_none=True)
+    return {"meta_inner": inner_loss.item(), "meta_outer": outer_loss.item()}

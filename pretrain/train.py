@@ -1,0 +1,382 @@
+"""The one training loop for every method x regularizer: CPU, one GPU, or DDP under torchrun.
+
+    python -m pretrain.train --method simclr --steps 50          # (tools/pretrain.sh wraps this)
+
+Run folder ``<out>/<name>/``: ``config.yaml`` (resolved), ``log.txt``, ``tb/`` (TensorBoard),
+``last_state.pt`` (resume), ``backbone.safetensors`` (the suite's backbone checkpoint),
+``metrics.json``. ``--resume RUN_DIR`` continues exactly: the sampler is a seeded permutation per
+epoch, each item's augmentation is seeded by (seed, epoch, index), and the state holds the model
+(EMA target, queue), optimizer, regularizer, RNG states and step; the schedule is a function of
+the step. On the CPU an interrupted-and-resumed run ends with the same parameters as an
+uninterrupted one. A non-finite loss stops the run before the update, naming the step and the last
+good checkpoint.
+
+Regularizer hooks (contract; base class with no-op defaults: ``pretrain.methods.base.Regularizer``,
+registry: ``pretrain.regularizers.REGULARIZERS[name](method, cfg)``, options in
+``cfg.regularizer_args``). One regular step is::
+
+    batch = {"x1", "x2", "plain"}   # views; "plain" = un-augmented resized image if needs_plain
+    out = model(x1, x2, feature_mask=reg.feature_mask)      # (b) mask on the pooled features h
+    loss, terms = reg.regularize(out["loss"], method, batch, out, progress)   # (a) extra loss
+    loss.backward(); <average reg.joint_parameters() grads over ranks>; optimizer.step()
+    method.after_step(out, progress)                         # EMA target / queue
+    if reg.meta_every and (step + 1) % reg.meta_every == 0:
+        reg.meta_step(method, batch, optimizer, lr, step)    # (d) meta step
+
+- ``out`` holds fmap1/fmap2 (res5 maps), h1/h2 (pooled features), z1/z2 (projections) and the
+  method's own tensors; ``method.encode(x)`` runs the online backbone on anything else (e.g. a
+  masked view). ``regularize`` runs under the same autocast as the forward.
+- (c) extra modules are submodules of the regularizer: ``reg.state_dict()`` and
+  ``reg.meta_optimizer`` are saved and restored with the training state. ``joint_parameters()``
+  are trained by the main optimizer (same schedule); other parameters belong to the meta step.
+- (d) ``meta_step`` gets the unwrapped method (not the DDP wrapper): recompute the loss with
+  ``torch.func.functional_call(method, params, (x1, x2))["loss"]`` (see
+  ``pretrain/regularizers/virtual_step.py``). Take meta gradients with ``torch.autograd.grad`` or
+  ``backward(inputs=meta_params)`` and zero them yourself: a bare ``backward()`` would write into
+  the model's ``.grad`` (and DDP's reducer). The loop zeroes only the main optimizer's gradients.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from pretrain import distributed as D
+from pretrain.augment import AugmentSpec, SeededViews, TwoViews
+from pretrain.backbones import FEATURE_DIMS, build_resnet
+from pretrain.checkpoint import CheckpointError, git_commit, load_torch, save_backbone, save_state
+from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
+from pretrain.data import DataError, build_unlabelled
+from pretrain.methods import METHODS, Method, Regularizer, build_method
+from pretrain.optim import build_optimizer, set_lr, warmup_cosine
+
+STATE_FILE, BACKBONE_FILE = "last_state.pt", "backbone.safetensors"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
+
+
+class EpochBatches(Sampler[int]):
+    """Sample indices of this rank's share of each global batch of one epoch.
+
+    The epoch's order is ``randperm(n)`` seeded by (seed, epoch); global batch ``b`` is
+    ``order[b*B:(b+1)*B]`` and rank ``r`` takes its ``r``-th slice, so W ranks together see exactly
+    the batches of a single process. ``start`` skips the batches already done (resume).
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int, world: int) -> None:
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.rank, self.local_batch = rank, global_batch // world
+        self.epoch, self.start = 0, 0
+
+    def batches_per_epoch(self) -> int:
+        return self.n // self.global_batch
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(
+            self.seed * 100_003 + self.epoch)).tolist()
+        for b in range(self.start, self.batches_per_epoch()):
+            first = b * self.global_batch + self.rank * self.local_batch
+            yield from order[first:first + self.local_batch]
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch() - self.start) * self.local_batch
+
+
+def build_regularizer(cfg: PretrainConfig, method: Method) -> Regularizer:
+    if cfg.regularizer == "none":
+        return Regularizer(method, cfg)
+    try:
+        from pretrain.regularizers import REGULARIZERS
+    except ImportError as err:
+        raise ConfigError(f"--regularizer {cfg.regularizer}: no regularizer registry "
+                          f"(pretrain/regularizers/__init__.py: {err})") from err
+    if cfg.regularizer not in REGULARIZERS:
+        raise ConfigError(f"unknown --regularizer {cfg.regularizer!r}; choose none or one of "
+                          f"{', '.join(REGULARIZERS)}")
+    return REGULARIZERS[cfg.regularizer](method, cfg)
+
+
+def training_step(model: nn.Module, method: Method, regularizer: Regularizer,
+                  optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], step: int,
+                  progress: float, lr: float, amp: bool) -> tuple[float, dict[str, float]]:
+    """One regular step (+ the regularizer's meta step when due): (loss, scalars to log).
+
+    ``model`` is ``method`` or its DDP wrapper. A non-finite loss raises before any update.
+    """
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        out = model(batch["x1"], batch["x2"], feature_mask=regularizer.feature_mask)
+        loss, terms = regularizer.regularize(out["loss"], method, batch, out, progress)
+    loss_value = D.mean_over_ranks(loss.float()).item()
+    if not math.isfinite(loss_value):
+        raise NonFiniteLossError(f"loss is {loss_value} at step {step}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    D.average_gradients(regularizer.joint_parameters())
+    optimizer.step()
+    method.after_step(out, progress)
+    logs = {k: float(v) for k, v in terms.items()}
+    if regularizer.meta_every and (step + 1) % regularizer.meta_every == 0:
+        logs.update(regularizer.meta_step(method, batch, optimizer, lr, step))
+    return loss_value, logs
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                       "has_gauss": has_gauss, "gauss": gauss}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _TqdmHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def make_logger(run_dir: Path | None) -> logging.Logger:
+    logger = logging.getLogger(f"pretrain.run.{run_dir}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    if run_dir is not None:
+        fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        for handler in (logging.FileHandler(run_dir / "log.txt"), _TqdmHandler()):
+            handler.setFormatter(fmt)
+            logger.addHandler(handler)
+    return logger
+
+
+def pick_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is visible; use --device cpu")
+    return requested
+
+
+def prepare_run_dir(cfg: PretrainConfig, resume: str | None) -> Path:
+    """The run folder (rank 0 decides; every rank gets the same path)."""
+    if resume is not None:
+        path = Path(resume)
+        run_dir = path if path.is_dir() else path.parent
+        if not (run_dir / STATE_FILE).is_file():
+            raise ConfigError(f"--resume {resume}: no {STATE_FILE} in {run_dir}")
+        return run_dir
+    name = cfg.name or "-".join(
+        [cfg.method] + ([cfg.regularizer] if cfg.regularizer != "none" else [])
+        + [cfg.data, cfg.arch, time.strftime("%Y%m%d-%H%M%S")])
+    run_dir = Path(cfg.out) / name
+    error = (f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
+             "another --name") if (run_dir / STATE_FILE).exists() else None
+    decision = [run_dir, error]
+    if D.is_distributed():  # rank 0's clock and file system decide for every rank
+        torch.distributed.broadcast_object_list(decision, src=0)
+    if decision[1] is not None:
+        raise ConfigError(decision[1])
+    return decision[0]
+
+
+def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
+    """Run one pretraining; returns the run folder."""
+    device = pick_device(cfg.device)
+    D.init_from_env(device)
+    if device.startswith("cuda") and D.is_distributed():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    if cfg.method not in METHODS:
+        raise ConfigError(f"unknown --method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    cfg = resolve(cfg, device.split(":")[0], METHODS[cfg.method].DEFAULTS)
+    rank, world = D.rank(), D.world_size()
+    if cfg.batch_size % world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the number of "
+                          f"processes ({world})")
+    cuda = device.startswith("cuda")
+    run_dir = prepare_run_dir(cfg, resume)
+    cfg = dataclasses.replace(cfg, name=run_dir.name)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, run_dir / "config.yaml")
+    log = make_logger(run_dir if rank == 0 else None)
+    seed_everything(cfg.seed)
+
+    method = build_method(cfg.method, build_resnet(cfg.arch, cfg.stem), FEATURE_DIMS[cfg.arch],
+                          **cfg.method_args)
+    regularizer = build_regularizer(cfg, method)
+    views = TwoViews(AugmentSpec.for_data(cfg.data, cfg.image_size),
+                     with_plain=regularizer.needs_plain)
+    dataset = SeededViews(build_unlabelled(cfg.data, cfg.data_root, views), cfg.seed)
+    sampler = EpochBatches(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+    steps_per_epoch = sampler.batches_per_epoch()
+    if steps_per_epoch == 0:
+        raise ConfigError(f"the {cfg.data} data set has {len(dataset)} images, fewer than one "
+                          f"batch of {cfg.batch_size}; lower --batch-size")
+    total_steps = cfg.steps or max(1, round(cfg.epochs * steps_per_epoch))
+    warmup_steps = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps // 10)
+    peak_lr = cfg.lr * cfg.batch_size / 256
+
+    method.to(device)
+    regularizer.to(device)
+    if cuda and cfg.amp:
+        method.to(memory_format=torch.channels_last)
+    if cuda and world > 1 and cfg.sync_bn:
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    model: nn.Module = method
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            method, device_ids=[torch.device(device)] if cuda else None)
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    optimizer = build_optimizer(cfg.optimizer, trainable + regularizer.joint_parameters(),
+                                peak_lr, cfg.weight_decay, cfg.momentum)
+
+    state_path = run_dir / STATE_FILE
+    start_step, history = 0, []
+    if resume is not None:
+        state = load_torch(state_path)
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        regularizer.load_state_dict(state["regularizer"])
+        if regularizer.meta_optimizer is not None:
+            regularizer.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        set_rng_state(state["rng"])
+        start_step, history = state["step"], state["history"]
+        log.info(f"resumed {run_dir} at step {start_step}")
+    last_good = str(state_path) if resume is not None else None
+
+    def save_training_state(step: int) -> None:
+        save_state(state_path, {
+            "step": step, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+            "regularizer": regularizer.state_dict(),
+            "meta_optimizer": (regularizer.meta_optimizer.state_dict()
+                               if regularizer.meta_optimizer is not None else None),
+            "rng": rng_state(), "history": history, "config": dataclasses.asdict(cfg)})
+
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"))
+        log.info(f"{cfg.method} + {cfg.regularizer} on {cfg.data} "
+                 f"({cfg.data_root or 'embedded synthetic default'}, {len(dataset)} images), "
+                 f"{cfg.arch}/{cfg.stem} stem at {cfg.image_size} px, batch {cfg.batch_size} on "
+                 f"{world} x {device}, {total_steps} steps ({steps_per_epoch}/epoch), "
+                 f"{cfg.optimizer} peak lr {peak_lr:.4g}, warm-up {warmup_steps} steps")
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps, initial=start_step, disable=rank != 0, desc="pretrain",
+               dynamic_ncols=True)
+    memory_format = torch.channels_last if cuda and cfg.amp else torch.contiguous_format
+    step, loader_iter, started, images = start_step, None, time.perf_counter(), 0
+    model.train()
+    while step < total_steps:
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        if loader_iter is None or in_epoch == 0:
+            sampler.set_position(epoch, in_epoch)
+            dataset.epoch = epoch
+            # Own generator: creating an iterator must not draw from the global RNG (a resumed
+            # run creates one more than an uninterrupted run).
+            loader_iter = iter(DataLoader(dataset, batch_size=sampler.local_batch, sampler=sampler,
+                                          num_workers=cfg.workers, pin_memory=cuda,
+                                          drop_last=True, generator=torch.Generator()))
+        x1, x2, plain = next(loader_iter)
+        batch = {k: v.to(device, non_blocking=True, memory_format=memory_format)
+                 if v.ndim == 4 else v.to(device)
+                 for k, v in (("x1", x1), ("x2", x2), ("plain", plain))}
+        lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr)
+        set_lr(optimizer, lr)
+        try:
+            loss_value, logs = training_step(model, method, regularizer, optimizer, batch, step,
+                                             step / total_steps, lr, amp=cuda and cfg.amp)
+        except NonFiniteLossError as err:
+            message = f"{err}; last good checkpoint: {last_good or 'none written yet'}"
+            log.error(message)
+            raise NonFiniteLossError(message) from None
+        step += 1
+        images += cfg.batch_size
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == total_steps:
+            scalars = {"loss": loss_value, "lr": lr, **logs}
+            history.append({"step": step, **scalars})
+            if writer is not None:
+                for key, value in scalars.items():
+                    writer.add_scalar(f"train/{key}", value, step)
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}")
+                log.info(f"step {step}/{total_steps} " + " ".join(
+                    f"{k} {v:.5g}" for k, v in scalars.items()))
+        if rank == 0 and (step % cfg.save_every == 0 or step == total_steps):
+            save_training_state(step)
+            last_good = str(state_path)
+    bar.close()
+    elapsed = time.perf_counter() - started
+
+    if rank == 0:
+        epochs_done = round(step / steps_per_epoch, 3)
+        save_backbone(run_dir / BACKBONE_FILE, method.backbone.state_dict(), {
+            "method": cfg.method, "regularizer": cfg.regularizer, "arch": cfg.arch,
+            "stem": cfg.stem, "data": cfg.data if cfg.data_root else f"synthetic-{cfg.data}",
+            "data_root": cfg.data_root or "embedded", "image_size": cfg.image_size,
+            "epochs": epochs_done, "steps": step, "seed": cfg.seed, "commit": git_commit()})
+        metrics = {"steps": step, "epochs": epochs_done, "final_loss": history[-1]["loss"],
+                   "wall_s": round(elapsed, 2),
+                   "images_per_s": round(images / elapsed, 2) if elapsed > 0 else None,
+                   "history": history, "backbone": str(run_dir / BACKBONE_FILE)}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        writer.close()
+        log.info(f"done: {run_dir / BACKBONE_FILE} ({metrics['images_per_s']} images/s)")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg, resume = parse_args(argv)
+        train(cfg, resume)
+    except (ConfigError, DataError, CheckpointError, NonFiniteLossError) as err:
+        print(f"pretrain: error: {err}", file=sys.stderr)
+        return 3 if isinstance(err, NonFiniteLossError) else 2
+    finally:
+        if D.is_distributed():
+            torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""DDP on the CPU (gloo): two processes compute exactly the gradients of one process on the
+combined batch (SimCLR's and Barlow Twins' cross-rank terms via gathers with gradients), and
+MoCo's queue receives every rank's keys. BatchNorm is stripped (per-rank batch statistics differ
+by design; SyncBN covers that on CUDA)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from pretrain.backbones import build_resnet
+from pretrain.checkpoint import load_backbone
+from pretrain.methods import METHODS, build_method
+
+REPO = Path(__file__).resolve().parent.parent
+HEADS = {
+    "simclr": {"proj_hidden_dim": 32, "proj_dim": 16},
+    "byol": {"proj_hidden_dim": 32, "proj_dim": 16},
+    "barlow_twins": {"proj_hidden_dim": 32, "proj_dim": 16},
+    "mocov2": {"proj_dim": 16, "queue_size": 24},
+}
+WORLD, PER_RANK = 2, 4
+
+
+def _strip_batch_norm(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, nn.Identity())
+        else:
+            _strip_batch_norm(child)
+    return module
+
+
+def _toy_method(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    method = build_method(name, build_resnet("resnet18", "small"), 512, **HEADS[name])
+    return _strip_batch_norm(method)
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    shape = (WORLD * PER_RANK, 3, 8, 8)
+    return (torch.randn(shape, generator=g),
+            torch.randn(shape, generator=g))
+
+
+def _step(model: nn.Module, method: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> dict:
+    out = model(x1, x2)
+    out["loss"].backward()
+    method.after_step(out, 0.0)
+    return {"grads": {n: p.grad.clone() for n, p in method.named_parameters()
+                      if p.grad is not None},
+            "buffers": {n: b.clone() for n, b in method.named_buffers()}}
+
+
+def _worker(rank: int, rendezvous: str, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
+                            world_size=WORLD)
+    torch.set_num_threads(1)
+    x1, x2 = _batch()
+    mine = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+    results = {}
+    for name in METHODS:
+        method = _toy_method(name)
+        model = nn.parallel.DistributedDataParallel(method)
+        results[name] = _step(model, method, x1[mine], x2[mine])
+    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_process_on_the_combined_batch(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=WORLD)
+    x1, x2 = _batch()
+    for name in METHODS:
+        method = _toy_method(name)
+        reference = _step(method, method, x1, x2)
+        assert reference["grads"]
+        # float32 sums in another order: tolerance relative to the largest gradient (some are
+        # zero analytically, e.g. the bias before Barlow Twins' standardisation)
+        scale = max(float(g.abs().max()) for g in reference["grads"].values())
+        for rank in range(WORLD):
+            got = torch.load(tmp_path / f"rank{rank}.pt")[name]
+            assert got["grads"].keys() == reference["grads"].keys()
+            for key, grad in reference["grads"].items():
+                torch.testing.assert_close(got["grads"][key], grad, rtol=1e-4, atol=1e-5 * scale,
+                                           msg=lambda m, where=f"{name} rank {rank}, {key}":
+                                           f"{where}: {m}")
+            if name == "mocov2":  # the queue holds all 8 keys, in rank order, on every rank
+                torch.testing.assert_close(got["buffers"]["queue"], reference["buffers"]["queue"])
+                assert int(got["buffers"]["queue_ptr"]) == WORLD * PER_RANK
+
+
+@pytest.mark.slow
+def test_pretrain_sh_two_processes_on_cpu(tiny_data: Path, tmp_path: Path) -> None:
+    """tools/pretrain.sh --gpus 2 goes through torchrun; on a CPU machine the ranks use gloo."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        ["bash", str(REPO / "tools" / "pretrain.sh"), "--gpus", "2", "--master-port", "29731",
+         "--method", "mocov2", "--data", f"colorful_mnist={tiny_data}", "--image-size", "16",
+         "--batch-size", "8", "--steps", "2", "--out", str(tmp_path), "--name", "ddp",
+         "--method-arg", "queue_size=24", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state_dict, meta = load_backbone(tmp_path / "ddp" / "backbone.safetensors")
+    assert meta["steps"] == 2 and "layer4.1.conv2.weight" in state_dict
+    assert "2 x cpu" in (tmp_path / "ddp" / "log.txt").read_text()
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
