@@ -161,7 +161,7 @@ def _label(row: dict[str, str]) -> str:
     regularizer = row.get("regularizer") or "none"
     name = row.get("method") or "?"
     name += f"+{regularizer}" if regularizer != "none" else ""
-    return f"{name} [{row['backbone_id'][:12]}]" if row.get("source") == "measured" else name
+    return f"{name} [{row['backbone_id']}]" if row.get("source") == "measured" else name
 
 
 def with_references(rows: list[dict[str, str]], everything: bool = False) -> list[dict[str, str]]:
