@@ -19,6 +19,9 @@ detectron2_missing_C
     fast_eval_api).
     Mask R-CNN R50-FPN/C4 never calls it (ROIAlign and NMS come from torchvision). Registers a
     placeholder whose every op raises :class:`MissingCompiledOpError` naming the op when called.
+    Its three build-information functions (``get_compiler_version``, ``get_cuda_version``,
+    ``has_cuda``) answer instead, because ``detectron2.engine.default_setup`` logs them through
+    ``collect_env_info()`` as soon as ``import detectron2._C`` succeeds.
     Skipped when a real ``detectron2._C`` (an official build) is importable.
 mmcv_missing_ext
     mmcv-lite 2.1.0 has no compiled ops, yet mmpose 1.3.2 imports
@@ -116,11 +119,17 @@ def pillow_linear() -> bool:
 
 
 def detectron2_missing_C() -> bool:
-    return _install_placeholder(
+    installed = _install_placeholder(
         "detectron2", "_C",
         "The pb1-detectron2 0.6 package has no C++ extension (deformable conv, rotated boxes, "
         "the fast COCO evaluator). Use configs without these ops, COCOEvaluator(use_fast_impl="
         "False), or install an official detectron2 build.")
+    if installed:  # build information read by detectron2.utils.collect_env.collect_env_info()
+        placeholder = sys.modules["detectron2._C"]
+        placeholder.get_compiler_version = lambda: "none (placeholder detectron2._C)"
+        placeholder.get_cuda_version = lambda: "none (placeholder detectron2._C)"
+        placeholder.has_cuda = lambda: False
+    return installed
 
 
 def mmcv_missing_ext() -> bool:

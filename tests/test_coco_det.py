@@ -1,0 +1,154 @@
+"""transfer/coco_det.py: configs, data checks, and detectron2 training + COCO evaluation end to
+end on the tiny synthetic COCO set (real detectron2, real pycocotools)."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from benchmarks.leaderboard import file_hash
+from pretrain.backbones import build_resnet
+from transfer import coco_det
+from transfer.coco_det import CocoDetError, load_config, validate_coco
+
+CONFIGS = coco_det.CONFIG_DIR
+
+
+def test_moco_protocol_configs_resolve_from_the_model_zoo() -> None:
+    fpn = load_config(CONFIGS / "coco_R_50_FPN_1x_moco.yaml")
+    c4 = load_config(CONFIGS / "coco_R_50_C4_1x_moco.yaml")
+    for cfg in (fpn, c4):
+        assert cfg.MODEL.MASK_ON and cfg.MODEL.RESNETS.NORM == "SyncBN"
+        assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False and cfg.MODEL.BACKBONE.FREEZE_AT == 0
+        assert cfg.INPUT.FORMAT == "RGB" and cfg.TEST.PRECISE_BN.ENABLED
+        assert cfg.MODEL.PIXEL_MEAN == [123.675, 116.28, 103.53]
+        assert cfg.MODEL.PIXEL_STD == [58.395, 57.12, 57.375]
+        assert cfg.SOLVER.MAX_ITER == 90000  # the zoo's 1x schedule, inherited
+    assert fpn.MODEL.BACKBONE.NAME == "build_resnet_fpn_backbone"
+    assert fpn.MODEL.FPN.NORM == fpn.MODEL.ROI_BOX_HEAD.NORM == fpn.MODEL.ROI_MASK_HEAD.NORM \
+        == "SyncBN"
+    assert (fpn.MODEL.ROI_BOX_HEAD.NUM_CONV, fpn.MODEL.ROI_BOX_HEAD.NUM_FC) == (4, 1)
+    assert c4.MODEL.ROI_HEADS.NAME == "Res5ROIHeadsExtraNorm"
+    cpu = load_config(CONFIGS / "coco_cpu_FPN_128px.yaml")
+    assert cpu.MODEL.RESNETS.NORM == "BN" and cpu.MODEL.RESNETS.STRIDE_IN_1X1 is False
+    assert cpu.INPUT.FORMAT == "RGB" and cpu.SOLVER.MAX_ITER < 1000
+
+
+def test_c4_head_has_mocos_extra_norm_after_res5() -> None:
+    from detectron2.modeling import build_model
+
+    cfg = load_config(CONFIGS / "coco_R_50_C4_1x_moco.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    res5 = build_model(cfg).roi_heads.res5
+    assert isinstance(res5.norm, torch.nn.SyncBatchNorm) and res5.norm.num_features == 2048
+    assert list(dict(res5.named_children()))[-1] == "norm"
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('_BASE_: "model_zoo:COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"\n'
+                   "MODEL:\n  RESNETS:\n    DEPTHH: 50\n")
+    with pytest.raises(CocoDetError, match="DEPTHH"):
+        load_config(bad)
+
+
+def test_c4_with_resnet18_is_refused(tmp_path: Path) -> None:
+    args = coco_det.parse_args(["--weights", "x.pth", "--config",
+                                str(CONFIGS / "coco_R_50_C4_1x_moco.yaml"),
+                                "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    with pytest.raises(CocoDetError, match="needs a ResNet-50"):
+        coco_det.setup_cfg(args, {"meta": {"arch": "resnet18"}, "converted": "x.pkl"}, 10)
+
+
+def _copy_coco(tiny_data: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_data / "coco", tmp_path / "coco"))
+
+
+def test_validate_coco_accepts_the_synthetic_set(tiny_data: Path) -> None:
+    coco = tiny_data / "coco"
+    ids = validate_coco(coco / "annotations/instances_val2017.json", coco / "val2017", masks=True)
+    assert len(ids) == 10
+
+
+def test_validate_coco_names_missing_fields_and_files(tiny_data: Path, tmp_path: Path) -> None:
+    coco = _copy_coco(tiny_data, tmp_path)
+    ann = coco / "annotations/instances_val2017.json"
+    doc = json.loads(ann.read_text())
+    first = doc["images"][0]["file_name"]
+    (coco / "val2017" / first).unlink()
+    with pytest.raises(CocoDetError, match=f"missing, e.g. {first}"):
+        validate_coco(ann, coco / "val2017", masks=True)
+    del doc["annotations"][0]["bbox"]
+    ann.write_text(json.dumps(doc))
+    with pytest.raises(CocoDetError, match=r"instances_val2017.json: annotations\[0\] lacks"):
+        validate_coco(ann, coco / "val2017", masks=True)
+    ann.write_text("{not json")
+    with pytest.raises(CocoDetError, match="not readable JSON"):
+        validate_coco(ann, coco / "val2017", masks=True)
+
+
+def test_driver_refuses_bad_input_before_training(tiny_data: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    cifar = tmp_path / "cifar.pth"
+    torch.save(build_resnet("resnet18", stem="small").state_dict(), cifar)
+    assert coco_det.main(["--weights", str(cifar), "--data", str(tiny_data / "coco"),
+                          "--out", str(tmp_path / "run")]) == 2
+    assert "small-image stem" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last_checkpoint").exists()
+    torch.manual_seed(0)
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(zero_init_residual=True).state_dict(), weights)
+    assert coco_det.main(["--weights", str(weights), "--data", str(tmp_path / "nowhere"),
+                          "--out", str(tmp_path / "run2")]) == 2
+    assert "instances_train2017.json: missing" in capsys.readouterr().err
+    assert not (tmp_path / "run2").exists()  # nothing converted for a run that cannot start
+
+
+@pytest.mark.slow
+def test_weights_to_ap_end_to_end_with_resume_and_eval_only(tiny_data: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """A torchvision ResNet-18 file -> converted on the fly -> 2 iterations -> COCO AP; then
+    --resume to iteration 3 and --eval-only on the result, which must reproduce its AP."""
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18_torchvision.pth"
+    torch.save(torchvision.models.resnet18(zero_init_residual=True).state_dict(), weights)
+    board, out = tmp_path / "board.csv", tmp_path / "run"
+    common = ["--data", str(tiny_data / "coco"), "--out", str(out), "--leaderboard", str(board),
+              "--config", str(CONFIGS / "coco_cpu_FPN_128px.yaml")]
+    small = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()"]
+    assert coco_det.main(["--weights", str(weights), *common,
+                          "--opts", "SOLVER.MAX_ITER", "2", *small]) == 0
+    record = json.loads((out / "backbone.json").read_text())
+    assert record["meta"]["arch"] == "resnet18" and (out / "backbone_detectron2.pkl").is_file()
+    assert coco_det.main(["--weights", str(weights), *common]) == 2  # the run folder is taken
+    assert "--resume" in capsys.readouterr().err
+
+    assert coco_det.main([*common, "--resume", "--opts", "SOLVER.MAX_ITER", "3", *small]) == 0
+    log = (out / "log.txt").read_text()
+    assert "Starting training from iteration 0" in log
+    assert "Starting training from iteration 2" in log  # 0-based: iterations 0, 1 done before
+    assert (out / "train_log.json").read_text()  # detectron2's scalars, under their own name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for task in ("bbox", "segm"):
+        assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(metrics["metrics"][task])
+        assert 0.0 <= metrics["metrics"][task]["AP"] <= 100.0
+    assert metrics["train_seconds"] > 0 and metrics["eval_seconds"] > 0
+
+    with open(board) as f:
+        rows = [r for r in csv.DictReader(f) if r["task"] == "coco_det"]
+    assert {r["backbone_id"] for r in rows} == {file_hash(weights)}
+    assert {r["protocol"] for r in rows} == {"finetune"} and {r["arch"] for r in rows} == {
+        "resnet18"}
+    by_metric = {r["metric"]: float(r["value"]) for r in rows}
+    assert by_metric["bbox_AP"] == pytest.approx(metrics["metrics"]["bbox"]["AP"], abs=1e-4)
+    assert "segm_AP" in by_metric
+
+    (out / "metrics.json").unlink()
+    assert coco_det.main([*common, "--eval-only"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["metrics"] == metrics["metrics"]  # the trained model, evaluated again
