@@ -44,6 +44,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
         raise OSError(f"cannot write {path}: {err.strerror or err} "
                       "(is the folder writable?)") from err
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -61,6 +62,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     finally:
         os.close(dir_fd)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def git_commit(default: str = "unknown") -> str:

@@ -121,3 +121,12 @@ def test_pickle_loader_admits_arrays_and_refuses_code(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="refused to unpickle"):
         load_pickle_arrays(evil)
     assert not planted.exists()
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = save_state(tmp_path / "s.pt", {"x": torch.zeros(1)})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
