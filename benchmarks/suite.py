@@ -1,0 +1,258 @@
+"""The suite runner: from nothing to a leaderboard, report and plot, in one output folder.
+
+    python -m benchmarks.suite [--out runs/suite] [--size default|tiny]
+        [--panel simclr,simclr+rcl,...] [--checkpoint NAME=PATH ...] [--data SET=ROOT ...]
+        [--arch resnet18] [--gpus N] [--budget cpu|full]
+
+With no arguments (the README's main job) it generates the embedded synthetic default, pretrains a
+panel of ResNet-18 backbones on it plus a random-init control, and runs every transfer task on each:
+COCO Mask R-CNN (detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST
+fixed and fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
+same command a user would type), so a stage that fails for one backbone is recorded in the report
+and the others go on. Finished stages leave a marker in ``<out>/state/``; rerunning skips them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import leaderboard
+from pretrain.backbones import build_resnet
+from pretrain.checkpoint import atomic_write, git_commit, save_backbone
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PANEL = ("simclr", "simclr+rcl", "simclr+metamask", "byol+msr", "barlow_twins+mcr")
+
+# Per-stage effort. "cpu" sizes every stage so the whole default panel fits a 2-core CPU in about
+# 20 minutes; "full" is each engine's own protocol (hours on GPUs).
+BUDGETS = {
+    "cpu": {"pretrain": ["--steps", "60", "--batch-size", "64"],
+            "coco_det": ["--opts", "SOLVER.MAX_ITER", "60"],
+            "mpii": ["--max-iters", "60"],
+            "probe_finetune": ["--epochs", "0.25"]},
+    "smoke": {"pretrain": ["--steps", "2", "--batch-size", "8"],
+              "coco_det": ["--opts", "SOLVER.MAX_ITER", "2"],
+              "mpii": ["--max-iters", "2"],
+              "probe_finetune": ["--epochs", "0.05"]},
+    "full": {"pretrain": [], "coco_det": [], "mpii": [], "probe_finetune": []},
+}
+TASKS = ("coco_det", "mpii_fixed", "mpii_finetune", "fairface_fixed", "fairface_finetune",
+         "colorful_mnist_fixed", "colorful_mnist_finetune", "coco_fgbg")
+
+
+@dataclass
+class Stage:
+    backbone: str
+    name: str
+    argv: list[str]
+    needs: str | None = None                 # a file the stage reads, made by an earlier stage
+    outputs: list[str] = field(default_factory=list)
+
+
+def _python(script: str) -> list[str]:
+    return [sys.executable, str(ROOT / script)]
+
+
+def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
+    """Every stage of the run, in order: pretraining first, then each backbone's tasks."""
+    budget = BUDGETS[args.budget]
+    csv = str(out / "leaderboard.csv")
+    data = args.data
+    stages: list[Stage] = []
+    weights: dict[str, Path] = {}
+    for entry in args.panel:
+        method, _, regularizer = entry.partition("+")
+        run = out / "pretrain" / entry.replace("+", "_")
+        weights[entry] = run / "backbone.safetensors"
+        argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
+                "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
+                "--out", str(run.parent), "--name", run.name, *budget["pretrain"]]
+        if "colorful_mnist" in data:
+            argv += ["--data", f"colorful_mnist={data['colorful_mnist']}"]
+        stages.append(Stage(entry, "pretrain", argv, outputs=[str(weights[entry])]))
+    weights["random-init"] = out / "random-init" / "backbone.safetensors"
+    weights.update({name: Path(path) for name, path in args.checkpoint})
+
+    for backbone, path in weights.items():
+        def task(name: str, argv: list[str], data_key: str, tail: tuple[str, ...] = (),
+                 backbone: str = backbone, path: Path = path) -> None:
+            full = [*argv, "--weights", str(path), "--out", str(out / name / backbone),
+                    "--leaderboard", csv]
+            if data_key in data:
+                full += ["--data", str(data[data_key])]
+            # tail last: detectron2's --opts takes the rest of the command line
+            stages.append(Stage(backbone, name, [*full, *tail], needs=str(path)))
+
+        task("coco_det", [*_python("transfer/coco_det.py"), *_gpus(args, "--num-gpus")], "coco",
+             tail=tuple(budget["coco_det"]))
+        for protocol in ("fixed", "finetune"):
+            task(f"mpii_{protocol}", [*_python("transfer/mpii_pose.py"), "--protocol", protocol,
+                                      *budget["mpii"]], "mpii")
+        for bench in ("fairface", "colorful_mnist"):
+            task(f"{bench}_fixed", [*_python(f"benchmarks/{bench}.py"), "--protocol", "fixed"],
+                 bench)
+            task(f"{bench}_finetune", [*_python(f"benchmarks/{bench}.py"), "--protocol",
+                                       "finetune", *budget["probe_finetune"]], bench)
+        task("coco_fgbg", _python("benchmarks/coco_fgbg.py"), "coco")
+    return [s for s in stages if s.name == "pretrain" or s.name in args.tasks]
+
+
+def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
+    return [flag, str(args.gpus)] if args.gpus > 1 else []
+
+
+def write_random_init(path: Path, arch: str, seed: int = 0) -> None:
+    """The random-init control, as a suite checkpoint (zero-init residuals: detectron2 diverges
+    from a plain random init with frozen BN)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_resnet(arch, stem="imagenet", zero_init_residual=True)
+    save_backbone(path, model.state_dict(),
+                  {"method": "random-init", "regularizer": "none", "arch": arch,
+                   "stem": "imagenet", "data": "", "epochs": 0, "steps": 0, "seed": seed,
+                   "commit": git_commit()})
+
+
+def run(stages: list[Stage], out: Path) -> list[dict]:
+    """Run the stages not yet done; return one record per stage (status, seconds, log)."""
+    state = out / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    records, durations = [], []
+    started = time.monotonic()
+    for i, stage in enumerate(stages, 1):
+        marker = state / f"{stage.backbone}__{stage.name}.json"
+        log = out / "logs" / stage.backbone / f"{stage.name}.log"
+        if marker.exists() and json.loads(marker.read_text())["status"] == "done":
+            records.append(json.loads(marker.read_text()))
+            continue
+        remaining = len(stages) - i + 1
+        eta = f"{remaining * sum(durations) / len(durations) / 60:.0f} min" if durations else "?"
+        print(f"[suite {i}/{len(stages)} | {(time.monotonic() - started) / 60:.1f} min | "
+              f"ETA {eta}] {stage.backbone}: {stage.name}", flush=True)
+        record = {"backbone": stage.backbone, "stage": stage.name, "log": str(log)}
+        if stage.needs and not Path(stage.needs).exists():
+            record.update(status="skipped", seconds=0.0,
+                          reason=f"{stage.needs} was not produced (an earlier stage failed)")
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            t0 = time.monotonic()
+            with open(log, "w") as f:
+                code = subprocess.call(stage.argv, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            seconds = time.monotonic() - t0
+            durations.append(seconds)
+            record.update(status="done" if code == 0 else "failed", seconds=round(seconds, 1))
+            if code != 0:
+                record["reason"] = f"exit {code}: " + " | ".join(_tail(log, 3))
+                print(f"  failed ({record['reason']}); see {log}", flush=True)
+        atomic_write(marker, lambda f, r=record: f.write(json.dumps(r, indent=1).encode()))
+        records.append(record)
+    return records
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    text = path.read_text(errors="replace").strip().splitlines()
+    return [line.strip()[:200] for line in text[-lines:]]
+
+
+def report(out: Path, records: list[dict]) -> Path:
+    """report.md (leaderboard beside published numbers, failures, timings) and panel.png."""
+    csv = out / "leaderboard.csv"
+    rows = leaderboard.read_rows(csv)[1] if csv.exists() else []
+    lines = [f"# Suite report ({time.strftime('%Y-%m-%d %H:%M')}, commit {git_commit()})", ""]
+    problems = [r for r in records if r["status"] != "done"]
+    if problems:
+        lines += ["## Stages that did not finish", "", "| backbone | stage | status | reason |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['backbone']} | {r['stage']} | {r['status']} | {r.get('reason', '')} |"
+                  for r in problems] + [""]
+    lines += ["## Leaderboard (measured rows beside published numbers of the same protocol)", "",
+              leaderboard.markdown(leaderboard.with_references(rows)) if rows else "(no rows)", ""]
+    if rows:
+        leaderboard.plot(leaderboard.with_references(rows), out / "panel.png")
+        lines += ["![panel](panel.png)", ""]
+    total = sum(r.get("seconds", 0.0) for r in records)
+    lines += [f"## Timings (total {total / 60:.1f} min of stage time)", "",
+              "| backbone | stage | status | seconds |", "|---|---|---|---|"]
+    lines += [f"| {r['backbone']} | {r['stage']} | {r['status']} | {r.get('seconds', '')} |"
+              for r in records]
+    path = out / "report.md"
+    atomic_write(path, lambda f: f.write("\n".join(lines).encode()))
+    return path
+
+
+def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"{flag} expects NAME=PATH, got {value!r}")
+        pairs.append((name, path))
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/suite", help="output folder (default runs/suite)")
+    parser.add_argument("--size", default="default", choices=["default", "tiny"],
+                        help="embedded synthetic data size, for sets without --data")
+    parser.add_argument("--panel", default=",".join(DEFAULT_PANEL),
+                        help="comma-separated METHOD[+REGULARIZER] backbones to pretrain "
+                             "('' for none); a random-init control is always added")
+    parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                        help="a backbone trained elsewhere (any format the converter reads)")
+    parser.add_argument("--data", action="append", default=[], metavar="SET=ROOT",
+                        help="real data root for coco, mpii, fairface or colorful_mnist")
+    parser.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs per stage (detectron2 launch)")
+    parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
+                        help="cpu: sized for a 2-core CPU; smoke: a few steps each (tests); "
+                             "full: the engines' own protocols")
+    parser.add_argument("--tasks", default=",".join(TASKS),
+                        help=f"comma-separated subset of {', '.join(TASKS)}")
+    args = parser.parse_args(argv)
+    args.panel = [p for p in args.panel.split(",") if p]
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    if set(args.tasks) - set(TASKS):
+        parser.error(f"--tasks: unknown {sorted(set(args.tasks) - set(TASKS))}; "
+                     f"choose from {', '.join(TASKS)}")
+    args.checkpoint = _pairs(args.checkpoint, "--checkpoint")
+    args.data = dict(_pairs(args.data, "--data"))
+    unknown = set(args.data) - {"coco", "mpii", "fairface", "colorful_mnist"}
+    if unknown:
+        parser.error(f"--data: unknown set(s) {sorted(unknown)}; "
+                     "use coco, mpii, fairface or colorful_mnist")
+    for name, path in [*args.checkpoint, *args.data.items()]:
+        if not Path(path).exists():
+            parser.error(f"{name}={path}: no such file or folder")
+
+    out = Path(args.out).resolve()
+    t0 = time.monotonic()
+    if len(args.data) < 4:
+        from pretrain.synthetic import default_root
+
+        print(f"[suite] embedded synthetic data ({args.size})", flush=True)
+        synthetic = default_root(args.size)
+        args.data = {key: str(synthetic / key) for key in
+                     ("coco", "mpii", "fairface", "colorful_mnist")} | args.data
+    control = out / "random-init" / "backbone.safetensors"
+    if not control.exists():
+        write_random_init(control, args.arch)
+    records = run(plan(args, out), out)
+    path = report(out, records)
+    failed = sum(r["status"] != "done" for r in records)
+    print(f"[suite] {len(records) - failed}/{len(records)} stages done in "
+          f"{(time.monotonic() - t0) / 60:.1f} min; report: {path}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
