@@ -32,7 +32,8 @@ import torch  # noqa: E402
 from pretrain.methods import METHODS  # noqa: E402
 
 
-def measure(method_name: str, source: str, args: argparse.Namespace) -> dict:
+def measure(method_name: str, regularizer_name: str, source: str,
+            args: argparse.Namespace) -> dict:
     from torch.utils.data import DataLoader, RandomSampler
 
     from pretrain.augment import AugmentSpec, SeededViews, TwoViews
@@ -48,24 +49,33 @@ def measure(method_name: str, source: str, args: argparse.Namespace) -> dict:
     device, cuda = args.device, args.device.startswith("cuda")
     amp = cuda and not args.no_amp
     memory_format = torch.channels_last if amp else torch.contiguous_format
-    stem = args.stem or ("small" if args.image_size <= 64 else "imagenet")
+    stem = args.stem or "imagenet"
     method = build_method(method_name, build_resnet(args.arch, stem), FEATURE_DIMS[args.arch])
     method.to(device, memory_format=memory_format)
     defaults = METHODS[method_name].DEFAULTS
+    if regularizer_name == "none":
+        regularizer = Regularizer()
+    else:
+        from pretrain.regularizers import REGULARIZERS
+
+        cfg = argparse.Namespace(method=method_name, regularizer_args={},
+                                 image_size=args.image_size, stem=stem)
+        regularizer = REGULARIZERS[regularizer_name](method, cfg).to(device)
     optimizer = build_optimizer(defaults["optimizer"],
-                                [p for p in method.parameters() if p.requires_grad],
+                                [p for p in method.parameters() if p.requires_grad]
+                                + regularizer.joint_parameters(),
                                 defaults["lr"] * args.batch_size / 256, defaults["weight_decay"],
                                 0.9)
-    regularizer = Regularizer()
     total = args.warmup + args.steps
 
     if source == "synthetic":
         x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
         x = x.contiguous(memory_format=memory_format)
-        batches = iter(lambda: (x, x.flip(3), torch.empty(0)), None)
+        batches = iter(lambda: (x, x.flip(3), x), None)
     else:
         name, _, root = args.data.partition("=")
-        views = TwoViews(AugmentSpec.for_data(name, args.image_size))
+        views = TwoViews(AugmentSpec.for_data(name, args.image_size),
+                         with_plain=regularizer.needs_plain)
         dataset = SeededViews(build_unlabelled(name, root or None, views), seed=0)
         sampler = RandomSampler(dataset, replacement=True, num_samples=total * args.batch_size)
         batches = iter(DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
@@ -82,7 +92,7 @@ def measure(method_name: str, source: str, args: argparse.Namespace) -> dict:
         x1, x2, plain = next(batches)
         batch = {"x1": x1.to(device, non_blocking=True, memory_format=memory_format),
                  "x2": x2.to(device, non_blocking=True, memory_format=memory_format),
-                 "plain": plain}
+                 "plain": plain.to(device)}
         training_step(method, method, regularizer, optimizer, batch, step, step / total,
                       lr=optimizer.param_groups[0]["lr"], amp=amp)  # .item() syncs the device
         if step >= args.warmup:
@@ -90,7 +100,8 @@ def measure(method_name: str, source: str, args: argparse.Namespace) -> dict:
     elapsed = time.perf_counter() - started
     peak_mb = (torch.cuda.max_memory_allocated(device) if cuda
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
-    return {"method": method_name, "source": source, "device": device, "arch": args.arch,
+    return {"method": method_name, "regularizer": regularizer_name, "source": source,
+            "device": device, "arch": args.arch,
             "stem": stem, "image_size": args.image_size, "batch_size": args.batch_size,
             "amp_bf16": amp, "steps": args.steps,
             "images_per_s": round(args.batch_size * args.steps / elapsed, 2),
@@ -106,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["synthetic", "files"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
-    parser.add_argument("--stem", choices=["small", "imagenet"],
-                        help="default: small when --image-size <= 64")
+    parser.add_argument("--regularizers", nargs="+", default=["none"],
+                        help="none, msr, mcr, metamask, rcl (pairs a paper does not define "
+                             "are skipped)")
+    parser.add_argument("--stem", choices=["small", "imagenet"], help="default: imagenet")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
@@ -121,17 +134,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows = []
-    header = (f"{'method':<13} {'source':<9} {'images/s':>9} {'step s':>8} {'peak MB':>9}  "
+    header = (f"{'method':<13} {'regularizer':<12} {'source':<9} {'images/s':>9} {'step s':>8} "
+              f"{'peak MB':>9}  "
               f"({args.device}, {args.arch}, {args.image_size} px, batch {args.batch_size})")
     print(header, flush=True)
     context = multiprocessing.get_context("spawn")
-    for method_name in args.methods:
-        for source in args.sources:
-            with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-                row = pool.submit(measure, method_name, source, args).result()
-            rows.append(row)
-            print(f"{method_name:<13} {source:<9} {row['images_per_s']:>9.1f} "
-                  f"{row['step_s_median']:>8.3f} {row['peak_memory_mb']:>9.0f}", flush=True)
+    runs = [(m, r, s) for m in args.methods for r in args.regularizers for s in args.sources]
+    for method_name, regularizer_name, source in runs:
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+            try:
+                row = pool.submit(measure, method_name, regularizer_name, source, args).result()
+            except ValueError as err:  # a pair the regularizer's paper does not define
+                print(f"{method_name:<13} {regularizer_name:<12} skipped: {err}", flush=True)
+                continue
+        rows.append(row)
+        print(f"{method_name:<13} {regularizer_name:<12} {source:<9} "
+              f"{row['images_per_s']:>9.1f} {row['step_s_median']:>8.3f} "
+              f"{row['peak_memory_mb']:>9.0f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -1,0 +1,493 @@
+"""MPII pose transfer: mmpose's SimpleBaseline on a suite backbone, scored by PCKh.
+
+    python transfer/mpii_pose.py --weights FILE [--protocol fixed|finetune] [--data MPII_ROOT]
+                                 [--out DIR] [--max-iters N] [--leaderboard CSV]
+
+Everything that trains and scores is mmpose's own: mmengine's Runner, ``MpiiDataset`` with the
+head boxes (``headbox_file``), the top-down SimpleBaseline (mmpose ResNet + ``HeatmapHead`` with
+three deconvolutions), flip test and ``MpiiPCKAccuracy`` (PCKh@0.5 per joint group and mean,
+PCKh@0.1). The config is ``configs/mpii_td-hm_res50_256x256.py`` (mmpose's
+``td-hm_res50_8xb64-210e_mpii-256x256``) for real data, ``configs/mpii_cpu_128x128.py`` for the
+embedded synthetic set (used when ``--data`` is absent); ``--config`` picks another.
+
+What this driver adds to the config:
+- the backbone: ``--weights`` in any format ``transfer/convert.py`` reads, converted into the run
+  folder (``backbone_mmpose.pth``) and loaded by mmpose's ``Pretrained`` init; after the Runner's
+  weight init, every backbone tensor is compared with that file, because mmpose only warns when
+  it loads nothing (a mis-prefixed file). ``--weights random`` is the random-init control
+  (torchvision init with ``zero_init_residual``, seeded by ``--seed``, ``--arch`` picks the size).
+  ResNet-18/34 get a 512-channel head, ResNet-50 a 2048-channel one. A small-image stem (3x3
+  conv1, no max-pool) is refused: mmpose's ResNet has no such stem.
+- the protocol (RCL paper, Appendix D): ``fixed`` freezes the whole backbone (``frozen_stages=4``:
+  no gradients; ``norm_eval``: BN statistics stay those of the checkpoint) and trains the head;
+  after training every backbone tensor, BN buffers included, is checked to be unchanged.
+  ``finetune`` trains everything.
+- the schedule: the config's epochs become iterations of mmengine's ``IterBasedTrainLoop`` over an
+  ``InfiniteSampler`` (the epoch loop's iterator sleeps 2 s at every epoch end, see
+  ``mmengine/runner/loops.py``; the infinite sampler never ends an epoch). Epoch boundaries of the
+  schedule (LR steps, validation, checkpoints) scale to the run's length, so ``--max-iters N``
+  shortens the whole recipe to N iterations; the iteration warm-up is capped at a tenth of the run.
+  The learning rate scales linearly with the real batch (``auto_scale_lr``: 5e-4 at batch 512).
+
+Outputs in ``--out`` (default ``runs/mpii_pose/<name>``): the resolved config (dumped by the
+Runner), mmengine's log and TensorBoard scalars (in a timestamped sub-folder), the last checkpoint,
+``metrics.json`` and leaderboard rows (task ``mpii_pose``; metrics ``PCKh@0.5``, ``PCKh@0.1``,
+``PCKh@0.5_head``, ``PCKh@0.5_shoulder``, ... one per mmpose joint group).
+
+Several GPUs: mmengine's launcher, e.g.
+``torchrun --nproc_per_node 8 transfer/mpii_pose.py --launcher pytorch --weights FILE --data DIR``
+(``--batch-size`` is per GPU; the learning rate follows the total batch).
+
+``--resume`` (with the same flags) continues from the run folder's last Runner checkpoint (mmengine
+first replays the data loader up to that iteration, for the same data order). Those files hold
+numpy arrays and mmengine's log buffers, which torch >= 2.6 refuses with ``weights_only=True``
+(mmengine 0.10 then fails to resume). They are read through a registered mmengine checkpoint
+scheme whose unpickler admits exactly those types and nothing that could run code.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import pickle
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import transfer.compat  # noqa: F401,I001  (before mmpose: registers the mmcv._ext placeholder)
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+
+from benchmarks.leaderboard import DEFAULT_PATH, backbone_fields, file_hash, write_rows
+from pretrain.backbones import ARCHS, FEATURE_DIMS, build_resnet
+from pretrain.checkpoint import CheckpointError, atomic_write, load_torch, save_state
+
+TASK = "mpii_pose"
+PROTOCOLS = ("fixed", "finetune")
+RANDOM_WEIGHTS = ("random", "none")
+RESUME_SCHEME = "suite-resume://"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+FULL_CONFIG = CONFIG_DIR / "mpii_td-hm_res50_256x256.py"
+CPU_CONFIG = CONFIG_DIR / "mpii_cpu_128x128.py"
+DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
+N_JOINTS = 16
+# mmpose's MpiiPCKAccuracy keys -> leaderboard metric names
+METRIC_NAMES = {"PCK": "PCKh@0.5", "PCK@0.1": "PCKh@0.1",
+                **{f"{g} PCK": f"PCKh@0.5_{g.lower()}"
+                   for g in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")}}
+
+
+class MpiiPoseError(ValueError):
+    """Unusable input for the MPII driver; the message names the file or flag and the fix."""
+
+
+# ----------------------------------------------------------------------------- data
+def check_mpii_root(root: Path) -> dict[str, int]:
+    """Validate mmpose's MPII layout under ``root`` up front; return the split sizes.
+
+    mmpose itself fails late and obscurely on these (an ``assert`` on the head-box file, a
+    ``KeyError`` deep in a data-loader worker), so everything it will read is checked here.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise MpiiPoseError(f"--data {root}: no such folder (expected mmpose's MPII layout: "
+                            "annotations/mpii_{train,val}.json, annotations/mpii_gt_val.mat, "
+                            "images/)")
+    sizes = {split: len(_check_annotations(root, split)) for split in ("train", "val")}
+    _check_headboxes(root / "annotations" / "mpii_gt_val.mat", sizes["val"])
+    return sizes
+
+
+def _check_annotations(root: Path, split: str) -> list[dict]:
+    path = root / "annotations" / f"mpii_{split}.json"
+    if not path.is_file():
+        raise MpiiPoseError(f"{path}: missing MPII {split} annotations (mmpose's "
+                            f"mpii_{split}.json)")
+    try:
+        anns = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise MpiiPoseError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(anns, list) or not anns:
+        raise MpiiPoseError(f"{path}: expected a non-empty list of person annotations")
+    missing_images = []
+    for i, ann in enumerate(anns):
+        where = f"{path}: entry {i}" + (f" ({ann['image']})" if "image" in ann else "")
+        absent = [k for k in ("image", "joints", "joints_vis", "center", "scale") if k not in ann]
+        if absent:
+            raise MpiiPoseError(f"{where} lacks {absent}; every entry needs image, joints "
+                                f"({N_JOINTS}x2, 1-based pixels), joints_vis ({N_JOINTS}), "
+                                "center [x, y] and scale (person height / 200)")
+        for key, shape in (("joints", (N_JOINTS, 2)), ("joints_vis", (N_JOINTS,)),
+                           ("center", (2,))):
+            try:
+                value = np.asarray(ann[key], dtype=float)
+            except (TypeError, ValueError):
+                value = None
+            if value is None or value.shape != shape:
+                raise MpiiPoseError(f"{where}: '{key}' must be a numeric array of shape {shape}")
+        if not isinstance(ann["scale"], (int, float)) or ann["scale"] <= 0:
+            raise MpiiPoseError(f"{where}: 'scale' must be a positive number")
+        if not (root / "images" / ann["image"]).is_file():
+            missing_images.append(ann["image"])
+    if missing_images:
+        raise MpiiPoseError(f"{path}: {len(missing_images)} images missing from "
+                            f"{root / 'images'}, e.g. {missing_images[:3]}")
+    return anns
+
+
+def _check_headboxes(path: Path, n_val: int) -> None:
+    from scipy.io import loadmat
+
+    if not path.is_file():
+        raise MpiiPoseError(f"{path}: missing head-box file; PCKh normalizes by head size, "
+                            "which comes from 'headboxes_src' in mpii_gt_val.mat (MPII's "
+                            "evaluation file)")
+    try:
+        boxes = loadmat(str(path)).get("headboxes_src")
+    except (ValueError, OSError, TypeError) as err:
+        raise MpiiPoseError(f"{path}: not a readable MATLAB file ({err})") from err
+    if boxes is None or boxes.shape != (2, 2, n_val):
+        found = "absent" if boxes is None else f"shape {boxes.shape}"
+        raise MpiiPoseError(f"{path}: 'headboxes_src' must have shape (2, 2, {n_val}) to match "
+                            f"mpii_val.json, found {found}")
+
+
+# ----------------------------------------------------------------------------- backbone
+def prepare_backbone(weights: str, out_dir: Path, prefix: str | None = None,
+                     arch: str = "resnet18", seed: int = 0
+                     ) -> tuple[Path, str, dict[str, Any], Path | None]:
+    """Write the backbone in mmpose's format into ``out_dir``.
+
+    Returns (mmpose file, arch, meta, source file or None for the random control).
+    """
+    out = out_dir / "backbone_mmpose.pth"
+    if weights.lower() in RANDOM_WEIGHTS:
+        torch.manual_seed(seed)
+        state = build_resnet(arch, zero_init_residual=True).state_dict()
+        save_state(out, {"state_dict": state})
+        return out, arch, {"method": "random", "regularizer": "none", "arch": arch,
+                           "stem": "imagenet", "backbone_id": f"random-{arch}-seed{seed}"}, None
+    from transfer.convert import convert_checkpoint, load_any_backbone
+
+    source = Path(weights)
+    _, meta = load_any_backbone(source, prefix=prefix)  # arch, stem and the suite's meta
+    # Refuses a small-image stem and any partial load, verifying the file in mmpose's ResNet.
+    convert_checkpoint(source, to="mmpose", out=out, prefix=prefix, verify=True)
+    return out, meta["arch"], meta, source
+
+
+def _backbone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _differences(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, v in expected.items()
+            if k not in actual or actual[k].shape != v.shape
+            or not torch.equal(actual[k].to(v.dtype), v)]
+
+
+class BackboneGuard(Hook):
+    """Fails the run when the backbone did not load, or (``fixed``) when training changed it;
+    records the last validation metrics and the wall time of all validation passes."""
+
+    priority = "VERY_HIGH"
+
+    def __init__(self, checkpoint: Path, frozen: bool, resumed: bool) -> None:
+        self.checkpoint, self.frozen, self.resumed = checkpoint, frozen, resumed
+        self.start: dict[str, torch.Tensor] = {}
+        self.metrics: dict[str, float] = {}
+        self.val_seconds = self.val_start = 0.0
+
+    def before_train(self, runner) -> None:
+        backbone = _unwrap(runner.model).backbone
+        self.start = _backbone_state(backbone)
+        if self.resumed and not self.frozen:  # it holds the resumed run's weights, by design
+            return
+        expected = load_torch(self.checkpoint)["state_dict"]
+        expected = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
+        wrong = _differences(self.start, expected)
+        missing = [k for k in self.start if k not in expected
+                   and not k.endswith("num_batches_tracked")]
+        if wrong or missing:
+            raise MpiiPoseError(
+                f"the backbone was not loaded from {self.checkpoint}: {len(wrong)} tensors differ "
+                f"(e.g. {wrong[:3]}), {len(missing)} absent from the file (e.g. {missing[:3]}); "
+                "mmpose only warns about this. Check --prefix and the checkpoint's keys")
+
+    def after_train(self, runner) -> None:
+        if not self.frozen:
+            return
+        changed = _differences(_backbone_state(_unwrap(runner.model).backbone), self.start)
+        if changed:
+            raise MpiiPoseError(f"protocol 'fixed' but training changed {len(changed)} backbone "
+                                f"tensors (e.g. {changed[:3]}): the backbone was not frozen")
+
+    def before_val_epoch(self, runner) -> None:
+        self.val_start = time.perf_counter()
+
+    def after_val_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
+        self.metrics = dict(metrics or {})
+        self.val_seconds += time.perf_counter() - self.val_start
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+# ----------------------------------------------------------------------------- config
+def build_config(config: Path, *, data_root: Path, backbone_file: Path, arch: str, protocol: str,
+                 out_dir: Path, n_train: int, max_iters: int | None = None,
+                 batch_size: int | None = None, seed: int = 0, launcher: str = "none",
+                 resume: bool = False) -> Config:
+    """The mmengine config of one run: ``config`` plus backbone, protocol, data and schedule."""
+    if protocol not in PROTOCOLS:
+        raise MpiiPoseError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    cfg = Config.fromfile(str(config))
+    cfg.work_dir = str(out_dir)
+    cfg.launcher = launcher
+    if resume:
+        cfg.resume, cfg.load_from = True, resume_checkpoint(Path(out_dir))
+    cfg.randomness = dict(seed=seed)
+    if not torch.cuda.is_available():
+        cfg.env_cfg.dist_cfg = dict(backend="gloo")
+
+    backbone = cfg.model.backbone
+    backbone.depth = DEPTHS[arch]
+    backbone.init_cfg = dict(type="Pretrained", checkpoint=str(backbone_file))
+    if protocol == "fixed":
+        backbone.frozen_stages = 4  # stem + all four stages: requires_grad False, BN in eval
+        backbone.norm_eval = True  # BN statistics stay those of the checkpoint
+    cfg.model.head.in_channels = FEATURE_DIMS[arch]
+
+    root = Path(data_root).resolve()
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.data_root = str(root)
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.headbox_file = str(root / "annotations" / "mpii_gt_val.mat")
+    if batch_size:
+        cfg.train_dataloader.batch_size = batch_size
+    _iteration_schedule(cfg, n_train, max_iters)
+    return cfg
+
+
+def _iteration_schedule(cfg: Config, n_train: int, max_iters: int | None) -> None:
+    """Replace the epoch loop by an iteration loop over an infinite sampler (no epoch-end sleep),
+    scaling every epoch boundary of the schedule to the run's length."""
+    epochs = cfg.train_cfg.max_epochs
+    world = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS")
+                or os.environ.get("OMPI_COMM_WORLD_SIZE") or 1)  # set before mmengine's init
+    per_epoch = math.ceil(n_train / (cfg.train_dataloader.batch_size * world))
+    total = max_iters or epochs * per_epoch
+
+    def to_iters(epoch: float) -> int:
+        return max(1, round(epoch / epochs * total))
+
+    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=total,
+                         val_interval=to_iters(cfg.train_cfg.get("val_interval", epochs)))
+    cfg.train_dataloader.sampler = dict(type="InfiniteSampler", shuffle=True)
+    schedulers = []
+    for sched in copy.deepcopy(cfg.param_scheduler):
+        if sched.get("by_epoch", True):
+            sched.update(by_epoch=False, begin=round(sched.get("begin", 0) / epochs * total),
+                         end=min(total, to_iters(sched.get("end", epochs))))
+            if "milestones" in sched:
+                sched.milestones = [to_iters(m) for m in sched.milestones]
+        else:
+            sched.end = max(1, min(sched.get("end", total), total // 10))
+        schedulers.append(sched)
+    cfg.param_scheduler = schedulers
+    hook = cfg.default_hooks.checkpoint
+    hook.update(by_epoch=False, interval=to_iters(hook.get("interval", epochs)))
+    cfg.log_processor.by_epoch = False
+
+
+# ----------------------------------------------------------------------------- run
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train and score one backbone; write metrics.json and leaderboard rows. Returns the record."""
+    from mmengine.dist import is_main_process
+    from mmengine.runner import Runner
+
+    data = Path(args.data) if args.data else _default_data()
+    sizes = check_mpii_root(data)
+    config = Path(args.config) if args.config else (FULL_CONFIG if args.data else CPU_CONFIG)
+    if not config.is_file():
+        raise MpiiPoseError(f"--config {config}: no such file")
+    if args.weights.lower() not in RANDOM_WEIGHTS and not Path(args.weights).is_file():
+        raise MpiiPoseError(f"--weights {args.weights}: no such file (give a backbone checkpoint, "
+                            "or 'random' for the random-init control)")
+    backbone = (f"random-{args.arch}-seed{args.seed}" if args.weights.lower() in RANDOM_WEIGHTS
+                else f"{Path(args.weights).stem}-{file_hash(args.weights, 8)}")
+    name = args.name or f"{backbone}-{args.protocol}"
+    out = Path(args.out) if args.out else Path("runs") / TASK / name
+    out.mkdir(parents=True, exist_ok=True)
+
+    backbone_file, arch, meta, source = prepare_backbone(args.weights, out, args.prefix,
+                                                         args.arch, args.seed)
+    cfg = build_config(config, data_root=data, backbone_file=backbone_file, arch=arch,
+                       protocol=args.protocol, out_dir=out, n_train=sizes["train"],
+                       max_iters=args.max_iters, batch_size=args.batch_size, seed=args.seed,
+                       launcher=args.launcher, resume=args.resume)
+    runner = Runner.from_cfg(cfg)
+    guard = BackboneGuard(backbone_file, frozen=args.protocol == "fixed", resumed=args.resume)
+    runner.register_hook(guard, "VERY_HIGH")
+    start = time.perf_counter()
+    runner.train()
+    seconds = time.perf_counter() - start
+    if not guard.metrics:
+        raise MpiiPoseError("training ended without a validation pass; no PCKh to report")
+
+    metrics = {METRIC_NAMES[k.split("/")[-1]]: float(v) for k, v in guard.metrics.items()
+               if k.split("/")[-1] in METRIC_NAMES}
+    batch = cfg.train_dataloader.batch_size * runner.world_size
+    group = runner.optim_wrapper.optimizer.param_groups[0]
+    record = {
+        "task": TASK, "protocol": args.protocol, "weights": str(args.weights),
+        "backbone_file": str(backbone_file), "arch": arch, "data": str(data),
+        "config": str(config), "work_dir": str(out), "log_dir": str(runner.log_dir),
+        "iterations": cfg.train_cfg["max_iters"],
+        "batch_size": batch, "seed": args.seed,
+        "lr": group.get("initial_lr", group["lr"]),  # after auto_scale_lr, before schedules
+        "train_seconds": round(seconds - guard.val_seconds, 1),
+        "eval_seconds": round(guard.val_seconds, 1),
+        "metrics": metrics, "mmpose_metrics": {k: float(v) for k, v in guard.metrics.items()},
+        "backbone": backbone_fields(source, meta),
+    }
+    if is_main_process():
+        atomic_write(out / "metrics.json",
+                     lambda f: f.write(json.dumps(record, indent=2).encode()))
+        base = {**record["backbone"], "task": TASK, "protocol": args.protocol, "seed": args.seed}
+        write_rows(args.leaderboard, [{**base, "metric": m, "value": v}
+                                      for m, v in metrics.items()])
+    return record
+
+
+def _default_data() -> Path:
+    from pretrain.synthetic import default_root
+
+    return default_root("default") / "mpii"
+
+
+# The globals a Runner checkpoint of this driver holds: tensors, numpy arrays/scalars (log
+# values, dataset meta), Counter (MultiStepLR milestones) and mmengine's HistoryBuffer (log
+# smoothing), whose statistics methods are pickled as getattr(HistoryBuffer, name).
+_RESUME_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor_v2"), ("collections", "OrderedDict"),
+    ("collections", "Counter"), ("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
+    ("mmengine.logging.history_buffer", "HistoryBuffer"),
+}
+
+
+def _history_buffer_method(owner: type, name: str) -> Any:
+    """The only ``getattr`` a resumed checkpoint may call: a HistoryBuffer statistics method."""
+    from mmengine.logging import HistoryBuffer
+
+    allowed = {"min", "max", "mean", "current", *HistoryBuffer._statistics_methods}
+    if owner is not HistoryBuffer or name not in allowed:
+        raise pickle.UnpicklingError(f"getattr({owner!r}, {name!r}) is not allowed")
+    return getattr(HistoryBuffer, name)
+
+
+class _RunnerCheckpointUnpickler(pickle.Unpickler):
+    """Reads a Runner checkpoint admitting only ``_RESUME_GLOBALS`` (torch >= 2.6's
+    ``weights_only`` loader refuses these files; ``weights_only=False`` would run any code)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in ("builtins", "__builtin__") and name == "getattr":
+            return _history_buffer_method
+        if (module, name) in _RESUME_GLOBALS or module == "numpy.dtypes":
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+
+
+def load_from_suite_resume(filename: str, map_location: Any = None) -> dict:
+    # mmengine logs the scheme's name as this function's name minus 'load_from_'
+    path = filename[len(RESUME_SCHEME):]
+    restricted = types.SimpleNamespace(__name__="restricted_pickle", load=pickle.load,
+                                       Unpickler=_RunnerCheckpointUnpickler)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False,
+                          pickle_module=restricted)
+    except pickle.UnpicklingError as err:
+        raise MpiiPoseError(f"--resume: {path} holds objects this driver does not resume from "
+                            f"({err}); only Runner checkpoints written by transfer/mpii_pose.py "
+                            "are read") from err
+
+
+def resume_checkpoint(out_dir: Path) -> str:
+    """The run folder's last Runner checkpoint, as a path mmengine reads with the restricted
+    loader above."""
+    from mmengine.runner import CheckpointLoader
+
+    last = out_dir / "last_checkpoint"  # written by mmengine's CheckpointHook
+    if not last.is_file():
+        raise MpiiPoseError(f"--resume: {out_dir} has no checkpoint to resume from "
+                            f"({last} is missing); run without --resume")
+    path = Path(last.read_text().strip())
+    if not path.is_file():
+        raise MpiiPoseError(f"--resume: {last} names {path}, which does not exist")
+    CheckpointLoader.register_scheme(RESUME_SCHEME, load_from_suite_resume, force=True)
+    return RESUME_SCHEME + str(path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True,
+                   help="backbone checkpoint in any format transfer/convert.py reads, or "
+                        "'random' for the random-init control")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="fixed",
+                   help="fixed: frozen backbone (BN in eval), train the head; finetune: train all")
+    p.add_argument("--data", help="MPII root in mmpose's layout; default: the embedded "
+                                  "synthetic set (generated on first use)")
+    p.add_argument("--out", help="run folder; default runs/mpii_pose/<name>, name = "
+                                 "<weights' stem>-<8 hex of its hash>-<protocol>")
+    p.add_argument("--name", help="run name under runs/mpii_pose when --out is not given")
+    p.add_argument("--max-iters", type=int,
+                   help="train N iterations, the whole schedule scaled to fit")
+    p.add_argument("--batch-size", type=int, help="per-process batch (lr follows the total)")
+    p.add_argument("--config", help="mmengine config; default configs/mpii_cpu_128x128.py "
+                                    "without --data, configs/mpii_td-hm_res50_256x256.py with")
+    p.add_argument("--prefix", help="key prefix of the backbone inside --weights "
+                                    "(e.g. 'backbone.' or 'module.encoder.')")
+    p.add_argument("--arch", choices=ARCHS, default="resnet18",
+                   help="ResNet of --weights random (a checkpoint's own arch is read from it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--leaderboard", default=str(DEFAULT_PATH), help="leaderboard CSV to update")
+    p.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"), default="none",
+                   help="mmengine's distributed launcher (pytorch: under torchrun)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in the run folder")
+    args = p.parse_args(argv)
+    if args.max_iters is not None and args.max_iters < 1:
+        p.error("--max-iters must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transfer.convert import ConversionError
+
+    args = parse_args(argv)
+    try:
+        record = run(args)
+    except (MpiiPoseError, ConversionError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"metrics": record["metrics"], "train_seconds": record["train_seconds"],
+                      "eval_seconds": record["eval_seconds"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
