@@ -89,10 +89,12 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
             # tail last: detectron2's --opts takes the rest of the command line
             stages.append(Stage(backbone, name, [*full, *tail], needs=str(path)))
 
-        task("coco_det", [*_python("transfer/coco_det.py"), *_gpus(args, "--num-gpus")], "coco",
+        task("coco_det", [*_python("transfer/coco_det.py"), *_gpus(args, "--num-gpus"),
+                          *_cpu_config(args, "coco", "coco_cpu_FPN_128px.yaml")], "coco",
              tail=tuple(budget["coco_det"]))
         for protocol in ("fixed", "finetune"):
             task(f"mpii_{protocol}", [*_python("transfer/mpii_pose.py"), "--protocol", protocol,
+                                      *_cpu_config(args, "mpii", "mpii_cpu_128x128.py"),
                                       *budget["mpii"]], "mpii")
         for bench in ("fairface", "colorful_mnist"):
             task(f"{bench}_fixed", [*_python(f"benchmarks/{bench}.py"), "--protocol", "fixed"],
@@ -101,6 +103,14 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
                                        "finetune", *budget["probe_finetune"]], bench)
         task("coco_fgbg", _python("benchmarks/coco_fgbg.py"), "coco")
     return [s for s in stages if s.name == "pretrain" or s.name in args.tasks]
+
+
+def _cpu_config(args: argparse.Namespace, data_set: str, config: str) -> list[str]:
+    """The engines' small CPU configs for the embedded synthetic sets (with a real --data root
+    the drivers choose their full protocol configs)."""
+    if data_set in args.synthetic:
+        return ["--config", str(ROOT / "transfer" / "configs" / config)]
+    return []
 
 
 def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
@@ -236,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
-    if len(args.data) < 4:
+    args.synthetic = {"coco", "mpii", "fairface", "colorful_mnist"} - set(args.data)
+    if args.synthetic:
         from pretrain.synthetic import default_root
 
         print(f"[suite] embedded synthetic data ({args.size})", flush=True)
