@@ -164,6 +164,34 @@ def _label(row: dict[str, str]) -> str:
     return f"{name} [{row['backbone_id']}]" if row.get("source") == "measured" else name
 
 
+def claims(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Each published regularizer-versus-base comparison that the measured rows can test: a
+    method with a regularizer against the same method without, on one task, protocol and metric.
+    ``holds`` says whether the measured difference has the published sign."""
+    def means(selected: Iterable[dict[str, str]], by_source: bool) -> dict[tuple, float]:
+        values: dict[tuple, list[float]] = {}
+        for r in selected:
+            key = (r["method"], r.get("regularizer") or "none", r["task"], r["protocol"],
+                   r["metric"], r["source"] if by_source else "measured")
+            values.setdefault(key, []).append(float(r["value"]))
+        return {k: sum(v) / len(v) for k, v in values.items()}
+
+    published = means(reference_rows(), by_source=True)
+    measured = means((r for r in rows if r["source"] == "measured"), by_source=False)
+    found = []
+    for (method, regularizer, *where, source), value in sorted(published.items()):
+        base = published.get((method, "none", *where, source))
+        ours = measured.get((method, regularizer, *where, "measured"))
+        ours_base = measured.get((method, "none", *where, "measured"))
+        if regularizer == "none" or None in (base, ours, ours_base):
+            continue
+        found.append({"claim": f"{method}+{regularizer} vs {method}", "task": where[0],
+                      "protocol": where[1], "metric": where[2], "source": source,
+                      "published": (value, base), "measured": (ours, ours_base),
+                      "holds": (ours - ours_base) * (value - base) > 0})
+    return found
+
+
 def with_references(rows: list[dict[str, str]], everything: bool = False) -> list[dict[str, str]]:
     """Measured rows plus the reference rows of the (task, protocol) pairs they cover."""
     shown = {(r["task"], r["protocol"]) for r in rows}

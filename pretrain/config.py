@@ -93,7 +93,8 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def _key_value(text: str) -> tuple[str, Any]:
+def key_value(text: str) -> tuple[str, Any]:
+    """``K=V`` from the command line as (K, YAML scalar of V)."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, metavar="NAME[=PATH]", help=help_text)
         elif f.name in ("method_args", "regularizer_args"):
             parser.add_argument(flag.replace("-args", "-arg"), dest=f.name, metavar="K=V",
-                                action="append", type=_key_value, help=help_text)
+                                action="append", type=key_value, help=help_text)
         elif meta["type"] is bool:
             parser.add_argument(flag, type=_parse_bool, metavar="true|false", help=help_text)
         else:

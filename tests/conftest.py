@@ -11,6 +11,8 @@ from pretrain.synthetic import generate
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: takes over ~15 s (CI still runs it; skip with -m 'not slow')")
+    config.addinivalue_line(
+        "markers", "reliability: faults and untrusted files across the suite (-m reliability)")
 
 
 @pytest.fixture(scope="session")

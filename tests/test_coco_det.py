@@ -92,6 +92,18 @@ def test_validate_coco_names_missing_fields_and_files(tiny_data: Path, tmp_path:
         validate_coco(ann, coco / "val2017", masks=True)
 
 
+def test_val_subset_keeps_the_first_images_and_only_their_annotations(tiny_data: Path,
+                                                                    tmp_path: Path) -> None:
+    full = json.loads((tiny_data / "coco" / "annotations" / "instances_val2017.json").read_text())
+    subset = json.loads(coco_det.val_subset(tiny_data / "coco", tmp_path, 3).read_text())
+    assert subset["images"] == full["images"][:3]
+    kept = {image["id"] for image in subset["images"]}
+    assert subset["annotations"] == [a for a in full["annotations"] if a["image_id"] in kept]
+    assert subset["annotations"] and subset["categories"] == full["categories"]
+    validate_coco(tmp_path / "instances_val2017_first3.json", tiny_data / "coco" / "val2017",
+                  masks=True)
+
+
 def test_driver_refuses_bad_input_before_training(tiny_data: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     cifar = tmp_path / "cifar.pth"

@@ -99,3 +99,26 @@ def test_markdown_shows_gap_and_published_rows_of_the_same_protocol(tmp_path: Pa
     png = tmp_path / "panel.png"
     main(["plot", "--csv", str(path), "--out", str(png)])
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_claims_compare_measured_and_published_differences(tmp_path: Path) -> None:
+    from benchmarks.leaderboard import claims
+
+    def measured(method: str, regularizer: str, digit: float) -> list[dict]:
+        common = {"backbone_id": f"{method}{regularizer}", "method": method,
+                  "regularizer": regularizer, "task": "colorful_mnist", "protocol": "linear"}
+        return [{**common, "metric": "digit_top1", "value": digit},
+                {**common, "metric": "background_top1", "value": 50.0}]
+
+    path = tmp_path / "lb.csv"
+    write_rows(path, measured("simclr", "none", 20.0) + measured("simclr", "rcl", 30.0))
+    found = {(c["claim"], c["metric"]): c for c in claims(read_rows(path)[1])}
+    digit = found[("simclr+rcl vs simclr", "digit_top1")]
+    assert digit["published"] == (88.3, 14.9) and digit["measured"] == (30.0, 20.0)
+    assert digit["holds"] and digit["source"] == "RCL Table 4"
+    # published 46.5 vs 47.3: RCL lower; measured equal is not the published sign
+    assert not found[("simclr+rcl vs simclr", "background_top1")]["holds"]
+    write_rows(path, measured("simclr", "rcl", 10.0))  # the rerun replaces: now it fails
+    assert not {(c["claim"], c["metric"]): c for c in claims(read_rows(path)[1])}[
+        ("simclr+rcl vs simclr", "digit_top1")]["holds"]
+    assert all(c["claim"].startswith("simclr+rcl") for c in found.values())

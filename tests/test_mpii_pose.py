@@ -143,6 +143,21 @@ def test_config_follows_arch_protocol_and_batch(monkeypatch, tmp_path):
     assert cfg.launcher == "pytorch" and cfg.train_cfg.max_iters == 3 * 32
 
 
+def test_val_images_evaluates_the_first_people_only(tiny_data, tmp_path):
+    from mmengine.registry import init_default_scope
+    from mmpose.registry import DATASETS
+
+    init_default_scope("mmpose")
+    cfg = mpii_pose.build_config(mpii_pose.CPU_CONFIG, data_root=tiny_data / "mpii",
+                                 backbone_file=tmp_path / "b.pth", arch="resnet18",
+                                 protocol="fixed", out_dir=tmp_path, n_train=16, val_images=3)
+    val = DATASETS.build(cfg.val_dataloader.dataset)
+    full = json.loads((tiny_data / "mpii" / "annotations" / "mpii_val.json").read_text())
+    assert len(val) == 3 < len(full)
+    assert [val.get_data_info(i)["img_path"].endswith(full[i]["image"]) for i in range(3)] == [
+        True] * 3
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.fixture
 def mpii_copy(tiny_data, tmp_path) -> Path:

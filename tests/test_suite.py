@@ -2,6 +2,7 @@
 reported without losing the other results, and a rerun skips what is done."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,31 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
         main(["--out", str(tmp_path), "--tasks", "coco_det,mnist"])
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--checkpoint", f"x={tmp_path / 'absent.pth'}"])
+
+
+def test_parallel_stages_wait_for_their_inputs_and_skip_after_a_failure(tmp_path: Path) -> None:
+    from benchmarks.suite import Stage, run
+
+    def script(code: str) -> list[str]:
+        return [sys.executable, "-c", f"import pathlib, sys, time; {code}"]
+
+    made, never = tmp_path / "made.bin", tmp_path / "never.bin"
+    runs = tmp_path / "runs.txt"
+    count = f"open({str(runs)!r}, 'a').write('x')"
+    stages = [
+        Stage("a", "pretrain", script(f"{count}; time.sleep(1); "
+                                      f"pathlib.Path({str(made)!r}).write_text('w')"),
+              outputs=[str(made)]),
+        Stage("b", "pretrain", script(f"{count}; sys.exit(3)"), outputs=[str(never)]),
+        Stage("a", "task", script(f"{count}; assert pathlib.Path({str(made)!r}).exists()"),
+              needs=str(made)),
+        Stage("b", "task", script(count), needs=str(never)),
+    ]
+    out = tmp_path / "suite"
+    records = run(stages, out, jobs=2)
+    assert [r["status"] for r in records] == ["done", "failed", "done", "skipped"]
+    assert "exit 3" in records[1]["reason"] and "never.bin" in records[3]["reason"]
+    assert runs.read_text() == "xxx"
+    records = run(stages, out, jobs=2)  # a rerun: only what did not finish runs again
+    assert [r["status"] for r in records] == ["done", "failed", "done", "skipped"]
+    assert runs.read_text() == "xxxx"

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from pretrain.config import key_value  # noqa: E402
 from pretrain.methods import METHODS  # noqa: E402
 
 
@@ -50,7 +51,8 @@ def measure(method_name: str, regularizer_name: str, source: str,
     amp = cuda and not args.no_amp
     memory_format = torch.channels_last if amp else torch.contiguous_format
     stem = args.stem or "imagenet"
-    method = build_method(method_name, build_resnet(args.arch, stem), FEATURE_DIMS[args.arch])
+    method = build_method(method_name, build_resnet(args.arch, stem), FEATURE_DIMS[args.arch],
+                          **args.method_arg)
     method.to(device, memory_format=memory_format)
     defaults = METHODS[method_name].DEFAULTS
     if regularizer_name == "none":
@@ -58,7 +60,7 @@ def measure(method_name: str, regularizer_name: str, source: str,
     else:
         from pretrain.regularizers import REGULARIZERS
 
-        cfg = argparse.Namespace(method=method_name, regularizer_args={},
+        cfg = argparse.Namespace(method=method_name, regularizer_args=args.regularizer_arg,
                                  image_size=args.image_size, stem=stem)
         regularizer = REGULARIZERS[regularizer_name](method, cfg).to(device)
     optimizer = build_optimizer(defaults["optimizer"],
@@ -120,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regularizers", nargs="+", default=["none"],
                         help="none, msr, mcr, metamask, rcl (pairs a paper does not define "
                              "are skipped)")
+    parser.add_argument("--method-arg", action="append", default=[], metavar="K=V",
+                        type=key_value,
+                        help="method hyperparameter, e.g. proj_dim=2048 (repeatable)")
+    parser.add_argument("--regularizer-arg", action="append", default=[], metavar="K=V",
+                        type=key_value,
+                        help="regularizer option, e.g. meta_every=4 (repeatable; time a "
+                             "multiple of it in --steps)")
     parser.add_argument("--stem", choices=["small", "imagenet"], help="default: imagenet")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -132,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-amp", action="store_true", help="no bf16/channels_last on CUDA")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args(argv)
+    args.method_arg, args.regularizer_arg = dict(args.method_arg), dict(args.regularizer_arg)
 
     rows = []
     header = (f"{'method':<13} {'regularizer':<12} {'source':<9} {'images/s':>9} {'step s':>8} "

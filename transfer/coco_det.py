@@ -211,11 +211,26 @@ def _coco_files(data: Path, dataset: str) -> tuple[Path, Path]:
     return data / "annotations" / f"instances_{split}.json", data / split
 
 
-def register_data(data: Path) -> None:
+def register_data(data: Path, val_json: Path | None = None) -> None:
+    """Register train2017 and val2017 (or ``val_json``, a subset of it) with detectron2."""
     for name in SPLITS:
         if name not in DatasetCatalog.list():
             json_file, image_root = _coco_files(data, name)
+            if name == TEST_SET and val_json is not None:
+                json_file = val_json
             register_coco_instances(name, {}, str(json_file), str(image_root))
+
+
+def val_subset(data: Path, out: Path, n: int) -> Path:
+    """The first ``n`` images of val2017 with their annotations, as a COCO json in the run
+    folder (so pycocotools scores exactly the images evaluated)."""
+    doc = json.loads(_coco_files(data, TEST_SET)[0].read_text())
+    doc["images"] = doc["images"][:n]
+    kept = {image["id"] for image in doc["images"]}
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in kept]
+    path = out / f"instances_val2017_first{n}.json"
+    atomic_write(path, lambda f: f.write(json.dumps(doc).encode()))
+    return path
 
 
 # ------------------------------------------------------------------------------------ backbone
@@ -270,7 +285,7 @@ def setup_cfg(args: argparse.Namespace, record: dict[str, Any], num_classes: int
 # ------------------------------------------------------------------------------------ run
 def worker(args: argparse.Namespace, record: dict[str, Any], num_classes: int) -> None:
     """One process of the run (detectron2's ``launch`` starts one per GPU)."""
-    register_data(args.data)
+    register_data(args.data, args.val_json)
     cfg = setup_cfg(args, record, num_classes)
     default_setup(cfg, argparse.Namespace(config_file=str(args.config),
                                           eval_only=args.eval_only))
@@ -304,7 +319,8 @@ def write_outputs(args: argparse.Namespace, cfg: CfgNode, record: dict[str, Any]
     summary = {"metrics": metrics, "iterations": cfg.SOLVER.MAX_ITER,
                "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
                "convert_seconds": record.get("convert_seconds"), "config": "config.yaml",
-               "weights": record["source"], "data": str(args.data), "seed": args.seed}
+               "weights": record["source"], "data": str(args.data), "seed": args.seed,
+               "val_images": args.val_images or "all"}
     out = Path(cfg.OUTPUT_DIR)
     atomic_write(out / METRICS_FILE, lambda f: f.write(json.dumps(summary, indent=2).encode()))
     meta = record["meta"]
@@ -338,6 +354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "--out")
         out.mkdir(parents=True, exist_ok=True)
         record = prepare_backbone(args, out)
+    args.val_json = val_subset(args.data, out, args.val_images) if args.val_images else None
     launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args, record, len(categories[0])))
     return json.loads((out / METRICS_FILE).read_text()) if args.machine_rank == 0 else {}
@@ -367,6 +384,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="evaluate the last checkpoint of the run in --out")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint")
+    p.add_argument("--val-images", type=int, default=None, metavar="N",
+                   help="evaluate on the first N val2017 images only (a quick check; the "
+                        "protocol evaluates all)")
     p.add_argument("--leaderboard", type=Path, default=DEFAULT_PATH, help="leaderboard CSV")
     p.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine")
     p.add_argument("--num-machines", type=int, default=1)
@@ -378,6 +398,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.weights is None and not (args.resume or args.eval_only):
         p.error("--weights is required (a backbone file, or 'random')")
+    if args.val_images is not None and args.val_images < 1:
+        p.error("--val-images must be at least 1")
     if len(args.opts) % 2:
         p.error(f"--opts takes KEY VALUE pairs; got {args.opts}")
     if args.config is None:

@@ -247,8 +247,8 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 # ----------------------------------------------------------------------------- config
 def build_config(config: Path, *, data_root: Path, backbone_file: Path, arch: str, protocol: str,
                  out_dir: Path, n_train: int, max_iters: int | None = None,
-                 batch_size: int | None = None, seed: int = 0, launcher: str = "none",
-                 resume: bool = False) -> Config:
+                 batch_size: int | None = None, val_images: int | None = None, seed: int = 0,
+                 launcher: str = "none", resume: bool = False) -> Config:
     """The mmengine config of one run: ``config`` plus backbone, protocol, data and schedule."""
     if protocol not in PROTOCOLS:
         raise MpiiPoseError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
@@ -274,6 +274,8 @@ def build_config(config: Path, *, data_root: Path, backbone_file: Path, arch: st
         loader.dataset.data_root = str(root)
     for loader in (cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.headbox_file = str(root / "annotations" / "mpii_gt_val.mat")
+        if val_images:
+            loader.dataset.indices = val_images  # mmengine: the first N samples
     if batch_size:
         cfg.train_dataloader.batch_size = batch_size
     _iteration_schedule(cfg, n_train, max_iters)
@@ -322,6 +324,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = Path(args.config) if args.config else (FULL_CONFIG if args.data else CPU_CONFIG)
     if not config.is_file():
         raise MpiiPoseError(f"--config {config}: no such file")
+    if not config.resolve().is_relative_to(CONFIG_DIR):
+        # mmengine runs a config's Python (and reads its YAML with the full loader) to load it.
+        raise MpiiPoseError(f"--config {config}: mmengine configs execute code when loaded, so "
+                            f"only those in {CONFIG_DIR} are loaded; review it and copy it there")
     if args.weights.lower() not in RANDOM_WEIGHTS and not Path(args.weights).is_file():
         raise MpiiPoseError(f"--weights {args.weights}: no such file (give a backbone checkpoint, "
                             "or 'random' for the random-init control)")
@@ -335,7 +341,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                          args.arch, args.seed)
     cfg = build_config(config, data_root=data, backbone_file=backbone_file, arch=arch,
                        protocol=args.protocol, out_dir=out, n_train=sizes["train"],
-                       max_iters=args.max_iters, batch_size=args.batch_size, seed=args.seed,
+                       max_iters=args.max_iters, batch_size=args.batch_size,
+                       val_images=args.val_images, seed=args.seed,
                        launcher=args.launcher, resume=args.resume)
     runner = Runner.from_cfg(cfg)
     guard = BackboneGuard(backbone_file, frozen=args.protocol == "fixed", resumed=args.resume)
@@ -355,7 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "backbone_file": str(backbone_file), "arch": arch, "data": str(data),
         "config": str(config), "work_dir": str(out), "log_dir": str(runner.log_dir),
         "iterations": cfg.train_cfg["max_iters"],
-        "batch_size": batch, "seed": args.seed,
+        "batch_size": batch, "seed": args.seed, "val_images": args.val_images or "all",
         "lr": group.get("initial_lr", group["lr"]),  # after auto_scale_lr, before schedules
         "train_seconds": round(seconds - guard.val_seconds, 1),
         "eval_seconds": round(guard.val_seconds, 1),
@@ -457,7 +464,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-iters", type=int,
                    help="train N iterations, the whole schedule scaled to fit")
     p.add_argument("--batch-size", type=int, help="per-process batch (lr follows the total)")
-    p.add_argument("--config", help="mmengine config; default configs/mpii_cpu_128x128.py "
+    p.add_argument("--val-images", type=int, metavar="N",
+                   help="evaluate on the first N val people only (a quick check; the protocol "
+                        "evaluates all)")
+    p.add_argument("--config", help="mmengine config, from transfer/configs/ only (loading one "
+                                    "runs its code); default configs/mpii_cpu_128x128.py "
                                     "without --data, configs/mpii_td-hm_res50_256x256.py with")
     p.add_argument("--prefix", help="key prefix of the backbone inside --weights "
                                     "(e.g. 'backbone.' or 'module.encoder.')")
@@ -470,8 +481,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint in the run folder")
     args = p.parse_args(argv)
-    if args.max_iters is not None and args.max_iters < 1:
-        p.error("--max-iters must be at least 1")
+    for flag in ("max_iters", "val_images"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1")
     return args
 
 
