@@ -17,7 +17,7 @@ def test_runner_reports_failures_keeps_results_and_resumes(tiny_data: Path,
     garbage = tmp_path / "downloaded.pth"
     garbage.write_bytes(b"not a checkpoint")
     out = tmp_path / "suite"
-    argv = ["--out", str(out), "--panel", "simclr", "--checkpoint", f"broken={garbage}",
+    argv = ["--out", str(out), "--panel", "simclr,simclr+rcl", "--checkpoint", f"broken={garbage}",
             "--tasks", "colorful_mnist_fixed", "--budget", "smoke",
             *[f"--data={name}={tiny_data / name}"
               for name in ("coco", "mpii", "fairface", "colorful_mnist")]]
@@ -29,7 +29,11 @@ def test_runner_reports_failures_keeps_results_and_resumes(tiny_data: Path,
     _, rows = read_rows(out / "leaderboard.csv")
     methods = {r["method"] for r in rows if r["task"] == "colorful_mnist"}
     assert methods == {"simclr", "random-init"}
+    assert {r["regularizer"] for r in rows if r["method"] == "simclr"} == {"none", "rcl"}
     assert "RCL Table 4" in report  # published numbers beside the measured ones
+    claims = report[report.index("## The papers' claims"):].splitlines()
+    assert any(line.startswith("| simclr+rcl vs simclr | colorful_mnist | linear | digit_top1 | "
+                               "88.3 vs 14.9 |") for line in claims)
 
     done_log = out / "logs" / "simclr" / "pretrain.log"
     stamp = done_log.stat().st_mtime_ns
