@@ -86,6 +86,10 @@ def write_rows(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # Writers hold the lock while their temporary file exists, so any found now was left by
+        # a writer that was killed mid-write.
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         columns, old_rows = read_rows(path)
         columns += [c for r in new_rows for c in r if c not in columns]
         replaced = {_key(r) for r in new_rows}

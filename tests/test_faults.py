@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.leaderboard import read_rows
+from benchmarks.leaderboard import read_rows, write_rows
 from pretrain.checkpoint import CheckpointError, load_torch
 
 pytestmark = pytest.mark.reliability
@@ -163,3 +163,7 @@ def test_leaderboard_writers_killed_mid_write_leave_whole_rows(tmp_path: Path) -
         keys = [(r["backbone_id"], r["metric"]) for r in parsed]
         assert len(keys) == len(set(keys)), "a duplicated row"
         assert all(float(r["value"]) >= 0 for r in parsed)
+    killed_mid_write = list(tmp_path.glob(".leaderboard.csv.*.tmp"))
+    write_rows(board, [{"backbone_id": "after", "task": "t", "protocol": "linear",
+                        "metric": "m", "value": 1}])
+    assert not list(tmp_path.glob(".leaderboard.csv.*.tmp")), killed_mid_write
