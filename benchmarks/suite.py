@@ -35,7 +35,8 @@ DEFAULT_PANEL = ("simclr", "simclr+rcl", "simclr+metamask", "byol+msr", "barlow_
 # 20 minutes: every stage runs for real, but far too briefly for its numbers to rank backbones
 # (see the README). Its pretraining extras, by method or regularizer: a 2048-d Barlow Twins
 # projector (the paper's 8192-d one alone costs 3.9 s a step on 2 cores) and the bi-level
-# regularizers' meta step every 4th step (each costs 3-4 regular steps). "full" is each engine's
+# regularizers' meta step every 4th step (each costs 3-4 regular steps); detections of any score
+# (30 iterations leave none above detectron2's 0.05, and COCO AP undefined). "full" is each engine's
 # own protocol (hours on GPUs).
 BUDGETS = {
     "cpu": {"pretrain": ["--steps", "50", "--batch-size", "32"],
@@ -44,12 +45,14 @@ BUDGETS = {
                                  "--method-arg", "proj_dim=2048"],
                 **{reg: ["--regularizer-arg", "meta_every=4"]
                    for reg in ("msr", "mcr", "metamask")}},
-            "coco_det": ["--val-images", "50", "--opts", "SOLVER.MAX_ITER", "30"],
+            "coco_det": ["--val-images", "50", "--opts", "SOLVER.MAX_ITER", "30",
+                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
             "mpii": ["--max-iters", "20", "--val-images", "64"],
             "probe_finetune": ["--epochs", "0.25"],
             "coco_fgbg": ["--image-size", "64"]},
     "smoke": {"pretrain": ["--steps", "2", "--batch-size", "8"],
-              "coco_det": ["--val-images", "4", "--opts", "SOLVER.MAX_ITER", "2"],
+              "coco_det": ["--val-images", "4", "--opts", "SOLVER.MAX_ITER", "2",
+                           "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
               "mpii": ["--max-iters", "2", "--val-images", "8"],
               "probe_finetune": ["--epochs", "0.05"],
               "coco_fgbg": ["--image-size", "32"]},

@@ -164,3 +164,24 @@ def test_weights_to_ap_end_to_end_with_resume_and_eval_only(tiny_data: Path, tmp
     assert coco_det.main([*common, "--eval-only"]) == 0
     again = json.loads((out / "metrics.json").read_text())
     assert again["metrics"] == metrics["metrics"]  # the trained model, evaluated again
+
+
+def test_no_detection_at_all_is_an_error_not_a_silent_empty_result(tmp_path: Path) -> None:
+    """pycocotools cannot score a model without detections (detectron2 reports NaN): the run
+    must say so and keep metrics.json, not finish without a leaderboard row."""
+    from types import SimpleNamespace
+
+    cfg = coco_det.get_cfg()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    args = SimpleNamespace(leaderboard=tmp_path / "board.csv", data=tmp_path, seed=0,
+                           val_images=None)
+    record = {"source": "w.pth", "backbone_id_from_file": False, "convert_seconds": 0.1,
+              "meta": {"method": "simclr", "arch": "resnet18", "backbone_id": "x"}}
+    nan = {task: dict.fromkeys(coco_det.METRICS, float("nan")) for task in ("bbox", "segm")}
+    with pytest.raises(CocoDetError, match="no detection above .*SCORE_THRESH_TEST=0.05"):
+        coco_det.write_outputs(args, cfg, record, nan, 1.0, 1.0)
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"]["bbox"]["AP"] is None
+    assert not (tmp_path / "board.csv").exists()
+    nan["bbox"]["AP"] = 0.0  # one defined value is a result
+    coco_det.write_outputs(args, cfg, record, nan, 1.0, 1.0)
+    assert (tmp_path / "board.csv").is_file()

@@ -328,6 +328,13 @@ def write_outputs(args: argparse.Namespace, cfg: CfgNode, record: dict[str, Any]
     rows = [{**fields, "task": TASK, "protocol": PROTOCOL, "metric": f"{task}_{name}",
              "value": metrics[task][name], "seed": args.seed}
             for task in metrics for name in METRICS if metrics[task].get(name) is not None]
+    if not rows:  # pycocotools' -1 (detectron2's NaN): no detection to score at all
+        raise CocoDetError(
+            f"the model made no detection above MODEL.ROI_HEADS.SCORE_THRESH_TEST="
+            f"{cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST} on the val images, so COCO AP is undefined "
+            f"and no leaderboard row was written ({out / METRICS_FILE} holds the NaNs); train "
+            "longer (SOLVER.MAX_ITER) or evaluate again with --eval-only --opts "
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0")
     write_rows(args.leaderboard, rows)
     return summary
 
