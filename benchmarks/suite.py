@@ -47,7 +47,7 @@ BUDGETS = {
                    for reg in ("msr", "mcr", "metamask")}},
             "coco_det": ["--val-images", "50", "--opts", "SOLVER.MAX_ITER", "30",
                          "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
-            "mpii": ["--max-iters", "20", "--val-images", "64"],
+            "mpii": ["--max-iters", "20", "--batch-size", "16", "--val-images", "64"],
             "probe_finetune": ["--epochs", "0.25"],
             "coco_fgbg": ["--image-size", "64"]},
     "smoke": {"pretrain": ["--steps", "2", "--batch-size", "8"],
