@@ -153,14 +153,13 @@ def write_random_init(path: Path, arch: str, seed: int = 0) -> None:
 def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
     """Run the stages not yet done, up to ``jobs`` at once (a stage starts once the stage making
     its input has ended); return one record per stage, in order (status, seconds, log)."""
-    state = out / "state"
-    state.mkdir(parents=True, exist_ok=True)
     records: dict[int, dict] = {}
     waiting: list[int] = []
     for i, stage in enumerate(stages):
-        marker = state / f"{stage.backbone}__{stage.name}.json"
-        if marker.exists() and json.loads(marker.read_text())["status"] == "done":
-            records[i] = json.loads(marker.read_text())
+        marker = _marker(out, stage)
+        record = json.loads(marker.read_text()) if marker.exists() else {}
+        if record.get("status") == "done":
+            records[i] = record
         else:
             waiting.append(i)
     made_by = {path: i for i, stage in enumerate(stages) for path in stage.outputs}
@@ -186,7 +185,7 @@ def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
                   f"{(time.monotonic() - started) / 60:.1f} min | ETA {eta}] "
                   f"{stage.backbone}: {stage.name}", flush=True)
             if stage.needs and not Path(stage.needs).exists():
-                _finish(state, stage, records, i, status="skipped", seconds=0.0,
+                _finish(out, stage, records, i, status="skipped", seconds=0.0,
                         reason=f"{stage.needs} was not produced (an earlier stage failed)")
                 continue
             log = _log(out, stage)
@@ -206,7 +205,7 @@ def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
                                    + " | ".join(_tail(_log(out, stages[i]), 3)))
                 print(f"  {stages[i].backbone}: {stages[i].name} failed ({extra['reason']}); "
                       f"see {_log(out, stages[i])}", flush=True)
-            _finish(state, stages[i], records, i, seconds=round(seconds, 1),
+            _finish(out, stages[i], records, i, seconds=round(seconds, 1),
                     status="done" if proc.returncode == 0 else "failed", **extra)
         time.sleep(0.2)
     return [records[i] for i in range(len(stages))]
@@ -216,11 +215,15 @@ def _log(out: Path, stage: Stage) -> Path:
     return out / "logs" / stage.backbone / f"{stage.name}.log"
 
 
-def _finish(state: Path, stage: Stage, records: dict[int, dict], i: int, **result) -> None:
+def _marker(out: Path, stage: Stage) -> Path:
+    return out / "state" / f"{stage.backbone}__{stage.name}.json"
+
+
+def _finish(out: Path, stage: Stage, records: dict[int, dict], i: int, **result) -> None:
     """Record a stage's end, in memory and as its marker file."""
     record = {"backbone": stage.backbone, "stage": stage.name,
-              "log": str(_log(state.parent, stage)), **result}
-    atomic_write(state / f"{stage.backbone}__{stage.name}.json",
+              "log": str(_log(out, stage)), **result}
+    atomic_write(_marker(out, stage),
                  lambda f: f.write(json.dumps(record, indent=1).encode()))
     records[i] = record
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from test_methods import SMALL_HEADS
 from torch import nn
 
 from pretrain import train as train_module
@@ -26,12 +27,6 @@ from pretrain.optim import LARS, warmup_cosine
 from pretrain.train import NonFiniteLossError, train
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL_HEADS = {
-    "simclr": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "byol": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "barlow_twins": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "mocov2": {"proj_dim": 16, "queue_size": 24},
-}
 
 
 def tiny_config(tiny_data: Path, out: Path, method: str = "simclr", **overrides) -> PretrainConfig:

@@ -13,19 +13,13 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_methods import small_method
 from torch import nn
 
-from pretrain.backbones import build_resnet
 from pretrain.checkpoint import load_backbone
-from pretrain.methods import METHODS, build_method
+from pretrain.methods import METHODS
 
 REPO = Path(__file__).resolve().parent.parent
-HEADS = {
-    "simclr": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "byol": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "barlow_twins": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "mocov2": {"proj_dim": 16, "queue_size": 24},
-}
 WORLD, PER_RANK = 2, 4
 
 
@@ -39,9 +33,7 @@ def _strip_batch_norm(module: nn.Module) -> nn.Module:
 
 
 def _toy_method(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    method = build_method(name, build_resnet("resnet18", "small"), 512, **HEADS[name])
-    return _strip_batch_norm(method)
+    return _strip_batch_norm(small_method(name))
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pretrain import SMALL_HEADS, _interrupt_after_save, tiny_config
+from test_methods import SMALL_HEADS, small_method
+from test_pretrain import _interrupt_after_save, tiny_config
 
-from pretrain.backbones import build_resnet
 from pretrain.checkpoint import load_backbone, load_torch
 from pretrain.config import ConfigError, parse_args
-from pretrain.methods import build_method
 from pretrain.regularizers import REGULARIZERS
 from pretrain.train import train
 
@@ -23,11 +22,6 @@ PAIRS = [("simclr", "msr"), ("byol", "msr"), ("simclr", "mcr"), ("byol", "mcr"),
          ("barlow_twins", "mcr"), ("simclr", "metamask"), ("barlow_twins", "metamask"),
          ("simclr", "rcl"), ("mocov2", "rcl"), ("byol", "rcl")]
 SMALL_REG = {"metamask": {"drr_dim": 16}, "rcl": {"decoder_width": 8}, "msr": {"width": 8}}
-
-
-def _method(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_method(name, build_resnet("resnet18", "small"), 512, **SMALL_HEADS[name])
 
 
 def _cfg(method: str, regularizer: str, **args) -> object:
@@ -58,7 +52,7 @@ def test_every_pair_runs_two_steps(tiny_data: Path, tmp_path: Path, method: str,
 @pytest.mark.parametrize("regularizer,method", [("msr", "simclr"), ("mcr", "byol"),
                                                 ("metamask", "simclr")])
 def test_meta_step_moves_only_the_meta_parameters(regularizer: str, method: str) -> None:
-    model = _method(method)
+    model = small_method(method)
     reg = REGULARIZERS[regularizer](model, _cfg(method, regularizer))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -73,7 +67,7 @@ def test_meta_step_moves_only_the_meta_parameters(regularizer: str, method: str)
 
 
 def test_rcl_warm_up_trains_reconstruction_only() -> None:
-    model = _method("simclr")
+    model = small_method("simclr")
     reg = REGULARIZERS["rcl"](model, _cfg("simclr", "rcl"))
     batch = _batch()
     for progress, projector_learns in ((0.0, False), (0.5, True)):
@@ -91,9 +85,9 @@ def test_rcl_warm_up_trains_reconstruction_only() -> None:
 
 def test_pairs_the_papers_do_not_define_and_unknown_options_are_refused() -> None:
     with pytest.raises(ConfigError, match="msr is defined for --method simclr / byol"):
-        REGULARIZERS["msr"](_method("mocov2"), _cfg("mocov2", "msr"))
+        REGULARIZERS["msr"](small_method("mocov2"), _cfg("mocov2", "msr"))
     with pytest.raises(ConfigError, match="not an option of rcl"):
-        REGULARIZERS["rcl"](_method("simclr"), _cfg("simclr", "rcl", lamda=3))
+        REGULARIZERS["rcl"](small_method("simclr"), _cfg("simclr", "rcl", lamda=3))
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_checkpoint import _PlantsAFile
 
 import transfer.compat  # noqa: F401,I001  (before detectron2 and mmpose)
 from benchmarks import colorful_mnist
@@ -20,16 +21,8 @@ from transfer import coco_det, convert, mpii_pose
 pytestmark = pytest.mark.reliability
 
 
-class _PlantsAFile:
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (Path.touch, (self.target,))
-
-
 def _plant(path: Path, planted: Path, as_torch: bool) -> Path:
-    payload = {"state_dict": {"conv1.weight": _PlantsAFile(planted)}}
+    payload = {"state_dict": {"conv1.weight": _PlantsAFile(str(planted))}}
     if as_torch:
         torch.save(payload, path)
     else:
