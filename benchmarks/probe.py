@@ -27,6 +27,7 @@ bf16 autocast and channels_last.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ from tqdm import tqdm
 
 from benchmarks import leaderboard
 from pretrain.augment import MEAN, STD, SeededViews
-from pretrain.backbones import ARCHS, FEATURE_DIMS, STEMS, arch_of, build_resnet
+from pretrain.backbones import FEATURE_DIMS, arch_of
 from pretrain.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -57,7 +58,14 @@ from pretrain.checkpoint import (
     save_backbone,
     save_state,
 )
-from pretrain.data import DataError
+from pretrain.cli import InputError, run_main
+from pretrain.open_backbone import (
+    RANDOM,
+    Backbone,
+    add_backbone_arguments,
+    is_random,
+    open_backbone,
+)
 
 KNN_TEMPERATURE = 0.07
 KNN_KS = (5, 200)
@@ -70,55 +78,13 @@ FINETUNE_EPOCHS = {"cpu": 0.25, "cuda": 30.0}
 log = logging.getLogger("benchmarks")
 
 
-class ProbeError(ValueError):
+class ProbeError(InputError):
     """Bad input to a benchmark (flag, checkpoint or data); the message names it and the fix."""
 
 
-# ----------------------------------------------------------------------------------- backbones
-@dataclass
-class Backbone:
-    model: nn.Module
-    meta: dict[str, Any]     # arch, stem, and the checkpoint's own metadata when it has some
-    weights: Path | None     # None: random init
-    key: str                 # identity for the feature cache: file sha256 or the random-init recipe
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        """The leaderboard's backbone columns."""
-        return leaderboard.backbone_fields(self.weights, self.meta)
-
-
-def load_backbone(weights: str, arch: str | None = None, stem: str | None = None,
-                  init_seed: int = 0, prefix: str | None = None) -> Backbone:
-    """``weights`` is a checkpoint (the suite's format or any the converter reads) or ``random``.
-
-    A checkpoint's backbone is rebuilt with its own arch and stem and loaded strictly; ``arch`` and
-    ``stem`` choose the random-init control (``zero_init_residual=False``, seeded by ``init_seed``).
-    """
-    if weights == "random":
-        arch, stem = arch or "resnet18", stem or "small"
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(init_seed)
-            model = build_resnet(arch, stem)
-        key = f"random-init-{arch}-{stem}-seed{init_seed}-torch{torch.__version__}"
-        meta = {"method": "random-init", "arch": arch, "stem": stem, "seed": init_seed,
-                "backbone_id": f"random-init-{arch}-{stem}-seed{init_seed}"}
-        return Backbone(model, meta, None, key)
-    path = Path(weights)
-    if not path.is_file():
-        raise ProbeError(f"--weights {weights}: no such file (give a backbone checkpoint, or "
-                         "'random' for the random-init control)")
-    from transfer.convert import load_any_backbone  # lazily: its shims are not needed otherwise
-
-    state_dict, meta = load_any_backbone(path, prefix=prefix)  # ConversionError if incomplete
-    found = {"arch": meta["arch"], "stem": meta["stem"]}
-    for name, wanted in (("arch", arch), ("stem", stem)):
-        if wanted and wanted != found[name]:
-            raise ProbeError(f"--{name} {wanted}: the checkpoint {path} is a {found[name]} "
-                             f"{name}; --{name} only chooses the random-init control")
-    model = build_resnet(found["arch"], found["stem"])
-    model.load_state_dict(state_dict, strict=True)
-    return Backbone(model, meta, path, leaderboard.file_hash(path, length=64))
+def backbone_fields(backbone: Backbone) -> dict[str, Any]:
+    """The leaderboard's backbone columns."""
+    return leaderboard.backbone_fields(backbone.weights, backbone.meta)
 
 
 # ------------------------------------------------------------------------------------ features
@@ -429,10 +395,8 @@ def parser(task: Task, protocols: Sequence[str] = ("fixed", "finetune"),
     p = argparse.ArgumentParser(prog=f"python benchmarks/{task.name}.py",
                                 description=task.description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", help="backbone checkpoint (suite format or any format "
-                   "transfer/convert.py reads), or 'random' for the random-init control")
-    p.add_argument("--prefix", help="key prefix of the backbone inside a foreign checkpoint "
-                   "(e.g. 'module.encoder_q.'); found automatically when omitted")
+    add_backbone_arguments(p, random_stem="'small' for images of 64 px or less, else "
+                           "'imagenet'")
     p.add_argument("--data", type=Path, help="data root" + (
         "" if task.default_data is None else " (default: the embedded synthetic default)"))
     p.add_argument("--out", type=Path, help="output folder (default runs/benchmarks/"
@@ -457,10 +421,7 @@ def parser(task: Task, protocols: Sequence[str] = ("fixed", "finetune"),
                        "learning rate (SGD, batch 64; default %(default)s)")
     p.add_argument("--linear-epochs", type=int, default=LinearRecipe.epochs,
                    help="linear-probe epochs (default %(default)s)")
-    p.add_argument("--arch", choices=ARCHS, help="random-init control's arch (default resnet18)")
-    p.add_argument("--stem", choices=STEMS, help="random-init control's stem (default 'small' "
-                   "for images of 64 px or less, else 'imagenet')")
-    p.add_argument("--init-seed", type=int, default=0, help="seed of the random init")
+    p.add_argument("--init-seed", type=int, default=0, help="seed of the random-init control")
     p.add_argument("--image-size", type=int, help="resolution fed to the backbone (default: the "
                    "first train image's shorter side, at most 224)")
     p.add_argument("--batch-size", type=int, default=128, help="extraction batch size")
@@ -523,13 +484,13 @@ def prepare(task: Task, args: argparse.Namespace, protocol: str) -> Run:
         raise ProbeError(f"--seeds must be at least 1, got {args.seeds}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ProbeError(f"--device {args.device}: no CUDA device here; use --device cpu")
-    weights = args.weights or "random"
     image_size = args.image_size or native_image_size(task.load(args.data, "train", None))
+    weights = args.weights or RANDOM
     stem = args.stem
-    if weights == "random" and stem is None:
+    if is_random(weights) and stem is None:
         stem = "small" if image_size <= 64 else "imagenet"
-    backbone = load_backbone(weights, args.arch, stem, args.init_seed, args.prefix)
-    name = backbone.fields["backbone_id"]
+    backbone = open_backbone(weights, args.arch, stem, args.init_seed, args.prefix)
+    name = backbone_fields(backbone)["backbone_id"]
     out = args.out or Path("runs/benchmarks") / task.name / name / protocol.replace(":", "_")
     _setup_logging(out)
     atomic_write(out / "config.json", lambda f: f.write(json.dumps(
@@ -564,7 +525,7 @@ def report(task: Task, run: Run, per_seed: list[dict[str, dict[str, float]]],
            backbone: Backbone | None = None, extra: dict[str, Any] | None = None) -> dict:
     """Write ``<out>/metrics.json`` and one leaderboard row per (protocol, metric, seed)."""
     backbone = backbone or run.backbone
-    fields = backbone.fields
+    fields = backbone_fields(backbone)
     results = summarize(per_seed)
     rows = [{**fields, "task": task.name, "protocol": protocol, "metric": metric,
              "value": value, "seed": seed}
@@ -618,15 +579,14 @@ def _fixed(task: Task, run: Run, backbone: Backbone, seeds: int, knn: bool = Tru
 def _finetune_seed(task: Task, run: Run, classes: dict[str, int], seed: int
                    ) -> tuple[nn.Module, nn.ModuleDict, FinetuneRecipe]:
     """A fresh copy of the backbone fine-tuned with heads for ``classes``."""
-    backbone = load_backbone(str(run.backbone.weights or "random"), run.backbone.meta["arch"],
-                             run.backbone.meta["stem"], run.args.init_seed, run.args.prefix)
+    model = copy.deepcopy(run.backbone.model)
     epochs = run.args.epochs if run.args.epochs is not None else (
         FINETUNE_EPOCHS["cpu" if run.args.device == "cpu" else "cuda"])
     recipe = FinetuneRecipe(epochs=epochs, lr=run.args.lr)
-    heads = finetune(backbone.model, task.load(run.data, "train", train_transform(run.image_size)),
+    heads = finetune(model, task.load(run.data, "train", train_transform(run.image_size)),
                      classes, run.args.device, recipe, seed, run.workers,
                      tensorboard=run.out / "tb" / f"seed{seed}")
-    return backbone.model, heads, recipe
+    return model, heads, recipe
 
 
 def run_task(task: Task, argv: list[str] | None = None) -> dict:
@@ -659,7 +619,7 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
 def _supervised(task: Task, run: Run, attrs: list[str], protocol: str) -> dict:
     """Train supervised on ``attrs`` per seed, save each backbone, linear-probe every attribute."""
     per_seed, knn, saved = [], {}, []
-    init = run.backbone.fields["backbone_id"]
+    init = backbone_fields(run.backbone)["backbone_id"]
     for seed in range(run.args.seeds):
         model, _, recipe = _finetune_seed(task, run, {a: task.classes[a] for a in attrs}, seed)
         path = run.out / f"seed{seed}" / "backbone.safetensors"
@@ -668,7 +628,7 @@ def _supervised(task: Task, run: Run, attrs: list[str], protocol: str) -> dict:
             "method": "supervised", "regularizer": "none", "arch": run.backbone.meta["arch"],
             "stem": run.backbone.meta["stem"], "data": f"{task.name}:{'+'.join(attrs)}",
             "epochs": recipe.epochs, "seed": seed, "init": init, "commit": git_commit()})
-        trained = load_backbone(str(path))
+        trained = open_backbone(path)
         result = _fixed(task, run, trained, 1)[0]
         knn.update({f"seed{seed}/{p}": r for p, r in result.items() if p != "linear"})
         per_seed.append({protocol: result["linear"]})
@@ -697,9 +657,4 @@ def _supervised_attrs(task: Task, value: str | None) -> list[str]:
 
 def main(run: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> int:
     """Run a benchmark's command line, turning bad input into a one-line error and exit 2."""
-    try:
-        run(argv)
-    except (ProbeError, DataError, CheckpointError) as err:  # CheckpointError: ConversionError too
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(lambda: run(argv))

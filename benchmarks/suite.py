@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import leaderboard
-from pretrain.backbones import build_resnet
-from pretrain.checkpoint import atomic_write, git_commit, save_backbone
+from pretrain.backbones import ARCHS
+from pretrain.checkpoint import atomic_write, git_commit
+from pretrain.open_backbone import RANDOM, RANDOM_METHOD
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PANEL = ("simclr", "simclr+rcl", "simclr+metamask", "byol+msr", "barlow_twins+mcr")
@@ -81,11 +82,11 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
     csv = str(out / "leaderboard.csv")
     data = args.data
     stages: list[Stage] = []
-    weights: dict[str, Path] = {}
+    weights: dict[str, str] = {}
     for entry in args.panel:
         method, _, regularizer = entry.partition("+")
         run = out / "pretrain" / entry.replace("+", "_")
-        weights[entry] = run / "backbone.safetensors"
+        weights[entry] = str(run / "backbone.safetensors")
         argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
                 "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
                 "--out", str(run.parent), "--name", run.name, *budget["pretrain"]]
@@ -95,19 +96,23 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
             argv += ["--steps", str(args.pretrain_steps)]  # the last --steps wins
         if "colorful_mnist" in data:
             argv += ["--data", f"colorful_mnist={data['colorful_mnist']}"]
-        stages.append(Stage(entry, "pretrain", argv, outputs=[str(weights[entry])]))
-    weights["random-init"] = out / "random-init" / "backbone.safetensors"
-    weights.update({name: Path(path) for name, path in args.checkpoint})
+        stages.append(Stage(entry, "pretrain", argv, outputs=[weights[entry]]))
+    weights[RANDOM_METHOD] = RANDOM
+    weights.update(dict(args.checkpoint))
 
     for backbone, path in weights.items():
+        # the random-init control: the same one in every stage (pretrain/open_backbone.py)
+        chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
+                  if path == RANDOM else ["--weights", path])
+
         def task(name: str, argv: list[str], data_key: str, tail: tuple[str, ...] = (),
-                 backbone: str = backbone, path: Path = path) -> None:
-            full = [*argv, "--weights", str(path), "--out", str(out / name / backbone),
-                    "--leaderboard", csv]
+                 backbone: str = backbone, path: str = path, chosen: list[str] = chosen) -> None:
+            full = [*argv, *chosen, "--out", str(out / name / backbone), "--leaderboard", csv]
             if data_key in data:
                 full += ["--data", str(data[data_key])]
             # tail last: detectron2's --opts takes the rest of the command line
-            stages.append(Stage(backbone, name, [*full, *tail], needs=str(path)))
+            stages.append(Stage(backbone, name, [*full, *tail],
+                                needs=None if path == RANDOM else path))
 
         task("coco_det", [*_python("transfer/coco_det.py"), *_gpus(args, "--num-gpus"),
                           *_cpu_config(args, "coco", "coco_cpu_FPN_128px.yaml")], "coco",
@@ -135,19 +140,6 @@ def _cpu_config(args: argparse.Namespace, data_set: str, config: str) -> list[st
 
 def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
     return [flag, str(args.gpus)] if args.gpus > 1 else []
-
-
-def write_random_init(path: Path, arch: str, seed: int = 0) -> None:
-    """The random-init control, as a suite checkpoint (zero-init residuals: detectron2 diverges
-    from a plain random init with frozen BN)."""
-    import torch
-
-    torch.manual_seed(seed)
-    model = build_resnet(arch, stem="imagenet", zero_init_residual=True)
-    save_backbone(path, model.state_dict(),
-                  {"method": "random-init", "regularizer": "none", "arch": arch,
-                   "stem": "imagenet", "data": "", "epochs": 0, "steps": 0, "seed": seed,
-                   "commit": git_commit()})
 
 
 def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
@@ -300,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a backbone trained elsewhere (any format the converter reads)")
     parser.add_argument("--data", action="append", default=[], metavar="SET=ROOT",
                         help="real data root for coco, mpii, fairface or colorful_mnist")
-    parser.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    parser.add_argument("--arch", default="resnet18", choices=ARCHS)
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per stage (detectron2 launch)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="stages run at once, each on its share of the CPU cores "
@@ -339,9 +331,6 @@ def main(argv: list[str] | None = None) -> int:
         synthetic = default_root(args.size)
         args.data = {key: str(synthetic / key) for key in
                      ("coco", "mpii", "fairface", "colorful_mnist")} | args.data
-    control = out / "random-init" / "backbone.safetensors"
-    if not control.exists():
-        write_random_init(control, args.arch)
     if args.jobs is None:
         import torch
 

@@ -19,17 +19,20 @@ import os
 import pickle
 import subprocess
 import tempfile
+import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+
+from pretrain.cli import InputError
 
 META_KEY = "suite_meta"
 FORMAT_VERSION = "1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
@@ -98,7 +101,7 @@ def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
     """Read a backbone checkpoint written by :func:`save_backbone`: (state_dict, meta)."""
     from safetensors import SafetensorError, safe_open
 
-    path = _existing_file(path)
+    path = existing_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -121,7 +124,7 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 def load_torch(path: str | os.PathLike) -> Any:
     """``torch.load`` restricted to tensors and plain containers (never runs code from the file)."""
-    path = _existing_file(path)
+    path = existing_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -132,30 +135,43 @@ def load_torch(path: str | os.PathLike) -> Any:
                               "may be truncated or of another format") from err
 
 
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """Admits numpy arrays, numpy scalars/dtypes and builtin containers; refuses everything else."""
+class RestrictedUnpickler(pickle.Unpickler):
+    """The suite's one unpickler for files it did not write itself: it admits the globals in
+    ``ALLOWED`` (numpy arrays, numpy scalars/dtypes and builtin containers) and refuses every other
+    one, so a file can hold data but never make the reader call code. A file kind that needs more
+    (e.g. mmengine's Runner checkpoints) subclasses it, adding to ``ALLOWED`` or mapping a global to
+    a guarded stand-in in ``REPLACED``."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
         ("builtins", "slice"), ("_codecs", "encode"),
-    }
+    })
+    REPLACED: ClassVar[dict[tuple[str, str], Any]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.REPLACED:
+            return self.REPLACED[module, name]
         if (module, name) in self.ALLOWED or (module == "numpy" and name.endswith("DType")) \
                 or module == "numpy.dtypes":
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
 
+    @classmethod
+    def pickle_module(cls) -> Any:
+        """This unpickler as the ``pickle_module`` of ``torch.load(..., weights_only=False)``."""
+        return types.SimpleNamespace(__name__="restricted_pickle", load=pickle.load,
+                                     Unpickler=cls)
+
 
 def load_pickle_arrays(path: str | os.PathLike) -> Any:
     """Load a ``.pkl`` (detectron2 format) admitting only numpy arrays and plain containers."""
-    path = _existing_file(path)
+    path = existing_file(path)
     try:
         with open(path, "rb") as f:
-            return _ArraysOnlyUnpickler(f, encoding="latin1").load()
+            return RestrictedUnpickler(f, encoding="latin1").load()
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path}: refused to unpickle: {err}. Only numpy arrays and plain "
                               "containers are read from .pkl files, so a file that could run "
@@ -165,7 +181,8 @@ def load_pickle_arrays(path: str | os.PathLike) -> Any:
                               "truncated") from err
 
 
-def _existing_file(path: str | os.PathLike) -> Path:
+def existing_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or :class:`CheckpointError` when it is absent or empty."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")

@@ -15,8 +15,10 @@ from typing import Any
 
 import yaml
 
+from pretrain.cli import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A bad flag or config file; the message names it and says how to fix it."""
 
 

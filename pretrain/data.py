@@ -18,6 +18,8 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from pretrain.cli import InputError
+
 FAIRFACE_LABELS = {
     "age": ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"],
     "gender": ["Male", "Female"],
@@ -39,7 +41,7 @@ MPII_NUM_JOINTS = 16
 Transform = Callable[[Image.Image], Any] | None
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data layout or file is missing or malformed; the message names the path and the fix."""
 
 

@@ -134,7 +134,7 @@ def test_scripts_run_from_the_command_line(tmp_path, tiny_data, checkpoint):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--weights", "absent.safetensors"], "absent.safetensors: no such file"),
+    (["--weights", "absent.safetensors"], "absent.safetensors: no such checkpoint file"),
     (["--weights", "random", "--supervised-on", "colour"], "unknown attribute"),
     (["--supervised-on", "digit", "--protocol", "finetune"], "exclude each other"),
     ([], "--weights is required"),

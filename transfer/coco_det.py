@@ -8,12 +8,13 @@ checkpoints, TensorBoard and log), its COCO data loading, ``COCOEvaluator`` (pyc
 pure-Python path, ``use_fast_impl=False``, as this install has no ``detectron2._C``) and
 ``launch`` for several GPUs or machines. This driver adds:
 
-- the backbone: ``--weights`` in any format ``transfer/convert.py`` reads, converted into the run
-  folder (``backbone_detectron2.pkl``) and verified against detectron2's own ResNet before
-  detectron2 sees it, so detectron2 only ever unpickles a file this suite wrote and re-read with
-  its arrays-only unpickler. ``--weights random`` is the random-init control (torchvision init
-  with ``zero_init_residual``, which keeps Mask R-CNN from diverging; ``--arch``, ``--seed``).
-  The depth (``RESNETS.DEPTH``, ``RES2_OUT_CHANNELS``) follows the weights; C4 needs a ResNet-50.
+- the backbone: ``--weights`` is opened once by ``pretrain/open_backbone.py`` (any checkpoint
+  format it reads, or ``random``: the suite's random-init control, whose zero-initialised residual
+  branches keep Mask R-CNN from diverging; ``--arch``, default resnet50, and ``--seed``), written
+  into the run folder (``backbone_detectron2.pkl``) and verified against detectron2's own ResNet
+  by ``transfer/convert.py`` before detectron2 sees it, so detectron2 only ever unpickles a file
+  this suite wrote and re-read with its arrays-only unpickler. The depth (``RESNETS.DEPTH``,
+  ``RES2_OUT_CHANNELS``, from ``pretrain/backbones.py``) follows the weights; C4 needs a ResNet-50.
 - configs (``transfer/configs``): MoCo's detection protocol on the zoo's Mask R-CNN R50-FPN 1x
   (``coco_R_50_FPN_1x_moco.yaml``, the default with ``--data``) and R50-C4 1x
   (``coco_R_50_C4_1x_moco.yaml``, with MoCo's ``Res5ROIHeadsExtraNorm``), and the embedded
@@ -71,9 +72,11 @@ from detectron2.modeling.roi_heads import Res5ROIHeads
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-from pretrain.backbones import ARCHS, build_resnet
-from pretrain.checkpoint import CheckpointError, atomic_write, save_backbone
-from transfer.convert import ConversionError, convert_checkpoint, load_any_backbone
+from pretrain.backbones import RESNETS
+from pretrain.checkpoint import atomic_write
+from pretrain.cli import InputError, run_main
+from pretrain.open_backbone import add_backbone_arguments, is_random, open_backbone
+from transfer.convert import export_backbone
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FULL_CONFIG = CONFIG_DIR / "coco_R_50_FPN_1x_moco.yaml"
@@ -83,12 +86,12 @@ TRAIN_SET, TEST_SET = "suite_coco_train", "suite_coco_val"
 SPLITS = {TRAIN_SET: "train2017", TEST_SET: "val2017"}
 TASK, PROTOCOL = "coco_det", "finetune"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-RANDOM_WEIGHTS = "random"
+RANDOM_ARCH = "resnet50"  # the random-init control's default here: the C4 configs need it
 BACKBONE_FILE, BACKBONE_RECORD = "backbone_detectron2.pkl", "backbone.json"
 METRICS_FILE, TRAIN_LOG = "metrics.json", "train_log.json"
 
 
-class CocoDetError(ValueError):
+class CocoDetError(InputError):
     """Bad input to the driver (data, config, run folder); the message says what and how."""
 
 
@@ -237,23 +240,12 @@ def val_subset(data: Path, out: Path, n: int) -> Path:
 def prepare_backbone(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Convert ``--weights`` into the run folder (verified); return the backbone record."""
     pkl = out / BACKBONE_FILE
-    if args.weights.lower() == RANDOM_WEIGHTS:
-        torch.manual_seed(args.seed)
-        source = out / f"random_{args.arch}_seed{args.seed}.safetensors"
-        meta = {"method": "random", "regularizer": "none", "arch": args.arch,
-                "stem": "imagenet", "seed": args.seed,
-                "backbone_id": f"random-{args.arch}-seed{args.seed}"}
-        save_backbone(source, build_resnet(args.arch, zero_init_residual=True).state_dict(), meta)
-        backbone_id_from_file = False
-    else:
-        source = Path(args.weights)
-        backbone_id_from_file = True
-    _, meta = load_any_backbone(source, prefix=args.prefix)
+    backbone = open_backbone(args.weights, args.arch, args.stem, args.seed, args.prefix)
     start = time.perf_counter()
-    convert_checkpoint(source, "detectron2", pkl, prefix=args.prefix, verify=True)
-    record = {"source": str(source), "backbone_id_from_file": backbone_id_from_file,
+    export_backbone(backbone, "detectron2", pkl, verify=True)
+    record = {"source": backbone.origin, "backbone_id_from_file": backbone.weights is not None,
               "converted": str(pkl), "convert_seconds": round(time.perf_counter() - start, 2),
-              "meta": meta}
+              "meta": backbone.meta}
     atomic_write(out / BACKBONE_RECORD, lambda f: f.write(json.dumps(record, indent=2).encode()))
     return record
 
@@ -266,13 +258,13 @@ def setup_cfg(args: argparse.Namespace, record: dict[str, Any], num_classes: int
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, AssertionError) as err:
         raise CocoDetError(f"--opts {' '.join(args.opts)}: {err}") from err
-    depth = int(record["meta"]["arch"].removeprefix("resnet"))
-    if cfg.MODEL.ROI_HEADS.NAME.startswith("Res5") and depth != 50:
+    arch = record["meta"]["arch"]
+    if cfg.MODEL.ROI_HEADS.NAME.startswith("Res5") and not RESNETS[arch].bottleneck:
         raise CocoDetError(f"{args.config}: a C4 config builds res5 in the ROI head from "
-                           f"Bottleneck blocks, so it needs a ResNet-50, not resnet{depth}; "
+                           f"Bottleneck blocks, so it needs a ResNet-50, not {arch}; "
                            f"use {FULL_CONFIG.name} (FPN) for ResNet-18/34")
-    cfg.MODEL.RESNETS.DEPTH = depth
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth in (18, 34) else 256
+    cfg.MODEL.RESNETS.DEPTH = RESNETS[arch].depth
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = RESNETS[arch].res2_channels
     cfg.MODEL.WEIGHTS = record["converted"]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (TRAIN_SET,), (TEST_SET,)
@@ -373,12 +365,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python transfer/coco_det.py",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=None,
-                   help="backbone checkpoint in any format transfer/convert.py reads, or "
-                        "'random' for the random-init control (required unless --resume or "
-                        "--eval-only)")
-    p.add_argument("--prefix", default=None, help="key prefix of the backbone in --weights")
-    p.add_argument("--arch", choices=ARCHS, default="resnet50", help="for --weights random")
+    add_backbone_arguments(p, random_arch=RANDOM_ARCH,
+                           weights_help=" (required unless --resume or --eval-only)")
     p.add_argument("--config", type=Path, default=None,
                    help=f"detectron2 YAML (default: {CPU_CONFIG.name} without --data, "
                         f"{FULL_CONFIG.name} with it)")
@@ -409,6 +397,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--val-images must be at least 1")
     if len(args.opts) % 2:
         p.error(f"--opts takes KEY VALUE pairs; got {args.opts}")
+    if is_random(args.weights) and args.arch is None:
+        args.arch = RANDOM_ARCH
     if args.config is None:
         args.config = FULL_CONFIG if args.data else CPU_CONFIG
     if args.data is None:
@@ -423,16 +413,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def train_and_score() -> None:
         summary = run(args)
-    except (CocoDetError, ConversionError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if summary:
-        print(json.dumps({k: summary[k] for k in ("metrics", "train_seconds", "eval_seconds",
-                                                 "convert_seconds")}, indent=2))
-        print(f"run folder: {args.out}")
-    return 0
+        if summary:
+            print(json.dumps({k: summary[k] for k in ("metrics", "train_seconds", "eval_seconds",
+                                                     "convert_seconds")}, indent=2))
+            print(f"run folder: {args.out}")
+
+    return run_main(train_and_score)
 
 
 if __name__ == "__main__":
