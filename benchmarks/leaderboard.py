@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.tasks import gap_of
 from pretrain.checkpoint import atomic_write, git_commit
 
 COLUMNS = [
@@ -115,15 +116,6 @@ def _cell(value: Any) -> str:
 # ----------------------------------------------------------------------------- reading the board
 REFERENCE_PATH = Path(__file__).with_name("reference.csv")
 
-# The shortcut gap of each task: mean(first metrics) - mean(second metrics). A large negative
-# gap means the backbone learned the easy cue (background, race, context) and not the other.
-GAPS = {
-    "colorful_mnist": ("digit-bkgd", ["digit_top1"], ["background_top1"]),
-    "fairface": ("age,gender-race", ["age_top1", "gender_top1"], ["race_top1"]),
-    "coco_fgbg": ("fg-full", ["train_fg_test_fg_top1"], ["train_full_test_full_top1"]),
-}
-
-
 def reference_rows() -> list[dict[str, str]]:
     """The papers' and model zoos' published numbers that ship with the suite."""
     return read_rows(REFERENCE_PATH)[1]
@@ -144,11 +136,10 @@ def summarize(rows: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
         stats = {m: _mean_std(v) for m, v in metrics.items()}
         entry = {"backbone": _label(row), "backbone_id": row["backbone_id"],
                  "protocol": row["protocol"], "source": row["source"], "metrics": stats}
-        if row["task"] in GAPS:
-            name, plus, minus = GAPS[row["task"]]
-            if all(m in stats for m in plus + minus):
-                entry["gap"] = (name, sum(stats[m][0] for m in plus) / len(plus)
-                                - sum(stats[m][0] for m in minus) / len(minus))
+        gap = gap_of(row["task"])  # the task's shortcut gap (benchmarks/tasks.py)
+        value = gap.of({m: s[0] for m, s in stats.items()}) if gap else None
+        if value is not None:
+            entry["gap"] = (gap.name, value)
         tasks.setdefault(row["task"], []).append(entry)
     for entries in tasks.values():
         entries.sort(key=lambda e: (e["source"] != "measured", e["protocol"], e["backbone"]))
@@ -209,7 +200,7 @@ def markdown(rows: list[dict[str, str]]) -> str:
     for task, entries in sorted(summarize(rows).items()):
         metrics = sorted({m for e in entries for m in e["metrics"]})
         has_gap = any("gap" in e for e in entries)
-        gap_column = [GAPS[task][0]] if has_gap else []
+        gap_column = [gap_of(task).name] if has_gap else []
         head = ["backbone", "protocol", *metrics, *gap_column, "source"]
         out += [f"### {task}", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" * len(head)]

@@ -48,6 +48,7 @@ from torchvision import transforms as T
 from tqdm import tqdm
 
 from benchmarks import leaderboard
+from benchmarks.tasks import gap_of
 from pretrain.augment import MEAN, STD, SeededViews
 from pretrain.backbones import FEATURE_DIMS, arch_of
 from pretrain.checkpoint import (
@@ -531,14 +532,12 @@ def report(task: Task, run: Run, per_seed: list[dict[str, dict[str, float]]],
              "value": value, "seed": seed}
             for seed, result in enumerate(per_seed)
             for protocol, metrics in result.items() for metric, value in metrics.items()]
-    gaps = {}
-    if task.name in leaderboard.GAPS:
-        gap_name, plus, minus = leaderboard.GAPS[task.name]
-        for protocol, stats in results.items():
-            if all(m in stats for m in plus + minus):
-                gaps[protocol] = round(sum(stats[m]["mean"] for m in plus) / len(plus)
-                                       - sum(stats[m]["mean"] for m in minus) / len(minus), 4)
-        gaps = {"definition": gap_name, **gaps} if gaps else {}
+    gaps: dict[str, Any] = {}
+    gap = gap_of(task.name)
+    if gap is not None:
+        gaps = {protocol: round(value, 4) for protocol, stats in results.items()
+                if (value := gap.of({m: s["mean"] for m, s in stats.items()})) is not None}
+        gaps = {"definition": gap.name, **gaps} if gaps else {}
     metrics = {"task": task.name, "backbone": {**fields, "weights": str(backbone.weights or
                                                                         "random"),
                                                "stem": backbone.meta["stem"]},

@@ -25,44 +25,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import leaderboard
+from benchmarks.tasks import TASKS, suite_stages
 from pretrain.backbones import ARCHS
 from pretrain.checkpoint import atomic_write, git_commit
+from pretrain.data import DataError
 from pretrain.open_backbone import RANDOM, RANDOM_METHOD
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PANEL = ("simclr", "simclr+rcl", "simclr+metamask", "byol+msr", "barlow_twins+mcr")
 
-# Per-stage effort. "cpu" sizes every stage so that the whole default panel fits a 2-core CPU in
-# 20 minutes: every stage runs for real, but far too briefly for its numbers to rank backbones
-# (see the README). Its pretraining extras, by method or regularizer: a 2048-d Barlow Twins
-# projector (the paper's 8192-d one alone costs 3.9 s a step on 2 cores) and the bi-level
-# regularizers' meta step every 4th step (each costs 3-4 regular steps); detections of any score
-# (30 iterations leave none above detectron2's 0.05, and COCO AP undefined). "full" is each engine's
-# own protocol (hours on GPUs).
-BUDGETS = {
-    "cpu": {"pretrain": ["--steps", "50", "--batch-size", "32"],
-            "pretrain_extra": {
-                "barlow_twins": ["--method-arg", "proj_hidden_dim=2048",
-                                 "--method-arg", "proj_dim=2048"],
-                **{reg: ["--regularizer-arg", "meta_every=4"]
-                   for reg in ("msr", "mcr", "metamask")}},
-            "coco_det": ["--val-images", "50", "--opts", "SOLVER.MAX_ITER", "30",
-                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
-            "mpii": ["--max-iters", "20", "--batch-size", "16", "--val-images", "64"],
-            "probe_finetune": ["--epochs", "0.25"],
-            "coco_fgbg": ["--image-size", "64"]},
-    "smoke": {"pretrain": ["--steps", "2", "--batch-size", "8"],
-              "coco_det": ["--val-images", "4", "--opts", "SOLVER.MAX_ITER", "2",
-                           "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
-              "mpii": ["--max-iters", "2", "--val-images", "8"],
-              "probe_finetune": ["--epochs", "0.05"],
-              "coco_fgbg": ["--image-size", "32"]},
-    "full": {"pretrain": [], "coco_det": [], "mpii": [], "probe_finetune": [], "coco_fgbg": []},
+# Pretraining's flags per budget (each task's own are in benchmarks/tasks.py). "cpu" sizes every
+# stage so that the whole default panel fits a 2-core CPU in 20 minutes: every stage runs for real,
+# but far too briefly for its numbers to rank backbones (see the README). Its pretraining extras,
+# by method or regularizer: a 2048-d Barlow Twins projector (the paper's 8192-d one alone costs
+# 3.9 s a step on 2 cores) and the bi-level regularizers' meta step every 4th step (each costs 3-4
+# regular steps). "full" is each engine's own protocol (hours on GPUs).
+PRETRAIN_BUDGETS = {
+    "cpu": ["--steps", "50", "--batch-size", "32"],
+    "smoke": ["--steps", "2", "--batch-size", "8"],
+    "full": [],
 }
-TASKS = ("coco_det", "mpii_fixed", "mpii_finetune", "fairface_fixed", "fairface_finetune",
-         "colorful_mnist_fixed", "colorful_mnist_finetune", "coco_fgbg")
-
-
+PRETRAIN_EXTRAS = {
+    "cpu": {"barlow_twins": ["--method-arg", "proj_hidden_dim=2048",
+                             "--method-arg", "proj_dim=2048"],
+            **{reg: ["--regularizer-arg", "meta_every=4"] for reg in ("msr", "mcr", "metamask")}},
+}
 @dataclass
 class Stage:
     backbone: str
@@ -72,13 +59,8 @@ class Stage:
     outputs: list[str] = field(default_factory=list)
 
 
-def _python(script: str) -> list[str]:
-    return [sys.executable, str(ROOT / script)]
-
-
 def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
     """Every stage of the run, in order: pretraining first, then each backbone's tasks."""
-    budget = BUDGETS[args.budget]
     csv = str(out / "leaderboard.csv")
     data = args.data
     stages: list[Stage] = []
@@ -89,8 +71,8 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
         weights[entry] = str(run / "backbone.safetensors")
         argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
                 "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
-                "--out", str(run.parent), "--name", run.name, *budget["pretrain"]]
-        extra = budget.get("pretrain_extra", {})
+                "--out", str(run.parent), "--name", run.name, *PRETRAIN_BUDGETS[args.budget]]
+        extra = PRETRAIN_EXTRAS.get(args.budget, {})
         argv += [*extra.get(method, []), *extra.get(regularizer, [])]
         if args.pretrain_steps:
             argv += ["--steps", str(args.pretrain_steps)]  # the last --steps wins
@@ -104,42 +86,21 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
         # the random-init control: the same one in every stage (pretrain/open_backbone.py)
         chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
                   if path == RANDOM else ["--weights", path])
-
-        def task(name: str, argv: list[str], data_key: str, tail: tuple[str, ...] = (),
-                 backbone: str = backbone, path: str = path, chosen: list[str] = chosen) -> None:
-            full = [*argv, *chosen, "--out", str(out / name / backbone), "--leaderboard", csv]
-            if data_key in data:
-                full += ["--data", str(data[data_key])]
-            # tail last: detectron2's --opts takes the rest of the command line
-            stages.append(Stage(backbone, name, [*full, *tail],
-                                needs=None if path == RANDOM else path))
-
-        task("coco_det", [*_python("transfer/coco_det.py"), *_gpus(args, "--num-gpus"),
-                          *_cpu_config(args, "coco", "coco_cpu_FPN_128px.yaml")], "coco",
-             tail=tuple(budget["coco_det"]))
-        for protocol in ("fixed", "finetune"):
-            task(f"mpii_{protocol}", [*_python("transfer/mpii_pose.py"), "--protocol", protocol,
-                                      *_cpu_config(args, "mpii", "mpii_cpu_128x128.py"),
-                                      *budget["mpii"]], "mpii")
-        for bench in ("fairface", "colorful_mnist"):
-            task(f"{bench}_fixed", [*_python(f"benchmarks/{bench}.py"), "--protocol", "fixed"],
-                 bench)
-            task(f"{bench}_finetune", [*_python(f"benchmarks/{bench}.py"), "--protocol",
-                                       "finetune", *budget["probe_finetune"]], bench)
-        task("coco_fgbg", [*_python("benchmarks/coco_fgbg.py"), *budget["coco_fgbg"]], "coco")
-    return [s for s in stages if s.name == "pretrain" or s.name in args.tasks]
-
-
-def _cpu_config(args: argparse.Namespace, data_set: str, config: str) -> list[str]:
-    """The engines' small CPU configs for the embedded synthetic sets (with a real --data root
-    the drivers choose their full protocol configs)."""
-    if data_set in args.synthetic:
-        return ["--config", str(ROOT / "transfer" / "configs" / config)]
-    return []
+        for name, (task, protocol) in suite_stages().items():
+            if name not in args.tasks:
+                continue
+            argv = [sys.executable, str(ROOT / task.script),
+                    *_gpus(args, task.gpus_flag),
+                    *task.protocol_flags(protocol),
+                    *(task.synthetic_flags if task.data in args.synthetic else ()),
+                    *chosen, "--out", str(out / name / backbone), "--leaderboard", csv,
+                    "--data", str(data[task.data]), *task.budget_flags(args.budget, protocol)]
+            stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path))
+    return stages
 
 
 def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
-    return [flag, str(args.gpus)] if args.gpus > 1 else []
+    return [flag, str(args.gpus)] if flag and args.gpus > 1 else []
 
 
 def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
@@ -290,47 +251,53 @@ def main(argv: list[str] | None = None) -> int:
                              "('' for none); a random-init control is always added")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="a backbone trained elsewhere (any format the converter reads)")
+    data_keys = tuple(dict.fromkeys(task.data for task in TASKS.values()))
     parser.add_argument("--data", action="append", default=[], metavar="SET=ROOT",
-                        help="real data root for coco, mpii, fairface or colorful_mnist")
+                        help=f"real data root for {', '.join(data_keys)}")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS)
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per stage (detectron2 launch)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="stages run at once, each on its share of the CPU cores "
                              "(default: 2 on a CPU-only machine, where it is about 1.5x faster "
                              "than one stage on both cores; 1 with a GPU)")
-    parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
+    parser.add_argument("--budget", default="cpu", choices=sorted(PRETRAIN_BUDGETS),
                         help="cpu: sized for a 2-core CPU; smoke: a few steps each (tests); "
                              "full: the engines' own protocols")
     parser.add_argument("--pretrain-steps", type=int, default=None,
                         help="pretraining steps per backbone (default: the budget's)")
-    parser.add_argument("--tasks", default=",".join(TASKS),
-                        help=f"comma-separated subset of {', '.join(TASKS)}")
+    stages = suite_stages()
+    parser.add_argument("--tasks", default=",".join(stages),
+                        help=f"comma-separated subset of {', '.join(stages)}")
     args = parser.parse_args(argv)
     args.panel = [p for p in args.panel.split(",") if p]
     args.tasks = [t for t in args.tasks.split(",") if t]
-    if set(args.tasks) - set(TASKS):
-        parser.error(f"--tasks: unknown {sorted(set(args.tasks) - set(TASKS))}; "
-                     f"choose from {', '.join(TASKS)}")
+    if set(args.tasks) - set(stages):
+        parser.error(f"--tasks: unknown {sorted(set(args.tasks) - set(stages))}; "
+                     f"choose from {', '.join(stages)}")
     args.checkpoint = _pairs(args.checkpoint, "--checkpoint")
     args.data = dict(_pairs(args.data, "--data"))
-    unknown = set(args.data) - {"coco", "mpii", "fairface", "colorful_mnist"}
+    unknown = set(args.data) - set(data_keys)
     if unknown:
-        parser.error(f"--data: unknown set(s) {sorted(unknown)}; "
-                     "use coco, mpii, fairface or colorful_mnist")
+        parser.error(f"--data: unknown set(s) {sorted(unknown)}; use {', '.join(data_keys)}")
     for name, path in [*args.checkpoint, *args.data.items()]:
         if not Path(path).exists():
             parser.error(f"{name}={path}: no such file or folder")
+    readers = {task.data: task.reader for task in TASKS.values()}
+    for key, root in args.data.items():  # before any stage: a bad root fails once, now
+        try:
+            readers[key](Path(root))
+        except DataError as err:
+            parser.error(f"--data {key}={root}: {err}")
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
-    args.synthetic = {"coco", "mpii", "fairface", "colorful_mnist"} - set(args.data)
+    args.synthetic = set(data_keys) - set(args.data)
     if args.synthetic:
         from pretrain.synthetic import default_root
 
         print(f"[suite] embedded synthetic data ({args.size})", flush=True)
         synthetic = default_root(args.size)
-        args.data = {key: str(synthetic / key) for key in
-                     ("coco", "mpii", "fairface", "colorful_mnist")} | args.data
+        args.data = {key: str(synthetic / key) for key in args.synthetic} | args.data
     if args.jobs is None:
         import torch
 

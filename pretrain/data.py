@@ -12,6 +12,7 @@ import csv
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -348,7 +349,45 @@ class _Unlabelled(Dataset):
         return self.transform(img) if self.transform else img
 
 
-UNLABELLED = ("colorful_mnist", "fairface", "coco", "mpii", "imagefolder")
+def _coco_images(root: Path, split: str = "train") -> list[Path]:
+    coco = _dataset_dir(root, "coco", "annotations")
+    ann_path = coco / "annotations" / f"instances_{split}2017.json"
+    files = [img["file_name"] for img in load_coco_json(ann_path)["images"]]
+    _check_files_exist(coco / f"{split}2017", files, ann_path)
+    return [coco / f"{split}2017" / f for f in files]
+
+
+def _check_coco(root: Path) -> Path:
+    _coco_images(root, "val")
+    return _coco_images(root, "train")[0].parent.parent
+
+
+def _mpii_train_images(root: Path) -> list[Path]:
+    mpii = validate_mpii(root)
+    anns = _read_json(mpii / "annotations" / "mpii_train.json")
+    return [mpii / "images" / f for f in dict.fromkeys(a["image"] for a in anns)]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A data layout the suite reads (datasets/README.md), registered under its data key."""
+
+    check: Callable[[Path], Path]               # validates it under a root; its folder
+    train_images: Callable[[Path], list[Path]]  # the train split's images (pretraining's input)
+
+
+LAYOUTS = {
+    "colorful_mnist": Layout(
+        check=lambda root: ColorfulMNIST(ColorfulMNIST(root, "train").root, "test").root,
+        train_images=lambda root: [p for p, _ in ColorfulMNIST(root, "train").samples]),
+    "fairface": Layout(
+        check=lambda root: FairFace(FairFace(root, "train").root, "val").root,
+        train_images=lambda root: [p for p, _ in FairFace(root, "train").samples]),
+    "coco": Layout(check=_check_coco, train_images=_coco_images),
+    "mpii": Layout(check=validate_mpii, train_images=_mpii_train_images),
+    "imagefolder": Layout(check=lambda root: ImageFolderData(root).root,
+                          train_images=lambda root: [p for p, _ in ImageFolderData(root).samples]),
+}
 
 
 def build_unlabelled(name: str, root: str | Path | None, transform: Transform) -> Dataset:
@@ -357,28 +396,12 @@ def build_unlabelled(name: str, root: str | Path | None, transform: Transform) -
     ``root=None`` uses the embedded synthetic default (``pretrain.synthetic.default_root()``,
     generated on first use).
     """
-    if name not in UNLABELLED:
-        raise DataError(f"unknown pretraining data {name!r}; choose one of {', '.join(UNLABELLED)}")
+    if name not in LAYOUTS:
+        raise DataError(f"unknown pretraining data {name!r}; choose one of {', '.join(LAYOUTS)}")
     if root is None:
         if name == "imagefolder":
             raise DataError("imagefolder needs a root folder (root/<class>/<image>)")
         from pretrain.synthetic import default_root
 
         root = default_root()
-    if name == "colorful_mnist":
-        paths = [p for p, _ in ColorfulMNIST(root, "train").samples]
-    elif name == "fairface":
-        paths = [p for p, _ in FairFace(root, "train").samples]
-    elif name == "imagefolder":
-        paths = [p for p, _ in ImageFolderData(root).samples]
-    elif name == "coco":
-        coco = _dataset_dir(root, "coco", "annotations")
-        ann_path = coco / "annotations" / "instances_train2017.json"
-        files = [img["file_name"] for img in load_coco_json(ann_path)["images"]]
-        _check_files_exist(coco / "train2017", files, ann_path)
-        paths = [coco / "train2017" / f for f in files]
-    else:
-        mpii = validate_mpii(root)
-        anns = _read_json(mpii / "annotations" / "mpii_train.json")
-        paths = [mpii / "images" / f for f in dict.fromkeys(a["image"] for a in anns)]
-    return _Unlabelled(paths, transform)
+    return _Unlabelled(LAYOUTS[name].train_images(Path(root)), transform)

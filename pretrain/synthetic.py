@@ -43,7 +43,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SETS = ("coco", "mpii", "fairface", "colorful_mnist")
 
 
 @dataclass(frozen=True)
@@ -568,6 +567,12 @@ def generate_mpii(out: Path, n_train: int, n_val: int, seed: int = 0) -> Path:
 # ---------------------------------------------------------------------------------------------
 # All four, and the cached default
 # ---------------------------------------------------------------------------------------------
+# The generator of each data layout, by its data key (pretrain.data.LAYOUTS).
+GENERATORS = {"coco": generate_coco, "mpii": generate_mpii, "fairface": generate_fairface,
+              "colorful_mnist": generate_colorful_mnist}
+SETS = tuple(GENERATORS)
+
+
 def generate(out: Path, size: str = "default", seed: int = 0) -> Path:
     """Write ``out/{coco,mpii,fairface,colorful_mnist}`` for ``size`` in ``SIZES``; returns ``out``.
 

@@ -14,12 +14,7 @@ from pretrain.methods.byol import regression_loss
 from pretrain.methods.mocov2 import info_nce
 from pretrain.methods.simclr import nt_xent
 
-SMALL_HEADS = {
-    "simclr": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "byol": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "barlow_twins": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "mocov2": {"proj_dim": 16, "queue_size": 24},
-}
+SMALL_HEADS = {name: method.SMALL_ARGS for name, method in METHODS.items()}
 
 
 def small_method(name: str) -> torch.nn.Module:
