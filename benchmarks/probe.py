@@ -384,15 +384,46 @@ class Task:
     load: Callable[[Path, str, Any], Dataset]   # (root, "train"|"test", transform) -> reader
     default_data: Callable[[], Path] | None     # embedded default root (None: --data required)
     description: str = ""
+    protocols: tuple[str, ...] = ("fixed", "finetune")   # its --protocol choices
+    supervised: bool = True                     # whether it offers --supervised-on
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def parser(task: Task, protocols: Sequence[str] = ("fixed", "finetune"),
-           supervised: bool = True) -> argparse.ArgumentParser:
-    """The flags every benchmark script shares."""
+@dataclass(frozen=True)
+class ProbeConfig:
+    """One benchmark run's settings: parsed from the command line, then resolved once by
+    :func:`resolve` (data root, resolution, stem of the random-init control, workers, fine-tuning
+    length); never changed after that. ``config.json`` in the run folder holds it."""
+
+    weights: str | None = None
+    prefix: str | None = None
+    arch: str | None = None
+    stem: str | None = None
+    init_seed: int = 0
+    data: Path | None = None
+    out: Path | None = None
+    leaderboard: Path = leaderboard.DEFAULT_PATH
+    protocol: str | None = None
+    supervised_on: str | None = None
+    seeds: int = 1
+    epochs: float | None = None
+    lr: float = FinetuneRecipe.lr
+    linear_epochs: int = LinearRecipe.epochs
+    image_size: int | None = None
+    batch_size: int = 128
+    workers: int | None = None
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    device: str = "cpu"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def parser(task: Task) -> argparse.ArgumentParser:
+    """The flags every benchmark script shares (each sets a :class:`ProbeConfig` field)."""
     p = argparse.ArgumentParser(prog=f"python benchmarks/{task.name}.py",
                                 description=task.description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -402,53 +433,91 @@ def parser(task: Task, protocols: Sequence[str] = ("fixed", "finetune"),
         "" if task.default_data is None else " (default: the embedded synthetic default)"))
     p.add_argument("--out", type=Path, help="output folder (default runs/benchmarks/"
                    f"{task.name}/<backbone>/<protocol>)")
-    p.add_argument("--leaderboard", type=Path, default=leaderboard.DEFAULT_PATH,
-                   help=f"leaderboard CSV to add rows to (default {leaderboard.DEFAULT_PATH})")
-    if len(protocols) > 1:
-        p.add_argument("--protocol", choices=protocols, help="fixed: frozen features, linear "
-                       "probe and kNN (k=5, 200); finetune: whole backbone + heads (default fixed)")
-    if supervised:
+    p.add_argument("--leaderboard", type=Path, default=ProbeConfig.leaderboard,
+                   help=f"leaderboard CSV to add rows to (default {ProbeConfig.leaderboard})")
+    if len(task.protocols) > 1:
+        p.add_argument("--protocol", choices=task.protocols, help="fixed: frozen features, "
+                       "linear probe and kNN (k=5, 200); finetune: whole backbone + heads "
+                       "(default fixed)")
+    if task.supervised:
         names = "class" if callable(task.classes) else ", ".join(task.classes)
         p.add_argument("--supervised-on", metavar="ATTR[,ATTR]",
                        help="train a backbone from --weights (default random init) supervised on "
                        f"these attributes of {names} ('all' for every one), then "
                        "linear-probe every attribute: the 'supervised on X' ceiling")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1, reported as mean/std")
-    if "finetune" in protocols or supervised:
+    p.add_argument("--seeds", type=int, default=ProbeConfig.seeds,
+                   help="seeds 0..N-1, reported as mean/std")
+    if "finetune" in task.protocols or task.supervised:
         p.add_argument("--epochs", type=float, help="fine-tuning epochs (fractions allowed; "
                        f"default {FINETUNE_EPOCHS['cpu']:g} on the CPU, a quick look sized "
                        f"for minutes; {FINETUNE_EPOCHS['cuda']:g} on a GPU)")
-        p.add_argument("--lr", type=float, default=FinetuneRecipe.lr, help="fine-tuning "
+        p.add_argument("--lr", type=float, default=ProbeConfig.lr, help="fine-tuning "
                        "learning rate (SGD, batch 64; default %(default)s)")
-    p.add_argument("--linear-epochs", type=int, default=LinearRecipe.epochs,
+    p.add_argument("--linear-epochs", type=int, default=ProbeConfig.linear_epochs,
                    help="linear-probe epochs (default %(default)s)")
-    p.add_argument("--init-seed", type=int, default=0, help="seed of the random-init control")
+    p.add_argument("--init-seed", type=int, default=ProbeConfig.init_seed,
+                   help="seed of the random-init control")
     p.add_argument("--image-size", type=int, help="resolution fed to the backbone (default: the "
                    "first train image's shorter side, at most 224)")
-    p.add_argument("--batch-size", type=int, default=128, help="extraction batch size")
+    p.add_argument("--batch-size", type=int, default=ProbeConfig.batch_size,
+                   help="extraction batch size")
     p.add_argument("--workers", type=int, help="DataLoader workers (default 0 on the CPU, "
                    "8 on a GPU)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
-                   help=f"feature cache folder (default {DEFAULT_CACHE_DIR})")
+    p.add_argument("--cache-dir", type=Path, default=ProbeConfig.cache_dir,
+                   help=f"feature cache folder (default {ProbeConfig.cache_dir})")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default %(default)s)")
     return p
 
 
-@dataclass
-class Run:
-    """Everything a protocol needs, resolved from the command line."""
+def parse_config(task: Task, argv: list[str] | None = None) -> ProbeConfig:
+    """The command line of ``task``'s script as a :class:`ProbeConfig` (not yet resolved)."""
+    return ProbeConfig(**vars(parser(task).parse_args(argv)))
 
-    args: argparse.Namespace
+
+def resolve(task: Task, cfg: ProbeConfig) -> tuple[Task, ProbeConfig]:
+    """Check the config and fill what it leaves to the data and device; returns the task with
+    its classes (read from the data for an ImageFolder) and the resolved config."""
+    if cfg.seeds < 1:
+        raise ProbeError(f"--seeds must be at least 1, got {cfg.seeds}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ProbeError(f"--device {cfg.device}: no CUDA device here; use --device cpu")
+    data = cfg.data
+    if data is None:
+        if task.default_data is None:
+            raise ProbeError(f"{task.name}: --data is required (no embedded default)")
+        data = task.default_data()
+    if not data.exists():
+        raise ProbeError(f"--data {data}: no such folder")
+    if callable(task.classes):
+        task = replace(task, classes=task.classes(data))
+    image_size = cfg.image_size or native_image_size(task.load(data, "train", None))
+    stem = cfg.stem
+    if is_random(cfg.weights or RANDOM) and stem is None:
+        stem = "small" if image_size <= 64 else "imagenet"
+    cpu = cfg.device == "cpu"
+    return task, replace(
+        cfg, data=data, image_size=image_size, stem=stem,
+        workers=cfg.workers if cfg.workers is not None else (
+            0 if cpu else min(8, os.cpu_count() or 1)),
+        epochs=cfg.epochs if cfg.epochs is not None else FINETUNE_EPOCHS["cpu" if cpu else "cuda"])
+
+
+@dataclass(frozen=True)
+class Run:
+    """One benchmark run: its task, resolved config, backbone, output folder and timings."""
+
+    task: Task
+    cfg: ProbeConfig
     backbone: Backbone
-    data: Path
-    image_size: int
     out: Path
-    workers: int
     timings: dict[str, float]
 
+    def load(self, split: str, transform: Any, **kwargs: Any) -> Dataset:
+        return self.task.load(self.cfg.data, split, transform, **kwargs)
+
     def features(self, dataset: Dataset, desc: str, backbone: Backbone | None = None) -> Features:
-        return cached_features(backbone or self.backbone, dataset, self.args.cache_dir,
-                               self.args.device, self.args.batch_size, self.workers, desc,
+        return cached_features(backbone or self.backbone, dataset, self.cfg.cache_dir,
+                               self.cfg.device, self.cfg.batch_size, self.cfg.workers, desc,
                                self.timings)
 
 
@@ -461,48 +530,29 @@ def _setup_logging(out: Path) -> None:
         log.addHandler(handler)
 
 
-def resolve_data(task: Task, args: argparse.Namespace) -> Task:
-    """Set ``args.data`` (the embedded default when absent); return the task with its classes."""
-    if args.data is None:
-        if task.default_data is None:
-            raise ProbeError(f"{task.name}: --data is required (no embedded default)")
-        args.data = task.default_data()
-    if not args.data.exists():
-        raise ProbeError(f"--data {args.data}: no such folder")
-    if callable(task.classes):
-        task = replace(task, classes=task.classes(args.data))
-    return task
-
-
-def _config(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-
-
-def prepare(task: Task, args: argparse.Namespace, protocol: str) -> Run:
-    """Resolve backbone, resolution, output folder (config.json, log.txt) for one run (after
-    :func:`resolve_data`)."""
-    if args.seeds < 1:
-        raise ProbeError(f"--seeds must be at least 1, got {args.seeds}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ProbeError(f"--device {args.device}: no CUDA device here; use --device cpu")
-    image_size = args.image_size or native_image_size(task.load(args.data, "train", None))
-    weights = args.weights or RANDOM
-    stem = args.stem
-    if is_random(weights) and stem is None:
-        stem = "small" if image_size <= 64 else "imagenet"
-    backbone = open_backbone(weights, args.arch, stem, args.init_seed, args.prefix)
+def prepare(task: Task, argv: list[str] | None, protocol: str | None = None) -> Run:
+    """Parse and resolve the command line, open the backbone, and make the output folder
+    (config.json, log.txt) of one run; ``protocol``: the one the task runs, if it has one."""
+    task, cfg = resolve(task, parse_config(task, argv))
+    attrs = _supervised_attrs(task, cfg.supervised_on)
+    if attrs and cfg.protocol:
+        raise ProbeError("--supervised-on and --protocol exclude each other: --supervised-on "
+                         "trains a backbone and then runs the fixed protocol on it")
+    if not attrs and cfg.weights is None:
+        raise ProbeError("--weights is required (a checkpoint, or 'random')")
+    protocol = protocol or (f"supervised:{'+'.join(attrs)}" if attrs else
+                            cfg.protocol or "fixed")
+    backbone = open_backbone(cfg.weights or RANDOM, cfg.arch, cfg.stem, cfg.init_seed,
+                             cfg.prefix)
     name = backbone_fields(backbone)["backbone_id"]
-    out = args.out or Path("runs/benchmarks") / task.name / name / protocol.replace(":", "_")
+    out = cfg.out or Path("runs/benchmarks") / task.name / name / protocol.replace(":", "_")
     _setup_logging(out)
     atomic_write(out / "config.json", lambda f: f.write(json.dumps(
-        {"task": task.name, "protocol": protocol, "image_size": image_size, **_config(args)},
-        indent=1).encode()))
-    workers = args.workers if args.workers is not None else (
-        0 if args.device == "cpu" else min(8, os.cpu_count() or 1))
+        {**cfg.to_json(), "task": task.name, "protocol": protocol}, indent=1).encode()))
     log.info(f"{task.name} / {protocol}: backbone {name} ({backbone.meta['arch']}, "
-             f"{backbone.meta['stem']} stem) on {args.data} at {image_size} px, "
-             f"device {args.device}; output {out}")
-    return Run(args, backbone, args.data, image_size, out, workers, {})
+             f"{backbone.meta['stem']} stem) on {cfg.data} at {cfg.image_size} px, "
+             f"device {cfg.device}; output {out}")
+    return Run(task, cfg, backbone, out, {})
 
 
 def summarize(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
@@ -522,10 +572,10 @@ def summarize(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
     return out
 
 
-def report(task: Task, run: Run, per_seed: list[dict[str, dict[str, float]]],
+def report(run: Run, per_seed: list[dict[str, dict[str, float]]],
            backbone: Backbone | None = None, extra: dict[str, Any] | None = None) -> dict:
     """Write ``<out>/metrics.json`` and one leaderboard row per (protocol, metric, seed)."""
-    backbone = backbone or run.backbone
+    task, backbone = run.task, backbone or run.backbone
     fields = backbone_fields(backbone)
     results = summarize(per_seed)
     rows = [{**fields, "task": task.name, "protocol": protocol, "metric": metric,
@@ -538,89 +588,79 @@ def report(task: Task, run: Run, per_seed: list[dict[str, dict[str, float]]],
         gaps = {protocol: round(value, 4) for protocol, stats in results.items()
                 if (value := gap.of({m: s["mean"] for m, s in stats.items()})) is not None}
         gaps = {"definition": gap.name, **gaps} if gaps else {}
-    metrics = {"task": task.name, "backbone": {**fields, "weights": str(backbone.weights or
-                                                                        "random"),
+    metrics = {"task": task.name, "backbone": {**fields, "weights": backbone.origin,
                                                "stem": backbone.meta["stem"]},
-               "data": str(run.data), "image_size": run.image_size, "seeds": len(per_seed),
-               "results": results, "gap": gaps, "extraction_images_per_s": run.timings,
-               "config": _config(run.args),
+               "data": str(run.cfg.data), "image_size": run.cfg.image_size,
+               "seeds": len(per_seed), "results": results, "gap": gaps,
+               "extraction_images_per_s": run.timings, "config": run.cfg.to_json(),
                "commit": git_commit(), **(extra or {})}
     atomic_write(run.out / "metrics.json",
                  lambda f: f.write(json.dumps(metrics, indent=1).encode()))
-    leaderboard.write_rows(run.args.leaderboard, rows)
+    leaderboard.write_rows(run.cfg.leaderboard, rows)
     for protocol, stats in results.items():
         shown = ", ".join(f"{m} {s['mean']:.2f}" + (f" ± {s['std']:.2f}" if len(per_seed) > 1
                                                      else "") for m, s in stats.items())
         log.info(f"{protocol}: {shown}")
-    log.info(f"wrote {run.out / 'metrics.json'} and {len(rows)} rows to {run.args.leaderboard}")
+    log.info(f"wrote {run.out / 'metrics.json'} and {len(rows)} rows to {run.cfg.leaderboard}")
     return metrics
 
 
-def _fixed(task: Task, run: Run, backbone: Backbone, seeds: int, knn: bool = True
-           ) -> list[dict[str, dict[str, float]]]:
+def _fixed(run: Run, backbone: Backbone, seeds: int) -> list[dict[str, dict[str, float]]]:
     """Linear probe (per seed) and kNN (deterministic: reported under seed 0)."""
-    train = run.features(task.load(run.data, "train", eval_transform(run.image_size)),
+    task, cfg = run.task, run.cfg
+    train = run.features(run.load("train", eval_transform(cfg.image_size)),
                          f"{task.name}/train", backbone)
-    test = run.features(task.load(run.data, "test", eval_transform(run.image_size)),
+    test = run.features(run.load("test", eval_transform(cfg.image_size)),
                         f"{task.name}/test", backbone)
-    recipe = LinearRecipe(epochs=run.args.linear_epochs)
+    recipe = LinearRecipe(epochs=cfg.linear_epochs)
     per_seed = []
     for seed in range(seeds):
         accuracy = linear_probe(train, {"test": test}, task.classes, seed, recipe,
-                                run.args.device)["test"]
+                                cfg.device)["test"]
         per_seed.append({"linear": {f"{a}_top1": v for a, v in accuracy.items()}})
-    if knn:
-        for k, accuracy in knn_accuracy(train, test, task.classes, device=run.args.device).items():
-            per_seed[0][f"knn{k}"] = {f"{a}_top1": v for a, v in accuracy.items()}
+    for k, accuracy in knn_accuracy(train, test, task.classes, device=cfg.device).items():
+        per_seed[0][f"knn{k}"] = {f"{a}_top1": v for a, v in accuracy.items()}
     return per_seed
 
 
-def _finetune_seed(task: Task, run: Run, classes: dict[str, int], seed: int
+def _finetune_seed(run: Run, classes: dict[str, int], seed: int
                    ) -> tuple[nn.Module, nn.ModuleDict, FinetuneRecipe]:
     """A fresh copy of the backbone fine-tuned with heads for ``classes``."""
     model = copy.deepcopy(run.backbone.model)
-    epochs = run.args.epochs if run.args.epochs is not None else (
-        FINETUNE_EPOCHS["cpu" if run.args.device == "cpu" else "cuda"])
-    recipe = FinetuneRecipe(epochs=epochs, lr=run.args.lr)
-    heads = finetune(model, task.load(run.data, "train", train_transform(run.image_size)),
-                     classes, run.args.device, recipe, seed, run.workers,
+    recipe = FinetuneRecipe(epochs=run.cfg.epochs, lr=run.cfg.lr)
+    heads = finetune(model, run.load("train", train_transform(run.cfg.image_size)), classes,
+                     run.cfg.device, recipe, seed, run.cfg.workers,
                      tensorboard=run.out / "tb" / f"seed{seed}")
     return model, heads, recipe
 
 
 def run_task(task: Task, argv: list[str] | None = None) -> dict:
     """The command line of a multi-attribute benchmark script (fairface, colorful_mnist, linear)."""
-    args = parser(task).parse_args(argv)
-    task = resolve_data(task, args)
-    attrs = _supervised_attrs(task, args.supervised_on)
-    if attrs and args.protocol:
-        raise ProbeError("--supervised-on and --protocol exclude each other: --supervised-on "
-                         "trains a backbone and then runs the fixed protocol on it")
-    if not attrs and args.weights is None:
-        raise ProbeError("--weights is required (a checkpoint, or 'random')")
-    protocol = f"supervised:{'+'.join(attrs)}" if attrs else (args.protocol or "fixed")
-    run = prepare(task, args, protocol)
-    if protocol == "fixed":
-        return report(task, run, _fixed(task, run, run.backbone, args.seeds))
-    if protocol == "finetune":
-        test = task.load(run.data, "test", eval_transform(run.image_size))
-        per_seed = []
-        for seed in range(args.seeds):
-            model, heads, recipe = _finetune_seed(task, run, task.classes, seed)
-            feats, _ = extract(model, test, args.device, args.batch_size, run.workers,
-                               f"{task.name}/test (fine-tuned)")
-            accuracy = heads_accuracy(heads.cpu(), feats.x, feats.labels)
-            per_seed.append({"finetune": {f"{a}_top1": v for a, v in accuracy.items()}})
-        return report(task, run, per_seed, extra={"finetune_recipe": asdict(recipe)})
-    return _supervised(task, run, attrs, protocol)
+    run = prepare(task, argv)
+    task, cfg = run.task, run.cfg
+    attrs = _supervised_attrs(task, cfg.supervised_on)
+    if attrs:
+        return _supervised(run, attrs)
+    if (cfg.protocol or "fixed") == "fixed":
+        return report(run, _fixed(run, run.backbone, cfg.seeds))
+    test = run.load("test", eval_transform(cfg.image_size))
+    per_seed = []
+    for seed in range(cfg.seeds):
+        model, heads, recipe = _finetune_seed(run, task.classes, seed)
+        feats, _ = extract(model, test, cfg.device, cfg.batch_size, cfg.workers,
+                           f"{task.name}/test (fine-tuned)")
+        accuracy = heads_accuracy(heads.cpu(), feats.x, feats.labels)
+        per_seed.append({"finetune": {f"{a}_top1": v for a, v in accuracy.items()}})
+    return report(run, per_seed, extra={"finetune_recipe": asdict(recipe)})
 
 
-def _supervised(task: Task, run: Run, attrs: list[str], protocol: str) -> dict:
+def _supervised(run: Run, attrs: list[str]) -> dict:
     """Train supervised on ``attrs`` per seed, save each backbone, linear-probe every attribute."""
+    task, protocol = run.task, f"supervised:{'+'.join(attrs)}"
     per_seed, knn, saved = [], {}, []
     init = backbone_fields(run.backbone)["backbone_id"]
-    for seed in range(run.args.seeds):
-        model, _, recipe = _finetune_seed(task, run, {a: task.classes[a] for a in attrs}, seed)
+    for seed in range(run.cfg.seeds):
+        model, _, recipe = _finetune_seed(run, {a: task.classes[a] for a in attrs}, seed)
         path = run.out / f"seed{seed}" / "backbone.safetensors"
         saved.append(str(path))
         save_backbone(path, model.state_dict(), {
@@ -628,7 +668,7 @@ def _supervised(task: Task, run: Run, attrs: list[str], protocol: str) -> dict:
             "stem": run.backbone.meta["stem"], "data": f"{task.name}:{'+'.join(attrs)}",
             "epochs": recipe.epochs, "seed": seed, "init": init, "commit": git_commit()})
         trained = open_backbone(path)
-        result = _fixed(task, run, trained, 1)[0]
+        result = _fixed(run, trained, 1)[0]
         knn.update({f"seed{seed}/{p}": r for p, r in result.items() if p != "linear"})
         per_seed.append({protocol: result["linear"]})
     # One leaderboard identity for all seeds of this recipe, so the board aggregates them.
@@ -638,7 +678,8 @@ def _supervised(task: Task, run: Run, attrs: list[str], protocol: str) -> dict:
         "backbone_id": f"supervised-{'+'.join(attrs)}-{run.backbone.meta['arch']}-"
                        f"{run.backbone.meta['stem']}"
                        + ("" if run.backbone.weights is None else f"-from-{init}")}, None, "")
-    return report(task, run, per_seed, backbone,
+
+    return report(run, per_seed, backbone,
                   extra={"finetune_recipe": asdict(recipe), "supervised_backbones": saved,
                          "supervised_knn": knn})
 

@@ -79,20 +79,20 @@ class SuiteTask:
         return ["--protocol", protocol] if len(self.protocols) > 1 else []
 
     def budget_flags(self, budget: str, protocol: str) -> list[str]:
-        """What ``budget`` adds to the stage of ``protocol`` (the suite puts these last, as an
-        engine's overrides may take the rest of the command line)."""
+        """What ``budget`` adds to the stage of ``protocol`` (the suite puts these last: an
+        engine's config overrides, detectron2's ``KEY VALUE`` pairs, end the command line)."""
         return list(self.budgets.get(budget, {}).get(protocol, ()))
 
 
 TASKS = {task.name: task for task in (
     SuiteTask("coco_det", "transfer/coco_det.py", ("finetune",), "coco",
               budgets={"cpu": {"finetune": (
-                           "--val-images", "50", "--opts", "SOLVER.MAX_ITER", "30",
+                           "--val-images", "50", "SOLVER.MAX_ITER", "30",
                            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")},
                        "smoke": {"finetune": (
-                           "--val-images", "4", "--opts", "SOLVER.MAX_ITER", "2",
+                           "--val-images", "4", "SOLVER.MAX_ITER", "2",
                            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")}},
-              synthetic_flags=("--config", "transfer/configs/coco_cpu_FPN_128px.yaml"),
+              synthetic_flags=("--config-file", "transfer/configs/coco_cpu_FPN_128px.yaml"),
               gpus_flag="--num-gpus"),
     SuiteTask("mpii_pose", "transfer/mpii_pose.py", ("fixed", "finetune"), "mpii", stage="mpii",
               budgets={"cpu": dict.fromkeys(("fixed", "finetune"), (

@@ -57,9 +57,10 @@ from torch.utils.data import DataLoader, Sampler
 from pretrain import distributed as D
 from pretrain.augment import AugmentSpec, SeededViews, TwoViews
 from pretrain.backbones import FEATURE_DIMS, build_resnet
-from pretrain.checkpoint import CheckpointError, git_commit, load_torch, save_backbone, save_state
+from pretrain.checkpoint import git_commit, load_torch, save_backbone, save_state
+from pretrain.cli import run_main
 from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
-from pretrain.data import DataError, build_unlabelled
+from pretrain.data import build_unlabelled
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
 
@@ -367,15 +368,11 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg, resume = parse_args(argv)
-        train(cfg, resume)
-    except (ConfigError, DataError, CheckpointError, NonFiniteLossError) as err:
-        print(f"pretrain: error: {err}", file=sys.stderr)
-        return 3 if isinstance(err, NonFiniteLossError) else 2
+        return run_main(lambda: train(*parse_args(argv)), prog="pretrain",
+                        statuses={NonFiniteLossError: 3})
     finally:
         if D.is_distributed():
             torch.distributed.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":

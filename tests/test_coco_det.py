@@ -58,11 +58,11 @@ def test_unknown_config_key_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_c4_with_resnet18_is_refused(tmp_path: Path) -> None:
-    args = coco_det.parse_args(["--weights", "x.pth", "--config",
-                                str(CONFIGS / "coco_R_50_C4_1x_moco.yaml"),
-                                "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    settings = coco_det.parse_args(["--weights", "x.pth", "--config-file",
+                                    str(CONFIGS / "coco_R_50_C4_1x_moco.yaml"),
+                                    "--data", str(tmp_path), "--out", str(tmp_path / "run")])
     with pytest.raises(CocoDetError, match="needs a ResNet-50"):
-        coco_det.setup_cfg(args, {"meta": {"arch": "resnet18"}, "converted": "x.pkl"}, 10)
+        coco_det.setup_cfg(settings, {"meta": {"arch": "resnet18"}, "converted": "x.pkl"}, 10)
 
 
 def _copy_coco(tiny_data: Path, tmp_path: Path) -> Path:
@@ -131,16 +131,15 @@ def test_weights_to_ap_end_to_end_with_resume_and_eval_only(tiny_data: Path, tmp
     torch.save(torchvision.models.resnet18(zero_init_residual=True).state_dict(), weights)
     board, out = tmp_path / "board.csv", tmp_path / "run"
     common = ["--data", str(tiny_data / "coco"), "--out", str(out), "--leaderboard", str(board),
-              "--config", str(CONFIGS / "coco_cpu_FPN_128px.yaml")]
+              "--config-file", str(CONFIGS / "coco_cpu_FPN_128px.yaml")]
     small = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()"]
-    assert coco_det.main(["--weights", str(weights), *common,
-                          "--opts", "SOLVER.MAX_ITER", "2", *small]) == 0
+    assert coco_det.main(["--weights", str(weights), *common, "SOLVER.MAX_ITER", "2", *small]) == 0
     record = json.loads((out / "backbone.json").read_text())
     assert record["meta"]["arch"] == "resnet18" and (out / "backbone_detectron2.pkl").is_file()
     assert coco_det.main(["--weights", str(weights), *common]) == 2  # the run folder is taken
     assert "--resume" in capsys.readouterr().err
 
-    assert coco_det.main([*common, "--resume", "--opts", "SOLVER.MAX_ITER", "3", *small]) == 0
+    assert coco_det.main([*common, "--resume", "SOLVER.MAX_ITER", "3", *small]) == 0
     log = (out / "log.txt").read_text()
     assert "Starting training from iteration 0" in log
     assert "Starting training from iteration 2" in log  # 0-based: iterations 0, 1 done before
@@ -185,3 +184,23 @@ def test_no_detection_at_all_is_an_error_not_a_silent_empty_result(tmp_path: Pat
     nan["bbox"]["AP"] = 0.0  # one defined value is a result
     coco_det.write_outputs(args, cfg, record, nan, 1.0, 1.0)
     assert (tmp_path / "board.csv").is_file()
+
+
+def test_command_line_extends_detectron2s_parser(tmp_path: Path) -> None:
+    """detectron2's own flags (launcher, --config-file, --resume, trailing KEY VALUE overrides)
+    come from its default_argument_parser; the settings are one frozen config."""
+    from dataclasses import FrozenInstanceError
+
+    from detectron2.engine import default_argument_parser
+
+    ours = coco_det.build_parser()._option_string_actions
+    assert set(default_argument_parser()._option_string_actions) <= set(ours)
+    settings = coco_det.parse_args(["--weights", "random", "--num-gpus", "2", "--data",
+                                    str(tmp_path), "SOLVER.MAX_ITER", "3"])
+    assert settings.opts == ("SOLVER.MAX_ITER", "3") and settings.num_gpus == 2
+    assert settings.arch == "resnet50" and settings.config_file == coco_det.FULL_CONFIG
+    assert settings.dist_url == "auto"
+    with pytest.raises(FrozenInstanceError):
+        settings.out = tmp_path  # type: ignore[misc]
+    with pytest.raises(SystemExit):
+        coco_det.parse_args(["--weights", "random", "--data", str(tmp_path), "SOLVER.MAX_ITER"])

@@ -1,12 +1,14 @@
 """COCO Mask R-CNN transfer on detectron2, scored by pycocotools (box and mask AP).
 
-    python transfer/coco_det.py --weights FILE [--config YAML] [--data COCO_ROOT] [--out DIR]
-                                [--eval-only] [--resume] [--num-gpus N] [--opts KEY VALUE ...]
+    python transfer/coco_det.py --weights FILE [--config-file YAML] [--data COCO_ROOT] [--out DIR]
+                                [--eval-only] [--resume] [--num-gpus N] [KEY VALUE ...]
 
 Everything that trains and scores is detectron2's own: ``DefaultTrainer`` (its loop, hooks,
 checkpoints, TensorBoard and log), its COCO data loading, ``COCOEvaluator`` (pycocotools; the
 pure-Python path, ``use_fast_impl=False``, as this install has no ``detectron2._C``) and
-``launch`` for several GPUs or machines. This driver adds:
+``launch`` for several GPUs or machines, and its command line (``default_argument_parser``:
+``--config-file``, ``--resume``, ``--eval-only``, the launcher's flags and ``KEY VALUE`` config
+overrides at the end). This driver adds:
 
 - the backbone: ``--weights`` is opened once by ``pretrain/open_backbone.py`` (any checkpoint
   format it reads, or ``random``: the suite's random-init control, whose zero-initialised residual
@@ -18,7 +20,8 @@ pure-Python path, ``use_fast_impl=False``, as this install has no ``detectron2._
 - configs (``transfer/configs``): MoCo's detection protocol on the zoo's Mask R-CNN R50-FPN 1x
   (``coco_R_50_FPN_1x_moco.yaml``, the default with ``--data``) and R50-C4 1x
   (``coco_R_50_C4_1x_moco.yaml``, with MoCo's ``Res5ROIHeadsExtraNorm``), and the embedded
-  default ``coco_cpu_FPN_128px.yaml`` (used when ``--data`` is absent). ``_BASE_:
+  default ``coco_cpu_FPN_128px.yaml`` (used when ``--data`` is absent) are the default
+  ``--config-file``. ``_BASE_:
   "model_zoo:<path>"`` names a file of detectron2's model zoo; other bases are relative paths.
 - the data: ``--data`` is a COCO root (``annotations/instances_{train,val}2017.json``,
   ``train2017/``, ``val2017/``); both files are checked first (fields, ids, image files) and
@@ -34,10 +37,11 @@ per category, plus timings) and rows in the leaderboard CSV (task ``coco_det``, 
 
 ``--resume`` continues from the run folder's last checkpoint; ``--eval-only`` evaluates it.
 Several GPUs: ``--num-gpus 8``; several machines: ``--num-machines``, ``--machine-rank`` and
-``--dist-url`` as in detectron2's ``train_net.py``.
+``--dist-url`` as in detectron2's ``train_net.py``. The settings of a run are one frozen
+:class:`CocoDetConfig`.
 
 CPU: the embedded default (ResNet-50, 150 iterations of 4 images, 500 test images) used 434 s of
-CPU time (user + sys, one thread) on this 2-core machine. On a CPU shared with other jobs set
+CPU time (user + sys, one thread) on a 2-core CPU. On a CPU shared with other jobs set
 ``OMP_NUM_THREADS=1``: two threads under contention spent 3x the CPU time per iteration
 (5.9 s against 1.9 s) and ran 3x slower.
 """
@@ -48,6 +52,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +69,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
-from detectron2.engine import DefaultTrainer, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator
 from detectron2.layers import get_norm
 from detectron2.modeling import ROI_HEADS_REGISTRY
@@ -236,11 +241,39 @@ def val_subset(data: Path, out: Path, n: int) -> Path:
     return path
 
 
+# ------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class CocoDetConfig:
+    """One run's settings: detectron2's own flags (``default_argument_parser``) and the driver's,
+    resolved once by :func:`parse_args` (config file, data root and run folder filled in) and
+    never changed after."""
+
+    weights: str | None
+    prefix: str | None
+    arch: str | None
+    stem: str | None
+    seed: int
+    config_file: Path
+    data: Path
+    out: Path
+    val_images: int | None
+    leaderboard: Path
+    resume: bool
+    eval_only: bool
+    num_gpus: int
+    num_machines: int
+    machine_rank: int
+    dist_url: str
+    opts: tuple[str, ...]
+
+
 # ------------------------------------------------------------------------------------ backbone
-def prepare_backbone(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def prepare_backbone(settings: CocoDetConfig) -> dict[str, Any]:
     """Convert ``--weights`` into the run folder (verified); return the backbone record."""
+    out = settings.out
     pkl = out / BACKBONE_FILE
-    backbone = open_backbone(args.weights, args.arch, args.stem, args.seed, args.prefix)
+    backbone = open_backbone(settings.weights, settings.arch, settings.stem, settings.seed,
+                             settings.prefix)
     start = time.perf_counter()
     export_backbone(backbone, "detectron2", pkl, verify=True)
     record = {"source": backbone.origin, "backbone_id_from_file": backbone.weights is not None,
@@ -250,17 +283,17 @@ def prepare_backbone(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return record
 
 
-def setup_cfg(args: argparse.Namespace, record: dict[str, Any], num_classes: int) -> CfgNode:
-    cfg = load_config(args.config)
+def setup_cfg(settings: CocoDetConfig, record: dict[str, Any], num_classes: int) -> CfgNode:
+    cfg = load_config(settings.config_file)
     if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"  # before --opts, which may still say otherwise
+        cfg.MODEL.DEVICE = "cpu"  # before the overrides, which may still say otherwise
     try:
-        cfg.merge_from_list(args.opts)
+        cfg.merge_from_list(list(settings.opts))
     except (KeyError, ValueError, AssertionError) as err:
-        raise CocoDetError(f"--opts {' '.join(args.opts)}: {err}") from err
+        raise CocoDetError(f"config overrides {' '.join(settings.opts)}: {err}") from err
     arch = record["meta"]["arch"]
     if cfg.MODEL.ROI_HEADS.NAME.startswith("Res5") and not RESNETS[arch].bottleneck:
-        raise CocoDetError(f"{args.config}: a C4 config builds res5 in the ROI head from "
+        raise CocoDetError(f"{settings.config_file}: a C4 config builds res5 in the ROI head from "
                            f"Bottleneck blocks, so it needs a ResNet-50, not {arch}; "
                            f"use {FULL_CONFIG.name} (FPN) for ResNet-18/34")
     cfg.MODEL.RESNETS.DEPTH = RESNETS[arch].depth
@@ -268,37 +301,39 @@ def setup_cfg(args: argparse.Namespace, record: dict[str, Any], num_classes: int
     cfg.MODEL.WEIGHTS = record["converted"]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (TRAIN_SET,), (TEST_SET,)
-    cfg.OUTPUT_DIR = str(args.out)
-    cfg.SEED = args.seed
+    cfg.OUTPUT_DIR = str(settings.out)
+    cfg.SEED = settings.seed
     cfg.freeze()
     return cfg
 
 
 # ------------------------------------------------------------------------------------ run
-def worker(args: argparse.Namespace, record: dict[str, Any], num_classes: int) -> None:
+def worker(settings: CocoDetConfig, record: dict[str, Any], num_classes: int,
+           val_json: Path | None) -> None:
     """One process of the run (detectron2's ``launch`` starts one per GPU)."""
-    register_data(args.data, args.val_json)
-    cfg = setup_cfg(args, record, num_classes)
-    default_setup(cfg, argparse.Namespace(config_file=str(args.config),
-                                          eval_only=args.eval_only))
+    register_data(settings.data, val_json)
+    cfg = setup_cfg(settings, record, num_classes)
+    # detectron2 logs these settings and the config file (as a str path), as from its own parser
+    default_setup(cfg, argparse.Namespace(**{**asdict(settings),
+                                             "config_file": str(settings.config_file)}))
     start = time.perf_counter()
-    if args.eval_only:
+    if settings.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=True)
         results = Trainer.test(cfg, model)
     else:
         trainer = Trainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
+        trainer.resume_or_load(resume=settings.resume)
         trainer.train()  # ends with the EvalHook's evaluation
         results = getattr(trainer, "_last_eval_results", {})
     if comm.is_main_process():
         elapsed = time.perf_counter() - start
-        write_outputs(args, cfg, record, results, elapsed - Trainer.test_seconds,
+        write_outputs(settings, cfg, record, results, elapsed - Trainer.test_seconds,
                       Trainer.test_seconds)
 
 
-def write_outputs(args: argparse.Namespace, cfg: CfgNode, record: dict[str, Any],
+def write_outputs(settings: CocoDetConfig, cfg: CfgNode, record: dict[str, Any],
                   results: dict[str, dict[str, float]], train_seconds: float,
                   eval_seconds: float) -> dict[str, Any]:
     from benchmarks.leaderboard import backbone_fields, write_rows
@@ -311,14 +346,14 @@ def write_outputs(args: argparse.Namespace, cfg: CfgNode, record: dict[str, Any]
     summary = {"metrics": metrics, "iterations": cfg.SOLVER.MAX_ITER,
                "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
                "convert_seconds": record.get("convert_seconds"), "config": "config.yaml",
-               "weights": record["source"], "data": str(args.data), "seed": args.seed,
-               "val_images": args.val_images or "all"}
+               "weights": record["source"], "data": str(settings.data), "seed": settings.seed,
+               "val_images": settings.val_images or "all"}
     out = Path(cfg.OUTPUT_DIR)
     atomic_write(out / METRICS_FILE, lambda f: f.write(json.dumps(summary, indent=2).encode()))
     meta = record["meta"]
     fields = backbone_fields(record["source"] if record["backbone_id_from_file"] else None, meta)
     rows = [{**fields, "task": TASK, "protocol": PROTOCOL, "metric": f"{task}_{name}",
-             "value": metrics[task][name], "seed": args.seed}
+             "value": metrics[task][name], "seed": settings.seed}
             for task in metrics for name in METRICS if metrics[task].get(name) is not None]
     if not rows:  # pycocotools' -1 (detectron2's NaN): no detection to score at all
         raise CocoDetError(
@@ -327,24 +362,24 @@ def write_outputs(args: argparse.Namespace, cfg: CfgNode, record: dict[str, Any]
             f"and no leaderboard row was written ({out / METRICS_FILE} holds the NaNs); train "
             "longer (SOLVER.MAX_ITER) or evaluate again with --eval-only --opts "
             "MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0")
-    write_rows(args.leaderboard, rows)
+    write_rows(settings.leaderboard, rows)
     return summary
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(settings: CocoDetConfig) -> dict[str, Any]:
     """Check the data, convert the weights, then train and evaluate on every process (``launch``);
     returns metrics.json's content (on the first machine)."""
-    out = Path(args.out)
-    masks = load_config(args.config).MODEL.MASK_ON or "MODEL.MASK_ON" in args.opts
-    categories = [validate_coco(*_coco_files(args.data, name), masks=masks) for name in SPLITS]
+    out, data = settings.out, settings.data
+    masks = load_config(settings.config_file).MODEL.MASK_ON or "MODEL.MASK_ON" in settings.opts
+    categories = [validate_coco(*_coco_files(data, name), masks=masks) for name in SPLITS]
     if categories[0] != categories[1]:
-        raise CocoDetError(f"{args.data}: train and val list different categories "
+        raise CocoDetError(f"{data}: train and val list different categories "
                            f"({categories[0]} vs {categories[1]})")
     has_checkpoint = (out / "last_checkpoint").is_file()
-    if args.eval_only or args.resume:
+    if settings.eval_only or settings.resume:
         if not has_checkpoint:
             raise CocoDetError(f"--out {out}: no detectron2 checkpoint (last_checkpoint) to "
-                               f"{'evaluate' if args.eval_only else 'resume'}")
+                               f"{'evaluate' if settings.eval_only else 'resume'}")
         record = json.loads((out / BACKBONE_RECORD).read_text())
     else:
         if has_checkpoint:
@@ -352,74 +387,72 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "--resume to continue it, --eval-only to evaluate it, or another "
                                "--out")
         out.mkdir(parents=True, exist_ok=True)
-        record = prepare_backbone(args, out)
-    args.val_json = val_subset(args.data, out, args.val_images) if args.val_images else None
-    launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args, record, len(categories[0])))
-    return json.loads((out / METRICS_FILE).read_text()) if args.machine_rank == 0 else {}
+        record = prepare_backbone(settings)
+    val_json = val_subset(data, out, settings.val_images) if settings.val_images else None
+    launch(worker, settings.num_gpus, num_machines=settings.num_machines,
+           machine_rank=settings.machine_rank, dist_url=settings.dist_url,
+           args=(settings, record, len(categories[0]), val_json))
+    return json.loads((out / METRICS_FILE).read_text()) if settings.machine_rank == 0 else {}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """detectron2's ``default_argument_parser`` with the driver's flags added."""
     from benchmarks.leaderboard import DEFAULT_PATH
 
-    p = argparse.ArgumentParser(prog="python transfer/coco_det.py",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = default_argument_parser(epilog=f"--config-file defaults to {CPU_CONFIG.name} without "
+                                f"--data, {FULL_CONFIG.name} with it (both in transfer/configs/)."
+                                " Config overrides KEY VALUE ... come last.")
+    p.prog, p.description = "python transfer/coco_det.py", __doc__.split("\n\n")[0]
+    p.set_defaults(dist_url="auto")  # a free port: two runs on one machine must not collide
     add_backbone_arguments(p, random_arch=RANDOM_ARCH,
                            weights_help=" (required unless --resume or --eval-only)")
-    p.add_argument("--config", type=Path, default=None,
-                   help=f"detectron2 YAML (default: {CPU_CONFIG.name} without --data, "
-                        f"{FULL_CONFIG.name} with it)")
     p.add_argument("--data", type=Path, default=None,
                    help="COCO root (annotations/instances_{train,val}2017.json, train2017/, "
                         "val2017/); default: the embedded synthetic set")
     p.add_argument("--out", type=Path, default=None, help="run folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-only", action="store_true",
-                   help="evaluate the last checkpoint of the run in --out")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the run (and of the random-init control)")
     p.add_argument("--val-images", type=int, default=None, metavar="N",
                    help="evaluate on the first N val2017 images only (a quick check; the "
                         "protocol evaluates all)")
     p.add_argument("--leaderboard", type=Path, default=DEFAULT_PATH, help="leaderboard CSV")
-    p.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine")
-    p.add_argument("--num-machines", type=int, default=1)
-    p.add_argument("--machine-rank", type=int, default=0)
-    p.add_argument("--dist-url", default="auto",
-                   help="e.g. tcp://HOST:PORT for several machines ('auto': a free local port)")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                   help="detectron2 config overrides: KEY VALUE ... (must come last)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> CocoDetConfig:
+    """The command line, checked and resolved into the run's :class:`CocoDetConfig`."""
+    p = build_parser()
     args = p.parse_args(argv)
+    opts = tuple(args.opts or ())
     if args.weights is None and not (args.resume or args.eval_only):
         p.error("--weights is required (a backbone file, or 'random')")
     if args.val_images is not None and args.val_images < 1:
         p.error("--val-images must be at least 1")
-    if len(args.opts) % 2:
-        p.error(f"--opts takes KEY VALUE pairs; got {args.opts}")
-    if is_random(args.weights) and args.arch is None:
-        args.arch = RANDOM_ARCH
-    if args.config is None:
-        args.config = FULL_CONFIG if args.data else CPU_CONFIG
-    if args.data is None:
+    if len(opts) % 2:
+        p.error(f"config overrides come as KEY VALUE pairs; got {' '.join(opts)}")
+    config_file = Path(args.config_file) if args.config_file else (
+        FULL_CONFIG if args.data else CPU_CONFIG)
+    data = args.data
+    if data is None:
         from pretrain.synthetic import default_root
 
-        args.data = default_root() / "coco"
-    if args.out is None:
-        name = Path(args.weights).stem if args.weights else "run"
-        args.out = Path("runs/coco_det") / f"{name}-{args.config.stem}-seed{args.seed}"
-    return args
+        data = default_root() / "coco"
+    name = Path(args.weights).stem if args.weights else "run"
+    return CocoDetConfig(**{
+        **vars(args), "opts": opts, "config_file": config_file, "data": data,
+        "arch": args.arch or (RANDOM_ARCH if is_random(args.weights) else None),
+        "out": args.out or Path("runs/coco_det") / f"{name}-{config_file.stem}-seed{args.seed}"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    settings = parse_args(argv)
 
     def train_and_score() -> None:
-        summary = run(args)
+        summary = run(settings)
         if summary:
             print(json.dumps({k: summary[k] for k in ("metrics", "train_seconds", "eval_seconds",
                                                      "convert_seconds")}, indent=2))
-            print(f"run folder: {args.out}")
+            print(f"run folder: {settings.out}")
 
     return run_main(train_and_score)
 

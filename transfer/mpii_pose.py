@@ -56,6 +56,7 @@ import os
 import pickle
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -298,38 +299,64 @@ def _iteration_schedule(cfg: Config, n_train: int, max_iters: int | None) -> Non
     cfg.log_processor.by_epoch = False
 
 
+# ----------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class MpiiPoseConfig:
+    """One run's settings, parsed from the command line by :func:`parse_args`; never changed
+    (what it leaves unset, data root, config and run folder, :func:`run` derives)."""
+
+    weights: str
+    prefix: str | None = None
+    arch: str | None = None
+    stem: str | None = None
+    protocol: str = "fixed"
+    data: Path | None = None
+    out: Path | None = None
+    name: str | None = None
+    max_iters: int | None = None
+    batch_size: int | None = None
+    val_images: int | None = None
+    config: Path | None = None
+    seed: int = 0
+    leaderboard: Path = DEFAULT_PATH
+    launcher: str = "none"
+    resume: bool = False
+
+
 # ----------------------------------------------------------------------------- run
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(settings: MpiiPoseConfig) -> dict[str, Any]:
     """Train and score one backbone; write metrics.json and leaderboard rows. Returns the record."""
     from mmengine.dist import is_main_process
     from mmengine.runner import Runner
 
-    data = Path(args.data) if args.data else _default_data()
+    data = settings.data or _default_data()
     sizes = check_mpii_root(data)
-    config = Path(args.config) if args.config else (FULL_CONFIG if args.data else CPU_CONFIG)
+    config = settings.config or (FULL_CONFIG if settings.data else CPU_CONFIG)
     if not config.is_file():
         raise MpiiPoseError(f"--config {config}: no such file")
     if not config.resolve().is_relative_to(CONFIG_DIR):
         # mmengine runs a config's Python (and reads its YAML with the full loader) to load it.
         raise MpiiPoseError(f"--config {config}: mmengine configs execute code when loaded, so "
                             f"only those in {CONFIG_DIR} are loaded; review it and copy it there")
-    backbone = open_backbone(args.weights, args.arch, args.stem, args.seed, args.prefix)
-    name = args.name or (f"{backbone.meta['backbone_id']}-{args.protocol}"
-                         if backbone.weights is None else
-                         f"{backbone.weights.stem}-{backbone.key[:8]}-{args.protocol}")
-    out = Path(args.out) if args.out else Path("runs") / TASK / name
+    backbone = open_backbone(settings.weights, settings.arch, settings.stem, settings.seed,
+                             settings.prefix)
+    protocol = settings.protocol
+    name = settings.name or (f"{backbone.meta['backbone_id']}-{protocol}"
+                             if backbone.weights is None else
+                             f"{backbone.weights.stem}-{backbone.key[:8]}-{protocol}")
+    out = settings.out or Path("runs") / TASK / name
     out.mkdir(parents=True, exist_ok=True)
 
     backbone_file = prepare_backbone(backbone, out)
     arch = backbone.meta["arch"]
     cfg = build_config(config, data_root=data, backbone_file=backbone_file, arch=arch,
-                       protocol=args.protocol, out_dir=out, n_train=sizes["train"],
-                       max_iters=args.max_iters, batch_size=args.batch_size,
-                       val_images=args.val_images, seed=args.seed,
-                       launcher=args.launcher, resume=args.resume)
+                       protocol=protocol, out_dir=out, n_train=sizes["train"],
+                       max_iters=settings.max_iters, batch_size=settings.batch_size,
+                       val_images=settings.val_images, seed=settings.seed,
+                       launcher=settings.launcher, resume=settings.resume)
     runner = Runner.from_cfg(cfg)
-    guard = BackboneGuard(backbone, backbone_file, frozen=args.protocol == "fixed",
-                          resumed=args.resume)
+    guard = BackboneGuard(backbone, backbone_file, frozen=protocol == "fixed",
+                          resumed=settings.resume)
     runner.register_hook(guard, "VERY_HIGH")
     start = time.perf_counter()
     runner.train()
@@ -342,11 +369,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     batch = cfg.train_dataloader.batch_size * runner.world_size
     group = runner.optim_wrapper.optimizer.param_groups[0]
     record = {
-        "task": TASK, "protocol": args.protocol, "weights": str(args.weights),
+        "task": TASK, "protocol": protocol, "weights": settings.weights,
         "backbone_file": str(backbone_file), "arch": arch, "data": str(data),
         "config": str(config), "work_dir": str(out), "log_dir": str(runner.log_dir),
         "iterations": cfg.train_cfg["max_iters"],
-        "batch_size": batch, "seed": args.seed, "val_images": args.val_images or "all",
+        "batch_size": batch, "seed": settings.seed, "val_images": settings.val_images or "all",
         "lr": group.get("initial_lr", group["lr"]),  # after auto_scale_lr, before schedules
         "train_seconds": round(seconds - guard.val_seconds, 1),
         "eval_seconds": round(guard.val_seconds, 1),
@@ -356,9 +383,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if is_main_process():
         atomic_write(out / "metrics.json",
                      lambda f: f.write(json.dumps(record, indent=2).encode()))
-        base = {**record["backbone"], "task": TASK, "protocol": args.protocol, "seed": args.seed}
-        write_rows(args.leaderboard, [{**base, "metric": m, "value": v}
-                                      for m, v in metrics.items()])
+        base = {**record["backbone"], "task": TASK, "protocol": protocol, "seed": settings.seed}
+        write_rows(settings.leaderboard, [{**base, "metric": m, "value": v}
+                                          for m, v in metrics.items()])
     return record
 
 
@@ -425,15 +452,17 @@ def resume_checkpoint(out_dir: Path) -> str:
     return RESUME_SCHEME + str(path)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
+    """The command line, checked, as the run's :class:`MpiiPoseConfig`."""
+    p = argparse.ArgumentParser(prog="python transfer/mpii_pose.py",
+                                description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_backbone_arguments(p)
     p.add_argument("--protocol", choices=PROTOCOLS, default="fixed",
                    help="fixed: frozen backbone (BN in eval), train the head; finetune: train all")
-    p.add_argument("--data", help="MPII root in mmpose's layout; default: the embedded "
+    p.add_argument("--data", type=Path, help="MPII root in mmpose's layout; default: the embedded "
                                   "synthetic set (generated on first use)")
-    p.add_argument("--out", help="run folder; default runs/mpii_pose/<name>, name = "
+    p.add_argument("--out", type=Path, help="run folder; default runs/mpii_pose/<name>, name = "
                                  "<weights' stem>-<8 hex of its hash>-<protocol>")
     p.add_argument("--name", help="run name under runs/mpii_pose when --out is not given")
     p.add_argument("--max-iters", type=int,
@@ -442,12 +471,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-images", type=int, metavar="N",
                    help="evaluate on the first N val people only (a quick check; the protocol "
                         "evaluates all)")
-    p.add_argument("--config", help="mmengine config, from transfer/configs/ only (loading one "
-                                    "runs its code); default configs/mpii_cpu_128x128.py "
-                                    "without --data, configs/mpii_td-hm_res50_256x256.py with")
+    p.add_argument("--config", type=Path,
+                   help="mmengine config, from transfer/configs/ only (loading one runs its "
+                        "code); default configs/mpii_cpu_128x128.py without --data, "
+                        "configs/mpii_td-hm_res50_256x256.py with")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the run (and of the random-init control)")
-    p.add_argument("--leaderboard", default=str(DEFAULT_PATH), help="leaderboard CSV to update")
+    p.add_argument("--leaderboard", type=Path, default=DEFAULT_PATH,
+                   help="leaderboard CSV to update")
     p.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"), default="none",
                    help="mmengine's distributed launcher (pytorch: under torchrun)")
     p.add_argument("--resume", action="store_true",
@@ -458,14 +489,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("max_iters", "val_images"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1")
-    return args
+    return MpiiPoseConfig(**vars(args))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    settings = parse_args(argv)
 
     def train_and_score() -> None:
-        record = run(args)
+        record = run(settings)
         print(json.dumps({"metrics": record["metrics"], "train_seconds": record["train_seconds"],
                           "eval_seconds": record["eval_seconds"]}, indent=2))
 
