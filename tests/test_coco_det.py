@@ -13,8 +13,9 @@ import torchvision
 
 from benchmarks.leaderboard import file_hash
 from pretrain.backbones import build_resnet
+from pretrain.data import DataError, validate_coco
 from transfer import coco_det
-from transfer.coco_det import CocoDetError, load_config, validate_coco
+from transfer.coco_det import CocoDetError, load_config
 
 CONFIGS = coco_det.CONFIG_DIR
 
@@ -71,8 +72,8 @@ def _copy_coco(tiny_data: Path, tmp_path: Path) -> Path:
 
 def test_validate_coco_accepts_the_synthetic_set(tiny_data: Path) -> None:
     coco = tiny_data / "coco"
-    ids = validate_coco(coco / "annotations/instances_val2017.json", coco / "val2017", masks=True)
-    assert len(ids) == 10
+    doc = validate_coco(coco / "annotations/instances_val2017.json", coco / "val2017", masks=True)
+    assert len(doc["categories"]) == 10
 
 
 def test_validate_coco_names_missing_fields_and_files(tiny_data: Path, tmp_path: Path) -> None:
@@ -81,14 +82,14 @@ def test_validate_coco_names_missing_fields_and_files(tiny_data: Path, tmp_path:
     doc = json.loads(ann.read_text())
     first = doc["images"][0]["file_name"]
     (coco / "val2017" / first).unlink()
-    with pytest.raises(CocoDetError, match=f"missing, e.g. {first}"):
+    with pytest.raises(DataError, match=f"missing, e.g. {first}"):
         validate_coco(ann, coco / "val2017", masks=True)
     del doc["annotations"][0]["bbox"]
     ann.write_text(json.dumps(doc))
-    with pytest.raises(CocoDetError, match=r"instances_val2017.json: annotations\[0\] lacks"):
+    with pytest.raises(DataError, match=r"instances_val2017.json: annotations\[0\] lacks"):
         validate_coco(ann, coco / "val2017", masks=True)
     ann.write_text("{not json")
-    with pytest.raises(CocoDetError, match="not readable JSON"):
+    with pytest.raises(DataError, match="not valid JSON"):
         validate_coco(ann, coco / "val2017", masks=True)
 
 
@@ -117,7 +118,7 @@ def test_driver_refuses_bad_input_before_training(tiny_data: Path, tmp_path: Pat
     torch.save(torchvision.models.resnet18(zero_init_residual=True).state_dict(), weights)
     assert coco_det.main(["--weights", str(weights), "--data", str(tmp_path / "nowhere"),
                           "--out", str(tmp_path / "run2")]) == 2
-    assert "instances_train2017.json: missing" in capsys.readouterr().err
+    assert "nowhere: data folder does not exist" in capsys.readouterr().err
     assert not (tmp_path / "run2").exists()  # nothing converted for a run that cannot start
 
 

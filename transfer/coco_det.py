@@ -25,7 +25,8 @@ overrides at the end). This driver adds:
   "model_zoo:<path>"`` names a file of detectron2's model zoo; other bases are relative paths.
 - the data: ``--data`` is a COCO root (``annotations/instances_{train,val}2017.json``,
   ``train2017/``, ``val2017/``); both files are checked first (fields, ids, image files) and
-  registered with ``register_coco_instances``; ``NUM_CLASSES`` follows the categories.
+  registered with ``register_coco_instances``; ``NUM_CLASSES`` follows the categories. The
+  checks are the COCO reader's (``pretrain/data.py``: fields, ids, image files).
   Without ``--data``: the embedded synthetic set (``pretrain.synthetic.default_root()/coco``).
 
 Outputs in ``--out`` (default ``runs/coco_det/<weights>-<config>-seed<seed>``): ``config.yaml``
@@ -79,6 +80,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 
 from pretrain.backbones import RESNETS
 from pretrain.checkpoint import atomic_write
+from pretrain.data import coco_files, validate_coco
 from pretrain.cli import InputError, run_main
 from pretrain.open_backbone import add_backbone_arguments, is_random, open_backbone
 from transfer.convert import export_backbone
@@ -88,7 +90,7 @@ FULL_CONFIG = CONFIG_DIR / "coco_R_50_FPN_1x_moco.yaml"
 CPU_CONFIG = CONFIG_DIR / "coco_cpu_FPN_128px.yaml"
 ZOO_PREFIX = "model_zoo:"
 TRAIN_SET, TEST_SET = "suite_coco_train", "suite_coco_val"
-SPLITS = {TRAIN_SET: "train2017", TEST_SET: "val2017"}
+SPLITS = {TRAIN_SET: "train", TEST_SET: "val"}
 TASK, PROTOCOL = "coco_det", "finetune"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 RANDOM_ARCH = "resnet50"  # the random-init control's default here: the C4 configs need it
@@ -166,64 +168,11 @@ def _merge_config(cfg: CfgNode, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ data
-def validate_coco(json_file: Path, image_root: Path, masks: bool) -> list[int]:
-    """Check a COCO instances json and its images; return its sorted category ids."""
-    try:
-        doc = json.loads(json_file.read_text())
-    except FileNotFoundError as err:
-        raise CocoDetError(f"{json_file}: missing; --data must be a COCO root with "
-                           "annotations/instances_{train,val}2017.json") from err
-    except (OSError, ValueError) as err:
-        raise CocoDetError(f"{json_file}: not readable JSON ({err})") from err
-    absent = [k for k in ("images", "annotations", "categories")
-              if not isinstance(doc, dict) or not isinstance(doc.get(k), list)]
-    if absent:
-        raise CocoDetError(f"{json_file}: no list {absent} at the top level; not a COCO "
-                           "instances file")
-    problems = []
-
-    def need(items: list, what: str, fields: tuple[str, ...]) -> None:
-        for i, item in enumerate(items):
-            lacking = [f for f in fields if not isinstance(item, dict) or f not in item]
-            if lacking:
-                problems.append(f"{what}[{i}] lacks {lacking}")
-                return
-
-    need(doc["images"], "images", ("id", "file_name", "width", "height"))
-    need(doc["categories"], "categories", ("id", "name"))
-    need(doc["annotations"], "annotations",
-         ("id", "image_id", "category_id", "bbox") + (("segmentation",) if masks else ()))
-    if not doc["categories"]:
-        problems.append("no categories")
-    if not doc["images"]:
-        problems.append("no images")
-    if problems:
-        raise CocoDetError(f"{json_file}: {'; '.join(problems)}")
-    image_ids = {im["id"] for im in doc["images"]}
-    category_ids = sorted({c["id"] for c in doc["categories"]})
-    orphans = [a["id"] for a in doc["annotations"] if a["image_id"] not in image_ids
-               or a["category_id"] not in category_ids]
-    if orphans:
-        raise CocoDetError(f"{json_file}: {len(orphans)} annotation(s) refer to an unknown image "
-                           f"or category, e.g. ids {orphans[:5]}")
-    missing = [im["file_name"] for im in doc["images"]
-               if not (image_root / im["file_name"]).is_file()]
-    if missing:
-        raise CocoDetError(f"{image_root}: {len(missing)} image file(s) listed in {json_file} are "
-                           f"missing, e.g. {', '.join(missing[:5])}")
-    return category_ids
-
-
-def _coco_files(data: Path, dataset: str) -> tuple[Path, Path]:
-    split = SPLITS[dataset]
-    return data / "annotations" / f"instances_{split}.json", data / split
-
-
 def register_data(data: Path, val_json: Path | None = None) -> None:
     """Register train2017 and val2017 (or ``val_json``, a subset of it) with detectron2."""
     for name in SPLITS:
         if name not in DatasetCatalog.list():
-            json_file, image_root = _coco_files(data, name)
+            json_file, image_root = coco_files(data, SPLITS[name])
             if name == TEST_SET and val_json is not None:
                 json_file = val_json
             register_coco_instances(name, {}, str(json_file), str(image_root))
@@ -232,7 +181,7 @@ def register_data(data: Path, val_json: Path | None = None) -> None:
 def val_subset(data: Path, out: Path, n: int) -> Path:
     """The first ``n`` images of val2017 with their annotations, as a COCO json in the run
     folder (so pycocotools scores exactly the images evaluated)."""
-    doc = json.loads(_coco_files(data, TEST_SET)[0].read_text())
+    doc = json.loads(coco_files(data, "val")[0].read_text())
     doc["images"] = doc["images"][:n]
     kept = {image["id"] for image in doc["images"]}
     doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in kept]
@@ -371,7 +320,9 @@ def run(settings: CocoDetConfig) -> dict[str, Any]:
     returns metrics.json's content (on the first machine)."""
     out, data = settings.out, settings.data
     masks = load_config(settings.config_file).MODEL.MASK_ON or "MODEL.MASK_ON" in settings.opts
-    categories = [validate_coco(*_coco_files(data, name), masks=masks) for name in SPLITS]
+    categories = [sorted(c["id"] for c in validate_coco(*coco_files(data, split),
+                                                        masks=masks)["categories"])
+                  for split in SPLITS.values()]
     if categories[0] != categories[1]:
         raise CocoDetError(f"{data}: train and val list different categories "
                            f"({categories[0]} vs {categories[1]})")

@@ -65,7 +65,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import transfer.compat  # noqa: F401,I001  (before mmpose: registers the mmcv._ext placeholder)
 
-import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
@@ -73,6 +72,7 @@ from mmengine.hooks import Hook
 from benchmarks.leaderboard import DEFAULT_PATH, backbone_fields, write_rows
 from pretrain.backbones import RESNETS
 from pretrain.checkpoint import RestrictedUnpickler, atomic_write
+from pretrain.data import validate_mpii
 from pretrain.cli import InputError, run_main
 from pretrain.open_backbone import Backbone, add_backbone_arguments, open_backbone
 from transfer.convert import export_backbone
@@ -83,7 +83,6 @@ RESUME_SCHEME = "suite-resume://"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FULL_CONFIG = CONFIG_DIR / "mpii_td-hm_res50_256x256.py"
 CPU_CONFIG = CONFIG_DIR / "mpii_cpu_128x128.py"
-N_JOINTS = 16
 # mmpose's MpiiPCKAccuracy keys -> leaderboard metric names
 METRIC_NAMES = {"PCK": "PCKh@0.5", "PCK@0.1": "PCKh@0.1",
                 **{f"{g} PCK": f"PCKh@0.5_{g.lower()}"
@@ -92,77 +91,6 @@ METRIC_NAMES = {"PCK": "PCKh@0.5", "PCK@0.1": "PCKh@0.1",
 
 class MpiiPoseError(InputError):
     """Unusable input for the MPII driver; the message names the file or flag and the fix."""
-
-
-# ----------------------------------------------------------------------------- data
-def check_mpii_root(root: Path) -> dict[str, int]:
-    """Validate mmpose's MPII layout under ``root`` up front; return the split sizes.
-
-    mmpose itself fails late and obscurely on these (an ``assert`` on the head-box file, a
-    ``KeyError`` deep in a data-loader worker), so everything it will read is checked here.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise MpiiPoseError(f"--data {root}: no such folder (expected mmpose's MPII layout: "
-                            "annotations/mpii_{train,val}.json, annotations/mpii_gt_val.mat, "
-                            "images/)")
-    sizes = {split: len(_check_annotations(root, split)) for split in ("train", "val")}
-    _check_headboxes(root / "annotations" / "mpii_gt_val.mat", sizes["val"])
-    return sizes
-
-
-def _check_annotations(root: Path, split: str) -> list[dict]:
-    path = root / "annotations" / f"mpii_{split}.json"
-    if not path.is_file():
-        raise MpiiPoseError(f"{path}: missing MPII {split} annotations (mmpose's "
-                            f"mpii_{split}.json)")
-    try:
-        anns = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MpiiPoseError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(anns, list) or not anns:
-        raise MpiiPoseError(f"{path}: expected a non-empty list of person annotations")
-    missing_images = []
-    for i, ann in enumerate(anns):
-        where = f"{path}: entry {i}" + (f" ({ann['image']})" if "image" in ann else "")
-        absent = [k for k in ("image", "joints", "joints_vis", "center", "scale") if k not in ann]
-        if absent:
-            raise MpiiPoseError(f"{where} lacks {absent}; every entry needs image, joints "
-                                f"({N_JOINTS}x2, 1-based pixels), joints_vis ({N_JOINTS}), "
-                                "center [x, y] and scale (person height / 200)")
-        for key, shape in (("joints", (N_JOINTS, 2)), ("joints_vis", (N_JOINTS,)),
-                           ("center", (2,))):
-            try:
-                value = np.asarray(ann[key], dtype=float)
-            except (TypeError, ValueError):
-                value = None
-            if value is None or value.shape != shape:
-                raise MpiiPoseError(f"{where}: '{key}' must be a numeric array of shape {shape}")
-        if not isinstance(ann["scale"], (int, float)) or ann["scale"] <= 0:
-            raise MpiiPoseError(f"{where}: 'scale' must be a positive number")
-        if not (root / "images" / ann["image"]).is_file():
-            missing_images.append(ann["image"])
-    if missing_images:
-        raise MpiiPoseError(f"{path}: {len(missing_images)} images missing from "
-                            f"{root / 'images'}, e.g. {missing_images[:3]}")
-    return anns
-
-
-def _check_headboxes(path: Path, n_val: int) -> None:
-    from scipy.io import loadmat
-
-    if not path.is_file():
-        raise MpiiPoseError(f"{path}: missing head-box file; PCKh normalizes by head size, "
-                            "which comes from 'headboxes_src' in mpii_gt_val.mat (MPII's "
-                            "evaluation file)")
-    try:
-        boxes = loadmat(str(path)).get("headboxes_src")
-    except (ValueError, OSError, TypeError) as err:
-        raise MpiiPoseError(f"{path}: not a readable MATLAB file ({err})") from err
-    if boxes is None or boxes.shape != (2, 2, n_val):
-        found = "absent" if boxes is None else f"shape {boxes.shape}"
-        raise MpiiPoseError(f"{path}: 'headboxes_src' must have shape (2, 2, {n_val}) to match "
-                            f"mpii_val.json, found {found}")
 
 
 # ----------------------------------------------------------------------------- backbone
@@ -329,8 +257,8 @@ def run(settings: MpiiPoseConfig) -> dict[str, Any]:
     from mmengine.dist import is_main_process
     from mmengine.runner import Runner
 
-    data = settings.data or _default_data()
-    sizes = check_mpii_root(data)
+    # everything mmpose will read, checked up front (pretrain/data.py)
+    data, sizes = validate_mpii(settings.data or _default_data())
     config = settings.config or (FULL_CONFIG if settings.data else CPU_CONFIG)
     if not config.is_file():
         raise MpiiPoseError(f"--config {config}: no such file")
