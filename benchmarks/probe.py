@@ -1,64 +1,51 @@
-"""The probe engine: frozen-feature probes and multi-head fine-tuning of a ResNet backbone.
+"""The task command line every probe script shares: flags into a :class:`ProbeConfig`, the run
+folder, the protocols of :mod:`benchmarks.protocols` on the features of :mod:`benchmarks.features`,
+``metrics.json`` and the leaderboard rows.
 
-Protocols (every attribute of a data set is probed at once, with the same recipe):
-
-- ``linear``: features of the frozen backbone (eval mode, global-average-pooled, extracted once and
-  cached), standardized with the train set's mean and std; one linear head per attribute, all
-  trained together (summed cross-entropy) with :class:`LinearRecipe`: mini-batch AdamW from a zero
-  initialisation, cosine schedule, fixed epochs. The seed only orders the mini-batches.
-- ``knn5`` / ``knn200``: weighted kNN of InstDisc / solo-learn: cosine similarity on L2-normalised
-  features, the k most similar train images vote for their label with weight exp(sim / 0.07);
-  k is capped at the train set size. Deterministic (no seed).
-- ``finetune``: the whole backbone plus one linear head per attribute, summed cross-entropy,
-  light augmentation (random crop with reflect padding + horizontal flip), :class:`FinetuneRecipe`.
-  Deterministic by seed (heads, batch order and every augmentation draw).
-- ``supervised:<a>+<b>``: the RCL paper's "supervised on X" ceilings: the ``finetune`` code trains a
-  backbone from random init (or ``--weights``) with heads for the named attributes only, then the
-  ``linear`` protocol measures every attribute on it.
-
-Feature cache: ``<cache dir>/features/<key>.pt`` (tensors only, written atomically), where the key
-hashes the checkpoint's bytes (or the random init's arch/stem/seed), the data set's samples
-(paths, labels, file sizes and times, boxes, view) and the transform's ``repr``: a changed
-checkpoint, data file or transform is a new key.
-
-Speed: extraction runs in batches under ``torch.no_grad`` with the backbone in eval mode; on CUDA in
-bf16 autocast and channels_last.
+A script (``benchmarks/fairface.py``, ...) contributes a :class:`Task`: its name, attributes and how
+to read a split. ``--protocol fixed`` runs the linear probe (per seed) and kNN (k=5, 200) on frozen
+features; ``finetune`` fine-tunes the whole backbone with one head per attribute (light
+augmentation: random crop with reflect padding + horizontal flip); ``--supervised-on A[,B]`` is
+the RCL paper's "supervised on X" ceiling: the fine-tuning code trains a backbone from random init
+(or ``--weights``) with heads for the named attributes only, then the linear probe measures every
+attribute on it. The backbone comes from :func:`pretrain.open_backbone.open_backbone`.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
-import math
 import os
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from benchmarks import leaderboard
-from benchmarks.tasks import gap_of
-from pretrain.augment import MEAN, STD, SeededViews
-from pretrain.backbones import FEATURE_DIMS, arch_of
-from pretrain.checkpoint import (
-    CheckpointError,
-    atomic_write,
-    git_commit,
-    load_torch,
-    save_backbone,
-    save_state,
+from benchmarks.features import (
+    Features,
+    cached_features,
+    eval_transform,
+    extract,
+    native_image_size,
+    train_transform,
 )
+from benchmarks.protocols import (
+    FinetuneRecipe,
+    LinearRecipe,
+    finetune,
+    heads_accuracy,
+    knn_accuracy,
+    linear_probe,
+)
+from benchmarks.tasks import gap_of
+from pretrain.checkpoint import atomic_write, git_commit, save_backbone
 from pretrain.cli import InputError, run_main
 from pretrain.open_backbone import (
     RANDOM,
@@ -68,9 +55,6 @@ from pretrain.open_backbone import (
     open_backbone,
 )
 
-KNN_TEMPERATURE = 0.07
-KNN_KS = (5, 200)
-MAX_IMAGE_SIZE = 224
 DEFAULT_CACHE_DIR = Path("runs/cache")
 # Default fine-tuning length: on the CPU a quarter epoch (the embedded default in a few minutes
 # with the ImageNet stem), on a GPU a real schedule.
@@ -80,297 +64,12 @@ log = logging.getLogger("benchmarks")
 
 
 class ProbeError(InputError):
-    """Bad input to a benchmark (flag, checkpoint or data); the message names it and the fix."""
+    """Bad input to a benchmark (flag or data); the message names it and the fix."""
 
 
 def backbone_fields(backbone: Backbone) -> dict[str, Any]:
     """The leaderboard's backbone columns."""
     return leaderboard.backbone_fields(backbone.weights, backbone.meta)
-
-
-# ------------------------------------------------------------------------------------ features
-@dataclass
-class Features:
-    x: torch.Tensor                    # (N, D) float32
-    labels: dict[str, torch.Tensor]    # attribute -> (N,) int64
-
-
-def eval_transform(image_size: int) -> T.Compose:
-    """Squash to image_size x image_size (keeps a whole box crop), to tensor, ImageNet-normalise."""
-    return T.Compose([T.Resize((image_size, image_size), antialias=True), T.ToTensor(),
-                      T.Normalize(MEAN, STD)])
-
-
-def train_transform(image_size: int) -> T.Compose:
-    """Fine-tuning's light augmentation: random crop (reflect-padded by 1/8) and flip."""
-    return T.Compose([T.Resize((image_size, image_size), antialias=True),
-                      T.RandomCrop(image_size, padding=image_size // 8, padding_mode="reflect"),
-                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
-
-
-def native_image_size(dataset: Dataset) -> int:
-    """The shorter side of the data set's first image, capped at 224: the default resolution."""
-    from PIL import Image
-
-    path = dataset.samples[0][0]
-    with Image.open(path) as img:
-        return min(min(img.size), MAX_IMAGE_SIZE)
-
-
-def data_fingerprint(dataset: Dataset) -> str:
-    """sha256 of what a reader yields: sample paths, labels, file sizes/times, boxes and view."""
-    digest = hashlib.sha256()
-    for path, labels in dataset.samples:
-        stat = path.stat()
-        digest.update(f"{path}|{sorted(labels.items())}|{stat.st_size}|{stat.st_mtime_ns}\n"
-                      .encode())
-    digest.update(repr((getattr(dataset, "boxes", None), getattr(dataset, "view", None))).encode())
-    return digest.hexdigest()
-
-
-def feature_key(backbone: Backbone, dataset: Dataset) -> str:
-    """Cache key of (checkpoint, data set and split, transform, arch/stem)."""
-    parts = {"backbone": backbone.key, "arch": backbone.meta["arch"],
-             "stem": backbone.meta["stem"], "data": data_fingerprint(dataset),
-             "transform": repr(dataset.transform)}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _collate(batch: list[tuple[torch.Tensor, dict[str, int]]]):
-    images = torch.stack([image for image, _ in batch])
-    labels = {attr: torch.tensor([lab[attr] for _, lab in batch]) for attr in batch[0][1]}
-    return images, labels
-
-
-def _loader(dataset: Dataset, batch_size: int, workers: int, shuffle_seed: int | None = None,
-            drop_last: bool = False) -> DataLoader:
-    generator = None
-    if shuffle_seed is not None:
-        generator = torch.Generator().manual_seed(shuffle_seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=generator is not None,
-                      generator=generator, num_workers=workers, collate_fn=_collate,
-                      drop_last=drop_last, persistent_workers=False)
-
-
-@torch.no_grad()
-def extract(model: nn.Module, dataset: Dataset, device: str, batch_size: int = 128,
-            workers: int = 0, desc: str = "extract") -> tuple[Features, float]:
-    """Pooled features of every item (eval mode), and the images/s of the whole pass."""
-    model.eval().to(device)
-    cuda = device.startswith("cuda")
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-    feats, labels = [], {}
-    started = time.perf_counter()
-    for images, batch_labels in tqdm(_loader(dataset, batch_size, workers), desc=desc,
-                                     leave=False, file=sys.stderr):
-        images = images.to(device, non_blocking=True)
-        if cuda:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            feats.append(model(images).float().cpu())
-        for attr, values in batch_labels.items():
-            labels.setdefault(attr, []).append(values)
-    seconds = time.perf_counter() - started
-    return (Features(torch.cat(feats), {a: torch.cat(v) for a, v in labels.items()}),
-            len(dataset) / seconds)
-
-
-def cached_features(backbone: Backbone, dataset: Dataset, cache_dir: Path, device: str,
-                    batch_size: int = 128, workers: int = 0, desc: str = "extract",
-                    timings: dict[str, float] | None = None) -> Features:
-    """:func:`extract` through the feature cache; a fresh extraction's images/s goes in timings."""
-    path = Path(cache_dir) / "features" / f"{feature_key(backbone, dataset)}.pt"
-    if path.exists():
-        try:
-            saved = load_torch(path)
-            return Features(saved["x"], saved["labels"])
-        except (CheckpointError, KeyError, TypeError) as err:
-            log.warning(f"ignoring unreadable feature cache {path} ({err}); re-extracting")
-    features, rate = extract(backbone.model, dataset, device, batch_size, workers, desc)
-    log.info(f"{desc}: {len(dataset)} images at {rate:.1f} images/s -> {path}")
-    if timings is not None:
-        timings[desc] = round(rate, 2)
-    save_state(path, {"x": features.x, "labels": features.labels})
-    return features
-
-
-# -------------------------------------------------------------------------------------- heads
-def make_heads(dim: int, classes: dict[str, int]) -> nn.ModuleDict:
-    return nn.ModuleDict({attr: nn.Linear(dim, n) for attr, n in classes.items()})
-
-
-def heads_loss(heads: nn.ModuleDict, x: torch.Tensor, labels: dict[str, torch.Tensor]):
-    """Summed cross-entropy over the heads' attributes."""
-    return sum(F.cross_entropy(head(x), labels[attr]) for attr, head in heads.items())
-
-
-@torch.no_grad()
-def heads_accuracy(heads: nn.ModuleDict, x: torch.Tensor,
-                   labels: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Top-1 accuracy in percent per attribute."""
-    return {attr: 100.0 * (head(x).argmax(1) == labels[attr]).float().mean().item()
-            for attr, head in heads.items()}
-
-
-def _cosine(optimizer: torch.optim.Optimizer, steps: int):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))))
-
-
-# ------------------------------------------------------------------------------- linear probe
-@dataclass(frozen=True)
-class LinearRecipe:
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-
-
-def linear_probe(train: Features, tests: dict[str, Features], classes: dict[str, int],
-                 seed: int = 0, recipe: LinearRecipe = LinearRecipe(),
-                 device: str = "cpu") -> dict[str, dict[str, float]]:
-    """Linear heads for every attribute of ``classes`` trained together on ``train``;
-    accuracy (%) per test set and attribute."""
-    threads = torch.get_num_threads()
-    if device == "cpu":  # tiny matmuls: thread barriers cost more than they save (13x, busy CPU)
-        torch.set_num_threads(1)
-    try:
-        return _linear_probe(train, tests, classes, seed, recipe, device)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _linear_probe(train: Features, tests: dict[str, Features], classes: dict[str, int],
-                  seed: int, recipe: LinearRecipe, device: str) -> dict[str, dict[str, float]]:
-    mean, std = train.x.mean(0), train.x.std(0).clamp_min(1e-6)
-    x = ((train.x - mean) / std).to(device)
-    labels = {a: train.labels[a].to(device) for a in classes}
-    heads = make_heads(x.shape[1], classes).to(device)
-    for p in heads.parameters():
-        nn.init.zeros_(p)   # a convex problem: the seed then only orders the mini-batches
-    optimizer = torch.optim.AdamW(heads.parameters(), lr=recipe.lr,
-                                  weight_decay=recipe.weight_decay)
-    batches = math.ceil(len(x) / recipe.batch_size)
-    schedule = _cosine(optimizer, recipe.epochs * batches)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(recipe.epochs):
-        order = torch.randperm(len(x), generator=generator).to(device)
-        for idx in order.split(recipe.batch_size):
-            loss = heads_loss(heads, x[idx], {a: y[idx] for a, y in labels.items()})
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    return {name: heads_accuracy(heads, ((test.x - mean) / std).to(device),
-                                 {a: test.labels[a].to(device) for a in classes})
-            for name, test in tests.items()}
-
-
-# ---------------------------------------------------------------------------------------- kNN
-@torch.no_grad()
-def knn_predict(train: Features, queries: torch.Tensor, classes: dict[str, int],
-                ks: Sequence[int] = KNN_KS, temperature: float = KNN_TEMPERATURE,
-                device: str = "cpu", chunk: int = 512) -> dict[int, dict[str, torch.Tensor]]:
-    """Weighted kNN (InstDisc / solo-learn): {k: {attribute: predicted labels}}.
-
-    Cosine similarity on L2-normalised features; the k most similar train items vote for their
-    label with weight exp(sim / temperature); k is capped at len(train). The neighbours are found
-    once for the largest k (top-k is sorted), then every k and every attribute votes from them.
-    """
-    bank = F.normalize(train.x.float(), dim=1).to(device)
-    k_max = min(max(ks), len(bank))
-    preds: dict[int, dict[str, list[torch.Tensor]]] = {k: {a: [] for a in classes} for k in ks}
-    for start in range(0, len(queries), chunk):
-        query = F.normalize(queries[start:start + chunk].float(), dim=1).to(device)
-        sims, idx = (query @ bank.T).topk(k_max, dim=1)
-        weights = (sims / temperature).exp()
-        for k in ks:
-            kk = min(k, k_max)
-            for attr, n in classes.items():
-                votes = torch.zeros(len(query), n, device=device)
-                votes.scatter_add_(1, train.labels[attr].to(device)[idx[:, :kk]], weights[:, :kk])
-                preds[k][attr].append(votes.argmax(1).cpu())
-    return {k: {a: torch.cat(p) for a, p in per.items()} for k, per in preds.items()}
-
-
-def knn_accuracy(train: Features, test: Features, classes: dict[str, int],
-                 ks: Sequence[int] = KNN_KS, device: str = "cpu") -> dict[int, dict[str, float]]:
-    """{k: {attribute: top-1 accuracy %}} of :func:`knn_predict` on ``test``."""
-    preds = knn_predict(train, test.x, classes, ks, device=device)
-    return {k: {a: 100.0 * (p == test.labels[a]).float().mean().item() for a, p in per.items()}
-            for k, per in preds.items()}
-
-
-# ---------------------------------------------------------------------------------- fine-tune
-@dataclass(frozen=True)
-class FinetuneRecipe:
-    epochs: float = 1.0   # fractions allowed: the CPU default trains on part of an epoch
-    batch_size: int = 64
-    lr: float = 0.02
-    weight_decay: float = 5e-4
-
-
-def finetune(backbone: nn.Module, dataset: Dataset, classes: dict[str, int], device: str,
-             recipe: FinetuneRecipe = FinetuneRecipe(), seed: int = 0, workers: int = 0,
-             tensorboard: Path | None = None) -> nn.ModuleDict:
-    """Train ``backbone`` (in place) and one new head per attribute of ``classes`` on
-    ``dataset`` (whose transform augments) with summed cross-entropy; returns the heads.
-
-    SGD with momentum 0.9 and a cosine schedule. Deterministic by seed: the heads' init, the batch
-    order and every augmentation draw (seeded per (seed, epoch, index), whatever the workers).
-    """
-    torch.manual_seed(seed)
-    model = backbone.to(device).train()
-    heads = make_heads(_feature_dim(model), classes).to(device)
-    params = list(model.parameters()) + list(heads.parameters())
-    optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=0.9,
-                                weight_decay=recipe.weight_decay)
-    batch_size = min(recipe.batch_size, len(dataset))  # a tiny set is one batch
-    per_epoch = len(dataset) // batch_size
-    steps = max(1, round(recipe.epochs * per_epoch))
-    schedule = _cosine(optimizer, steps)
-    seeded = SeededViews(dataset, seed)
-    writer = None
-    if tensorboard is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(tensorboard))
-    cuda = device.startswith("cuda")
-    bar = tqdm(total=steps, desc=f"finetune seed {seed}", file=sys.stderr, leave=False)
-    step = 0
-    while step < steps:
-        seeded.epoch = step // per_epoch
-        loader = _loader(seeded, batch_size, workers,
-                         shuffle_seed=seed * 1000 + seeded.epoch, drop_last=True)
-        for images, labels in loader:
-            images = images.to(device, non_blocking=True)
-            labels = {a: labels[a].to(device) for a in classes}
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                feats = model(images)
-            loss = heads_loss(heads, feats.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if writer is not None:
-                writer.add_scalar("finetune/loss", loss.item(), step)
-            if step == steps:
-                break
-    bar.close()
-    if writer is not None:
-        writer.close()
-    log.info(f"fine-tuned {steps} steps ({steps / per_epoch:.2f} epochs), last loss "
-             f"{loss.item():.3f}")
-    return heads
-
-
-def _feature_dim(model: nn.Module) -> int:
-    arch = arch_of(model.state_dict())
-    return FEATURE_DIMS[arch]
 
 
 # ----------------------------------------------------------------------------- the task runner

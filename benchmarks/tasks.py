@@ -64,8 +64,8 @@ class SuiteTask:
 
     @property
     def generator(self) -> Callable[..., Path]:
-        """Writes the task's embedded synthetic set."""
-        return GENERATORS[self.data]
+        """Writes the task's embedded synthetic set: ``(out, n_train, n_test, seed)``."""
+        return GENERATORS[self.data].generate
 
     def stages(self) -> dict[str, str]:
         """{suite stage name: protocol}; a task with one protocol is one stage of its name."""

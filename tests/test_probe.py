@@ -1,4 +1,5 @@
-"""The probe engine: linear probe, weighted kNN, feature cache, backbone loading, fine-tuning."""
+"""The probe engine: linear probe, weighted kNN, feature cache, backbone loading, fine-tuning
+(benchmarks/protocols.py, benchmarks/features.py, benchmarks/probe.py)."""
 from __future__ import annotations
 
 import shutil
@@ -6,19 +7,21 @@ import shutil
 import pytest
 import torch
 
-from benchmarks.probe import (
+from benchmarks.features import (
     Features,
-    FinetuneRecipe,
-    LinearRecipe,
     cached_features,
     eval_transform,
     feature_key,
+    train_transform,
+)
+from benchmarks.probe import summarize
+from benchmarks.protocols import (
+    FinetuneRecipe,
+    LinearRecipe,
     finetune,
     knn_accuracy,
     knn_predict,
     linear_probe,
-    summarize,
-    train_transform,
 )
 from pretrain.backbones import build_resnet
 from pretrain.checkpoint import CheckpointError, save_backbone

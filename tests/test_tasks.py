@@ -22,7 +22,8 @@ def test_entry_matches_its_script_layout_and_generator(name: str) -> None:
     assert (REPO / task.script).is_file()
     script = importlib.import_module(task.script.removesuffix(".py").replace("/", "."))
     assert getattr(script.TASK, "name", script.TASK) == name  # the rows it writes
-    assert task.reader is LAYOUTS[task.data].check and task.generator is GENERATORS[task.data]
+    assert task.reader is LAYOUTS[task.data].check
+    assert task.generator is GENERATORS[task.data].generate
     assert set(task.budgets) <= set(suite.PRETRAIN_BUDGETS)
     assert all(set(flags) <= set(task.protocols) for flags in task.budgets.values())
 
