@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -152,54 +152,64 @@ class _LabelledImages(Dataset):
         return (self.transform(img) if self.transform else img), dict(labels)
 
 
-class ColorfulMNIST(_LabelledImages):
+class _ListedInCsv(_LabelledImages):
+    """A layout with one label CSV per split listing the images (column ``file``) and their
+    labels; subclasses name the layout and read a row's labels."""
+
+    TITLE: ClassVar[str]          # for messages
+    KEY: ClassVar[str]            # data key: its folder inside a suite data root
+    SPLITS: ClassVar[tuple[str, ...]]
+    CSV: ClassVar[str]            # the split's CSV, e.g. "{split}.csv"
+    COLUMNS: ClassVar[tuple[str, ...]]
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Transform = None):
+        if split not in self.SPLITS:
+            raise DataError(f"{self.TITLE} split must be one of {self.SPLITS}, got {split!r}")
+        csv_name = self.CSV.format(split=split)
+        self.root = _dataset_dir(root, self.KEY, csv_name)
+        self.transform = transform
+        csv_path = self.root / csv_name
+        rows = _read_csv(csv_path, self.COLUMNS)
+        self.samples = [(self.root / row["file"], self.labels(csv_path, line, row))
+                        for line, row in enumerate(rows, start=2)]
+        _check_files_exist(self.root, [row["file"] for row in rows], csv_path)
+
+    def labels(self, csv_path: Path, line: int, row: dict[str, str]) -> dict[str, int]:
+        raise NotImplementedError
+
+
+class ColorfulMNIST(_ListedInCsv):
     """``root/{train,test}.csv`` (file, digit, background) with the images they list.
 
     Labels: ``digit`` 0-9 and ``background`` 0-9 (STL-10 class for the real set, texture class
     for the synthetic one).
     """
 
-    SPLITS = ("train", "test")
+    TITLE, KEY, CSV = "Colorful-MNIST", "colorful_mnist", "{split}.csv"
+    SPLITS, COLUMNS = ("train", "test"), COLORFUL_MNIST_COLUMNS
 
-    def __init__(self, root: str | Path, split: str = "train", transform: Transform = None):
-        if split not in self.SPLITS:
-            raise DataError(f"Colorful-MNIST split must be one of {self.SPLITS}, got {split!r}")
-        self.root = _dataset_dir(root, "colorful_mnist", f"{split}.csv")
-        self.transform = transform
-        csv_path = self.root / f"{split}.csv"
-        rows = _read_csv(csv_path, COLORFUL_MNIST_COLUMNS)
-        _check_files_exist(self.root, [r["file"] for r in rows], csv_path)
-        self.samples = [(self.root / r["file"],
-                         {"digit": _int_label(csv_path, i, "digit", r["digit"], 10),
-                          "background": _int_label(csv_path, i, "background", r["background"], 10)})
-                        for i, r in enumerate(rows, start=2)]
+    def labels(self, csv_path: Path, line: int, row: dict[str, str]) -> dict[str, int]:
+        return {attr: _int_label(csv_path, line, attr, row[attr], 10)
+                for attr in ("digit", "background")}
 
 
-class FairFace(_LabelledImages):
+class FairFace(_ListedInCsv):
     """The official release: ``root/fairface_label_{train,val}.csv`` and ``root/{train,val}/``.
 
     Labels are indices into :data:`FAIRFACE_LABELS` (the official strings, in that order).
     """
 
-    SPLITS = ("train", "val")
+    TITLE, KEY, CSV = "FairFace", "fairface", "fairface_label_{split}.csv"
+    SPLITS, COLUMNS = ("train", "val"), FAIRFACE_COLUMNS
 
-    def __init__(self, root: str | Path, split: str = "train", transform: Transform = None):
-        if split not in self.SPLITS:
-            raise DataError(f"FairFace split must be one of {self.SPLITS}, got {split!r}")
-        self.root = _dataset_dir(root, "fairface", f"fairface_label_{split}.csv")
-        self.transform = transform
-        csv_path = self.root / f"fairface_label_{split}.csv"
-        rows = _read_csv(csv_path, FAIRFACE_COLUMNS)
-        self.samples = []
-        for line, row in enumerate(rows, start=2):
-            labels = {}
-            for attr, names in FAIRFACE_LABELS.items():
-                if row[attr] not in names:
-                    raise DataError(f"{csv_path}, line {line}: unknown {attr} {row[attr]!r}; "
-                                    f"expected one of {names}")
-                labels[attr] = names.index(row[attr])
-            self.samples.append((self.root / row["file"], labels))
-        _check_files_exist(self.root, [r["file"] for r in rows], csv_path)
+    def labels(self, csv_path: Path, line: int, row: dict[str, str]) -> dict[str, int]:
+        labels = {}
+        for attr, names in FAIRFACE_LABELS.items():
+            if row[attr] not in names:
+                raise DataError(f"{csv_path}, line {line}: unknown {attr} {row[attr]!r}; "
+                                f"expected one of {names}")
+            labels[attr] = names.index(row[attr])
+        return labels
 
 
 def validate_coco(path: Path, image_dir: Path, masks: bool = False) -> dict:
