@@ -88,6 +88,18 @@ def test_validate_coco_names_missing_fields_and_files(tiny_data: Path, tmp_path:
     ann.write_text(json.dumps(doc))
     with pytest.raises(DataError, match=r"instances_val2017.json: annotations\[0\] lacks"):
         validate_coco(ann, coco / "val2017", masks=True)
+    shutil.copy(tiny_data / "coco" / "val2017" / first, coco / "val2017" / first)
+    doc["annotations"][0]["bbox"] = [0, 0, 1, 1]
+    image_id, doc["annotations"][1]["image_id"] = doc["annotations"][1]["image_id"], 10 ** 9
+    ann.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="1 annotation.s. refer to an unknown image"):
+        validate_coco(ann, coco / "val2017", masks=True)
+    doc["annotations"][1]["image_id"] = image_id
+    del doc["annotations"][1]["segmentation"]
+    ann.write_text(json.dumps(doc))
+    validate_coco(ann, coco / "val2017", masks=False)  # boxes need no polygons
+    with pytest.raises(DataError, match=r"annotations\[1\] lacks field\(s\) segmentation"):
+        validate_coco(ann, coco / "val2017", masks=True)
     ann.write_text("{not json")
     with pytest.raises(DataError, match="not valid JSON"):
         validate_coco(ann, coco / "val2017", masks=True)

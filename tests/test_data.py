@@ -5,6 +5,7 @@ import csv
 import filecmp
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -293,6 +294,14 @@ def test_mpii_layout_errors_are_named(tiny_data, tmp_path):
     path.write_text(json.dumps(anns))
     with pytest.raises(DataError, match=r"mpii_train\.json.*lacks field\(s\) joints_vis"):
         validate_mpii(root)
+    for key, value, message in (("scale", 0, "'scale' must be a positive number"),
+                                ("image", "person.jpg", "must be a number"),
+                                ("image", "999999999.jpg", "1 image file(s) it lists are missing")):
+        broken = json.loads((tiny_data / "mpii/annotations/mpii_train.json").read_text())
+        broken[1][key] = value
+        path.write_text(json.dumps(broken))
+        with pytest.raises(DataError, match=r"mpii_train\.json: .*" + re.escape(message)):
+            validate_mpii(root)
     shutil.copy(tiny_data / "mpii/annotations/mpii_train.json", path)
     savemat(root / "annotations/mpii_gt_val.mat", {"headboxes_src": np.zeros((2, 2, 3))})
     with pytest.raises(DataError, match=r"mpii_gt_val\.mat: 'headboxes_src' must have shape"):

@@ -147,3 +147,12 @@ def test_bad_method_arguments_are_named() -> None:
         build_method("simsiam", build_resnet("resnet18"), 512)
     with pytest.raises(ValueError, match="bad --method-arg for simclr"):
         build_method("simclr", build_resnet("resnet18"), 512, queue_size=3)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_declares_small_test_heads(name: str) -> None:
+    """A method's file gives its small heads (SMALL_ARGS); the tests build it from them."""
+    assert METHODS[name].SMALL_ARGS
+    method = small_method(name)
+    heads = sum(p.numel() for n, p in method.named_parameters() if "backbone" not in n)
+    assert 0 < heads < 50_000
