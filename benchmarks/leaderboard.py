@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import fcntl
-import hashlib
 import io
 import os
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from typing import Any
 
 from benchmarks.tasks import gap_of
 from pretrain.checkpoint import atomic_write, git_commit
+from pretrain.open_backbone import file_sha256
 
 COLUMNS = [
     "backbone_id", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs",
@@ -31,11 +31,7 @@ DEFAULT_PATH = Path("runs/leaderboard.csv")
 
 def file_hash(path: str | os.PathLike, length: int = 12) -> str:
     """Short sha256 of a file's bytes: the backbone id of a checkpoint."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
+    return file_sha256(path)[:length]
 
 
 def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> dict[str, Any]:

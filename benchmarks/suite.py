@@ -5,9 +5,10 @@
         [--arch resnet18] [--gpus N] [--jobs N] [--budget cpu|smoke|full]
 
 With no arguments (the README's main job) it generates the embedded synthetic default, pretrains a
-panel of ResNet-18 backbones on it plus a random-init control, and runs every transfer task on each:
-COCO Mask R-CNN (detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST
-fixed and fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
+panel of ResNet-18 backbones on it plus the random-init control (``--weights random``, the same in
+every stage), and runs every task of the table in ``benchmarks/tasks.py`` on each: COCO Mask R-CNN
+(detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed and
+fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
 same command a user would type), so a stage that fails for one backbone is recorded in the report
 and the others go on; on a CPU two stages run at once. Finished stages leave a marker in
 ``<out>/state/``; rerunning skips them.

@@ -3,10 +3,12 @@
 
 An entry names the leaderboard task, the script that runs it (the suite starts it as the command a
 user would type), the protocols the suite runs (one stage each), and the data layout it reads: a
-key of :data:`pretrain.data.LAYOUTS` (its reader, which checks a root) and of
-:data:`pretrain.synthetic.GENERATORS` (its generator, which writes the embedded default). The
-flags each suite budget adds and the engine's small config for the embedded set are the task's
-too, as is the shortcut gap its rows show.
+key of :data:`pretrain.data.LAYOUTS` (its reader, which checks a root: :attr:`SuiteTask.reader`)
+and of :data:`pretrain.synthetic.GENERATORS` (its generator, which writes the embedded default the
+suite uses for every layout given no ``--data``). Readers and generators are registered per
+layout, not per task, because several tasks share one layout (COCO) and pretraining, which may not
+import this module, reads the same layouts. The flags each suite budget adds, the engine's small
+config for the embedded set and the shortcut gap its rows show are the task's too.
 
 Adding a task: its script, its entry here, its test.
 """
@@ -17,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pretrain.data import LAYOUTS
-from pretrain.synthetic import GENERATORS
 
 # Flags per suite budget and protocol. "cpu" sizes every stage so that the README's default panel
 # fits a 2-core CPU in 20 minutes: every stage runs for real, but far too briefly for its numbers
@@ -61,11 +62,6 @@ class SuiteTask:
     def reader(self) -> Callable[[Path], Path]:
         """Checks a root of the task's data layout (:class:`pretrain.data.DataError`)."""
         return LAYOUTS[self.data].check
-
-    @property
-    def generator(self) -> Callable[..., Path]:
-        """Writes the task's embedded synthetic set: ``(out, n_train, n_test, seed)``."""
-        return GENERATORS[self.data].generate
 
     def stages(self) -> dict[str, str]:
         """{suite stage name: protocol}; a task with one protocol is one stage of its name."""

@@ -83,7 +83,7 @@ def open_backbone(weights: str | os.PathLike = RANDOM, arch: str | None = None,
                                   "random-init control")
     model = build_resnet(meta["arch"], meta["stem"])
     model.load_state_dict(state, strict=True)
-    return Backbone(model, meta, path, _sha256(path))
+    return Backbone(model, meta, path, file_sha256(path))
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str = DEFAULT_ARCH,
@@ -102,7 +102,8 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str 
                         f"(default {random_stem}; a checkpoint's own is read from it)")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes: a checkpoint's identity."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

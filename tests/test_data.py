@@ -220,7 +220,7 @@ def test_default_root_generates_once_atomically(tmp_path, monkeypatch):
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     root = tmp_path / "synthetic-tiny-seed3"
     assert outs == [str(root)] * 2
-    assert sorted(p.name for p in root.iterdir()) == sorted(synthetic.SETS)
+    assert sorted(p.name for p in root.iterdir()) == sorted(synthetic.GENERATORS)
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     stamp = (root / "colorful_mnist/train.csv").stat().st_mtime_ns
     assert synthetic.default_root("tiny", seed=3) == root

@@ -25,7 +25,6 @@ from pretrain.synthetic import coco, colorful_mnist, fairface, mpii
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The generator module of each data layout, by its data key (pretrain.data.LAYOUTS).
 GENERATORS = {"colorful_mnist": colorful_mnist, "fairface": fairface, "coco": coco, "mpii": mpii}
-SETS = tuple(GENERATORS)
 SIZES = ("tiny", "default")
 
 
