@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated METHOD[+REGULARIZER] backbones to pretrain "
                              "('' for none); a random-init control is always added")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
-                        help="a backbone trained elsewhere (any format the converter reads)")
+                        help="a backbone trained elsewhere (any format pretrain/foreign.py reads)")
     data_keys = tuple(dict.fromkeys(task.data for task in TASKS.values()))
     parser.add_argument("--data", action="append", default=[], metavar="SET=ROOT",
                         help=f"real data root for {', '.join(data_keys)}")

@@ -85,3 +85,13 @@ def suite_help(capsys: pytest.CaptureFixture) -> str:
     with pytest.raises(SystemExit):
         suite.main(["--help"])
     return " ".join(capsys.readouterr().out.split())
+
+
+def test_a_bad_data_root_is_refused_by_its_reader_before_any_stage(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "mpii" / "annotations").mkdir(parents=True)
+    with pytest.raises(SystemExit) as info:
+        suite.main(["--out", str(tmp_path / "out"), "--data", f"mpii={tmp_path / 'mpii'}"])
+    assert info.value.code == 2
+    assert "mpii_train.json: missing annotation file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
