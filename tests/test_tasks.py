@@ -88,10 +88,14 @@ def suite_help(capsys: pytest.CaptureFixture) -> str:
 
 
 def test_a_bad_data_root_is_refused_by_its_reader_before_any_stage(
-        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+        tmp_path: Path, tiny_data: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "mpii" / "annotations").mkdir(parents=True)
+    data = [f"--data={key}={tiny_data / key}" for key in ("coco", "fairface", "colorful_mnist")]
+    # one cheap stage, should the check be missing: the control's MPII stage, which then fails
+    argv = ["--out", str(tmp_path / "out"), "--panel", "", "--tasks", "mpii_fixed", "--budget",
+            "smoke", *data, "--data", f"mpii={tmp_path / 'mpii'}"]
     with pytest.raises(SystemExit) as info:
-        suite.main(["--out", str(tmp_path / "out"), "--data", f"mpii={tmp_path / 'mpii'}"])
+        suite.main(argv)
     assert info.value.code == 2
     assert "mpii_train.json: missing annotation file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
