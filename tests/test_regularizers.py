@@ -1,5 +1,7 @@
-"""The seed regularizers inside the training loop: every defined pair runs, resumes, and runs
-under 2-process DDP; the meta step touches only meta parameters; RCL's warm-up is L_r only."""
+"""The seed regularizers inside the training loop and on their own production path: every defined
+pair runs, resumes, and runs under 2-process DDP; each bi-level regularizer's ``meta_step`` gives
+the meta-gradient that finite differences of its objective through the real optimizer's step
+give; the meta step touches only meta parameters; RCL's warm-up is L_r only."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,17 +13,84 @@ import pytest
 import torch
 from test_methods import SMALL_HEADS, small_method
 from test_pretrain import _interrupt_after_save, tiny_config
+from test_virtual_step import real_step
+from torch import nn
 
 from pretrain.checkpoint import load_backbone, load_torch
 from pretrain.config import ConfigError, parse_args
+from pretrain.methods import build_method
+from pretrain.optim import LARS
 from pretrain.regularizers import REGULARIZERS
-from pretrain.train import train
+from pretrain.regularizers.mcr import SeriesDivergenceError
+from pretrain.train import train, training_step
 
 REPO = Path(__file__).resolve().parent.parent
 PAIRS = [("simclr", "msr"), ("byol", "msr"), ("simclr", "mcr"), ("byol", "mcr"),
          ("barlow_twins", "mcr"), ("simclr", "metamask"), ("barlow_twins", "metamask"),
-         ("simclr", "rcl"), ("mocov2", "rcl"), ("byol", "rcl")]
+         ("mocov2", "rcl"), ("simclr", "rcl"), ("byol", "rcl")]
+BILEVEL_PAIRS = [pair for pair in PAIRS if REGULARIZERS[pair[1]].meta_every]
 SMALL_REG = {"metamask": {"drr_dim": 16}, "rcl": {"decoder_width": 8}, "msr": {"width": 8}}
+TINY_HEADS = {"simclr": {"proj_hidden_dim": 8, "proj_dim": 5},
+              "byol": {"proj_hidden_dim": 8, "proj_dim": 5},
+              "barlow_twins": {"proj_hidden_dim": 8, "proj_dim": 5}}
+TINY_REG = {"msr": {"width": 4, "n_vectors": 2}, "mcr": {}, "metamask": {"drr_dim": 8}}
+
+
+class TinyBackbone(nn.Module):
+    """The parts of a torchvision ResNet that ``stage_outputs`` reads, a few hundred weights:
+    8 px images -> (6, 2, 2) res5 map. Smooth (tanh), so finite differences are exact enough."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+        self.bn1, self.relu, self.maxpool = nn.Identity(), nn.Tanh(), nn.Identity()
+        self.layer1, self.layer2, self.layer3 = nn.Identity(), nn.Identity(), nn.Identity()
+        self.layer4 = nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.Tanh())
+
+
+def strip_batch_norm(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, nn.Identity())
+        else:
+            strip_batch_norm(child)
+    return module
+
+
+def tiny_pair(method: str, regularizer: str, batch_norm: bool = True):
+    """(method, regularizer) on the tiny backbone in float64; BN-free on request (for DDP)."""
+    torch.manual_seed(0)
+    model = build_method(method, TinyBackbone(), 6, **TINY_HEADS[method])
+    reg = REGULARIZERS[regularizer](model, _cfg(method, regularizer, **TINY_REG[regularizer]))
+    if not batch_norm:
+        strip_batch_norm(model), strip_batch_norm(reg)
+    return model.double(), reg.double()
+
+
+def tiny_batch(n: int = 6) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return {k: torch.randn(n, 3, 8, 8, generator=g, dtype=torch.float64)
+            for k in ("x1", "x2", "plain")}
+
+
+def meta_parameters(reg: nn.Module) -> list[torch.Tensor]:
+    return [p for g in reg.meta_optimizer.param_groups for p in g["params"]]
+
+
+def meta_gradient(reg: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
+                  optimizer: torch.optim.Optimizer, step: int = 2) -> list[torch.Tensor]:
+    """The gradient the regularizer's own ``meta_step`` applies, read off a plain SGD meta step
+    (its update is -lr x gradient); the meta parameters are restored afterwards."""
+    params = meta_parameters(reg)
+    before = [p.detach().clone() for p in params]
+    reg.meta_optimizer = torch.optim.SGD(params, lr=1.0)
+    reg.meta_step(model, batch, optimizer, 0.0, step)
+    lr = reg.meta_optimizer.param_groups[0]["lr"]  # MetaMask sets its own schedule's
+    grads = [(b - p.detach()) / lr for b, p in zip(before, params)]
+    with torch.no_grad():
+        for p, b in zip(params, before):
+            p.copy_(b)
+    return grads
 
 
 def _cfg(method: str, regularizer: str, **args) -> object:
@@ -59,11 +128,58 @@ def test_meta_step_moves_only_the_meta_parameters(regularizer: str, method: str)
     meta_before = [p.detach().clone() for g in reg.meta_optimizer.param_groups
                    for p in g["params"]]
     logs = reg.meta_step(model, _batch(), optimizer, lr=0.1, step=0)
-    assert set(logs) == {"meta_inner", "meta_outer"}
+    assert {"meta_inner", "meta_outer"} <= set(logs)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # + BN stats
     meta_after = [p for g in reg.meta_optimizer.param_groups for p in g["params"]]
     assert any(not torch.equal(a, b) for a, b in zip(meta_after, meta_before))
     assert all(p.grad is None for p in meta_after)
+
+
+@pytest.mark.parametrize("method,regularizer", BILEVEL_PAIRS)
+def test_meta_gradient_matches_finite_differences(method: str, regularizer: str) -> None:
+    """The meta-gradient of ``meta_step`` against central differences of the outer loss after a
+    real LARS step (on copies) with the inner loss's gradient, along the gradient's own direction
+    and a random one. The LARS settings (weights move 10% a step) make the bi-level part of the
+    gradient large."""
+    model, reg = tiny_pair(method, regularizer)
+    params = [p for p in model.parameters() if p.requires_grad] + reg.joint_parameters()
+    optimizer = LARS([{"params": [p for p in params if p.ndim > 1]},      # 10% steps
+                      {"params": [p for p in params if p.ndim == 1], "lr": 0.02}],
+                     lr=2.0, weight_decay=1e-2, momentum=0.9, eta=0.05)
+    batch = tiny_batch()
+    for step in range(2):  # the optimizer's state holds real steps, as at any meta step
+        training_step(model, model, reg, optimizer, batch, step, 0.5, 0.0, amp=False)
+    grad = torch.cat([g.flatten() for g in meta_gradient(reg, model, batch, optimizer)])
+    params = meta_parameters(reg)
+    start = [p.detach().clone() for p in params]
+
+    def objective(shift: torch.Tensor) -> float:
+        with torch.no_grad():
+            for p, p0, v in zip(params, start, shift.split([p.numel() for p in params])):
+                p.copy_(p0 + v.view_as(p))
+        inner, outer = reg.meta_objectives(batch, 2)
+        views = (batch["x1"], batch["x2"])
+        stepped = real_step(model, optimizer,
+                            lambda m: inner(m(*views, feature_mask=reg.feature_mask)))
+        return outer(stepped(*views, feature_mask=reg.feature_mask)).item()
+
+    directions = [grad / grad.norm(), torch.randn(grad.shape, dtype=grad.dtype,
+                                                  generator=torch.Generator().manual_seed(2))]
+    h = 1e-5
+    numeric = torch.tensor([(objective(h * v / v.norm()) - objective(-h * v / v.norm())) / (2 * h)
+                            for v in directions], dtype=grad.dtype)
+    analytic = torch.stack([grad @ (v / v.norm()) for v in directions])
+    assert (analytic - numeric).norm() / numeric.norm() < 1e-4, (analytic, numeric)
+
+
+def test_mcr_logs_its_series_radius_and_stops_past_the_bound() -> None:
+    model, reg = tiny_pair("simclr", "mcr")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    radius = reg.meta_step(model, tiny_batch(), optimizer, 0.1, 3)["mcr_radius"]
+    assert 0 < radius < 1
+    reg.max_radius = radius / 2
+    with pytest.raises(SeriesDivergenceError, match="at step 3 the coding-length series diverges"):
+        reg.meta_step(model, tiny_batch(), optimizer, 0.1, 3)
 
 
 def test_rcl_warm_up_trains_reconstruction_only() -> None:
