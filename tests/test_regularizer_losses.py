@@ -111,6 +111,8 @@ def test_mcr_at_the_budgets_sizes_is_finite_and_converges_after_warm_up(batch: i
     # A converged series is log(1 + x) / x of the eigenvalues, in (0.58, 1], times the first-order
     # term: -c for L_comp, -c x the summed mean cosine of each view with Z_hat for L_mcr.
     assert -1 < comp / c < -0.6, float(comp / c)
+    # MEC's 1/(m lambda) scaling keeps the first-order term through the lambda warm-up
+    assert -1 < comp_loss(z_hat, warmup=0.0) / c < -0.95
     cosines = sum((mec_embedding(z_hat) * mec_embedding(z)).sum(1).mean() for z in (z1, z2))
     assert 0.58 * cosines < -mcr / c < cosines, (float(mcr / c), float(cosines))
     embeddings = [mec_embedding(z) for z in (z_hat, z1, z2)]

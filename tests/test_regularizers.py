@@ -9,19 +9,25 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_methods import SMALL_HEADS, small_method
 from test_pretrain import _interrupt_after_save, tiny_config
 from test_virtual_step import real_step
 from torch import nn
 
+from pretrain.augment import MEAN, STD
 from pretrain.checkpoint import load_backbone, load_torch
 from pretrain.config import ConfigError, parse_args
+from pretrain.data import ColorfulMNIST
 from pretrain.methods import build_method
+from pretrain.methods.simclr import nt_xent
 from pretrain.optim import LARS
 from pretrain.regularizers import REGULARIZERS
 from pretrain.regularizers.mcr import SeriesDivergenceError
+from pretrain.regularizers.rcl import IMAGENET_SIDES
 from pretrain.train import train, training_step
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,19 +63,20 @@ def strip_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def tiny_pair(method: str, regularizer: str, batch_norm: bool = True):
+def tiny_pair(method: str, regularizer: str, batch_norm: bool = True, **args):
     """(method, regularizer) on the tiny backbone in float64; BN-free on request (for DDP)."""
     torch.manual_seed(0)
     model = build_method(method, TinyBackbone(), 6, **TINY_HEADS[method])
-    reg = REGULARIZERS[regularizer](model, _cfg(method, regularizer, **TINY_REG[regularizer]))
+    reg = REGULARIZERS[regularizer](model, _cfg(method, regularizer,
+                                                **{**TINY_REG[regularizer], **args}))
     if not batch_norm:
         strip_batch_norm(model), strip_batch_norm(reg)
     return model.double(), reg.double()
 
 
-def tiny_batch(n: int = 6) -> dict[str, torch.Tensor]:
+def tiny_batch(n: int = 6, size: int = 8) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return {k: torch.randn(n, 3, 8, 8, generator=g, dtype=torch.float64)
+    return {k: torch.randn(n, 3, size, size, generator=g, dtype=torch.float64)
             for k in ("x1", "x2", "plain")}
 
 
@@ -93,9 +100,11 @@ def meta_gradient(reg: nn.Module, model: nn.Module, batch: dict[str, torch.Tenso
     return grads
 
 
-def _cfg(method: str, regularizer: str, **args) -> object:
-    return dataclasses.make_dataclass("Cfg", ["method", "regularizer_args", "image_size", "stem"])(
-        method, {**SMALL_REG.get(regularizer, {}), **args}, 16, "small")
+def _cfg(method: str, regularizer: str, data: str | None = None, data_root: Path | None = None,
+         **args) -> object:
+    fields = ["method", "regularizer_args", "image_size", "stem", "data", "data_root"]
+    return dataclasses.make_dataclass("Cfg", fields)(
+        method, {**SMALL_REG.get(regularizer, {}), **args}, 16, "small", data, data_root)
 
 
 def _batch(n: int = 6, size: int = 16) -> dict[str, torch.Tensor]:
@@ -180,6 +189,66 @@ def test_mcr_logs_its_series_radius_and_stops_past_the_bound() -> None:
     reg.max_radius = radius / 2
     with pytest.raises(SeriesDivergenceError, match="at step 3 the coding-length series diverges"):
         reg.meta_step(model, tiny_batch(), optimizer, 0.1, 3)
+
+
+def test_metamask_defaults_are_the_official_codes_and_the_papers_are_options() -> None:
+    model, reg = tiny_pair("simclr", "metamask")
+    assert torch.equal(reg.feature_mask.mask(), torch.full((6,), 0.5, dtype=torch.float64))
+    group = reg.meta_optimizer.param_groups[0]
+    assert type(reg.meta_optimizer) is torch.optim.SGD
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (1e-3, 0.9, 5e-4)
+    batch = tiny_batch()
+    out = model(batch["x1"], batch["x2"], feature_mask=reg.feature_mask)
+    total, terms = reg.regularize(out["loss"], model, batch, out, 0.0)
+    contrast = nt_xent(out["z1"], out["z2"], 0.07)               # not SimCLR's own 0.5
+    torch.testing.assert_close(terms["contrast"], contrast.detach())
+    torch.testing.assert_close(total, terms["drr"] + 10 * contrast)
+    reg.set_schedule(steps_per_epoch=10, total_steps=100)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert reg.meta_step(model, batch, optimizer, 0.1, 50)["mask_lr"] == pytest.approx(5e-4)
+    model, paper = tiny_pair("simclr", "metamask", mask="linear", temperature=None, alpha=100,
+                             mask_schedule="constant")
+    assert torch.equal(paper.feature_mask.mask(), torch.ones(6, dtype=torch.float64))
+    out = model(batch["x1"], batch["x2"], feature_mask=paper.feature_mask)
+    total, terms = paper.regularize(out["loss"], model, batch, out, 0.0)
+    torch.testing.assert_close(total, terms["drr"] + 100 * out["loss"])
+    paper.set_schedule(steps_per_epoch=10, total_steps=100)
+    assert paper.meta_step(model, batch, optimizer, 0.1, 50)["mask_lr"] == 1e-3
+    with pytest.raises(ConfigError, match="mask=soft: choose sigmoid or linear"):
+        tiny_pair("simclr", "metamask", mask="soft")
+
+
+def test_rcl_fills_with_the_data_sets_mean_and_warms_up_per_data_set(tiny_data: Path) -> None:
+    model = build_method("simclr", TinyBackbone(), 6, **TINY_HEADS["simclr"])
+    reg = REGULARIZERS["rcl"](model, _cfg("simclr", "rcl", "colorful_mnist", tiny_data))
+    images = [np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255
+              for path, _ in ColorfulMNIST(tiny_data, "train").samples]
+    mean = np.mean([image.mean(axis=(0, 1)) for image in images], axis=0)
+    torch.testing.assert_close(reg.fill, ((torch.tensor(mean) - torch.tensor(MEAN))
+                                          / torch.tensor(STD)).float())
+    batch = {k: v.float() for k, v in tiny_batch(size=16).items()}
+    seen = []
+    encode = model.encode
+    model.encode = lambda x, backbone=None: (seen.append(x), encode(x, backbone))[1]
+    out = model(batch["x1"], batch["x2"])
+    reg.regularize(out["loss"], model, batch, out, 0.5)
+    masked = (seen[-1] != batch["x1"]).any(dim=1)                  # (n, h, w)
+    assert masked.any()
+    torch.testing.assert_close(seen[-1].permute(0, 2, 3, 1)[masked],
+                               reg.fill.expand(int(masked.sum()), 3))
+    assert reg.side == (10 / 64, 16 / 64) and reg.warmup_fraction() == 30 / 200
+    reg.set_schedule(steps_per_epoch=10, total_steps=4000)         # 400 epochs: the paper's 30
+    assert reg.warmup_fraction() == 30 / 400
+
+    mpii = REGULARIZERS["rcl"](model, _cfg("simclr", "rcl", "mpii", tiny_data))
+    assert mpii.side == IMAGENET_SIDES
+    mpii.set_schedule(steps_per_epoch=10, total_steps=100)        # 10 epochs: 10/300 of them
+    for progress, contrast_weight in ((0.03, 0.0), (0.04, 1.0)):
+        total, terms = mpii.regularize(out["loss"], model, batch, out, progress)
+        torch.testing.assert_close(total, contrast_weight * out["loss"] + 10 * terms["recon"])
+    fixed = REGULARIZERS["rcl"](model, _cfg("simclr", "rcl", warmup_epochs=2))
+    fixed.set_schedule(steps_per_epoch=10, total_steps=100)
+    assert fixed.warmup_fraction() == 0.2 and torch.equal(fixed.fill, torch.zeros(3))
 
 
 def test_rcl_warm_up_trains_reconstruction_only() -> None:

@@ -19,8 +19,8 @@ The paper leaves mu, lambda, the order m and the scale of the series to maximum 
 - Embeddings as MEC's: batch-standardised (MEC's projector ends in BatchNorm1d(affine=False)),
   then L2-normalised; under DDP every rank's embeddings are gathered with gradients first, so the
   batch size m in mu and lambda is the global one and W ranks compute one process's loss.
-- mu = (m + d) / 2, lambda = d / (m eps) (MEC's eps_d = eps / d, lambda = 1 / (m eps_d)), eps = 64,
-  order m = 4.
+- mu = (m + d) / 2, MEC's lambda_MEC = d / (m eps) (its eps_d = eps / d, lambda = 1 / (m eps_d)),
+  eps = 64, order m = 4.
 - The series converges only where the spectral radius of lambda A B^T is below 1. MEC (section
   3.2) shows that this holds for any embeddings when eps_d^2 > 1, i.e. lambda m < 1 (each entry
   of A B^T is a cosine, so ||C||_2 <= sqrt(||C||_1 ||C||_inf) <= lambda m), and trains with
@@ -28,7 +28,7 @@ The paper leaves mu, lambda, the order m and the scale of the series to maximum 
   suite's batch sizes that does not hold: the eigenvalues of lambda Z Z^T sum to d / eps over at
   most m directions, so at the CPU budget's Barlow Twins (m = 32, d = 2048) even a perfectly
   spread batch sits on the radius, and a power-law spectrum (eigenvalue k ~ 1/k) at m = 256,
-  d = 8192 is outside it. Here lambda = min(d / (m eps), 1 / m): MEC's value where it meets MEC's
+  d = 8192 is outside it. Here lambda = min(lambda_MEC, 1 / m): MEC's value where it meets MEC's
   guarantee, else the guarantee's edge, where only a batch collapsed onto one direction reaches
   radius 1.
 - MEC trains on the series scaled by 1/(m lambda) (its loss is -S / (m lambda), so the first-order
@@ -36,8 +36,8 @@ The paper leaves mu, lambda, the order m and the scale of the series to maximum 
   epochs, 1/lambda going linearly from 8/lambda to 1/lambda. Both are followed: the warm-up by
   :func:`pretrain.regularizers.common.warmup_fraction` (10/100 of a short run, 10 epochs of a long
   one). So that the paper's lambda1 and lambda2 weigh the terms as eqs. 6-7 do, the MEC-scaled
-  series is multiplied by the constant mu m d / (m eps) = (m + d) d / (2 eps): the result is exactly
-  eqs. 6-7 with MEC's mu and lambda once warmed up (where lambda is MEC's).
+  series is multiplied by the constant c = mu m lambda_MEC = (m + d) d / (2 eps): the result is
+  exactly eqs. 6-7 with MEC's mu and lambda once warmed up (where lambda is lambda_MEC).
 - Convergence check: every meta step logs ``mcr_radius``, lambda times the largest eigenvalue of
   Z Z^T over Z_hat, Z_1, Z_2 (a bound on the spectral radius of every series' matrix, the cross
   terms by Cauchy-Schwarz), and stops the run with an error past ``max_radius`` (1, the radius of
@@ -45,10 +45,23 @@ The paper leaves mu, lambda, the order m and the scale of the series to maximum 
 - lambda1 = 0.01, lambda2 = 0.1: the best cell of the paper's Table 6 (SimCLR+ on CIFAR-10).
 - Z_t are the projector outputs z of the base method (BYOL: the online projections).
 
-Measured terms (``python tools/mcr_scale.py``, ResNet-18 at 64 px on the embedded Colorful-MNIST,
-lambda past its warm-up; MEASURED below)::
+Measured (``python tools/mcr_scale.py`` and ``--run`` on the CPU budget's runs: ResNet-18, 64 px,
+the embedded Colorful-MNIST, lambda past its warm-up; ratios to L_ssl; at initialisation / after
+the CPU budget's 50 steps of 32 images, meta step every 4th)::
 
-MEASURED
+    base, m, d               lambda1 L_mcr    its backbone gradient  lambda2 L_comp  radius
+    SimCLR, 32, 128          -0.0019 / -0.016      1.5 / 1.1          -3.8 / -3.9    0.17 / 0.16
+    Barlow Twins, 32, 2048   +9e-5 / -0.0049     0.063 / 0.07         -1.2 / -1.8    0.15 / 0.14
+    BYOL, 32, 256            -0.012                4.2                -14            0.15
+    SimCLR, 256, 128         -0.0073 / -0.013      3.3 / 2.9          -6.1 / -6.2    0.14 / 0.13
+    Barlow Twins, 256, 8192  -0.0012             0.16                 -5.9           0.11
+    BYOL, 256, 256           -0.03                 8                  -25            0.14
+
+lambda2 L_comp is within an order of magnitude of L_ssl for SimCLR and Barlow Twins (BYOL's loss
+is smaller; L_comp's first-order term is the constant -c). lambda1 L_mcr's value is not: its
+first-order term is c times the cosine between each view's embedding and Z_hat, near 0 while the
+two heads are unaligned (bounded by 2c = 0.8 L_ssl for SimCLR at m = 32); its gradient on the
+backbone, what it weighs in training, is within an order of magnitude of L_ssl's.
 """
 from __future__ import annotations
 
