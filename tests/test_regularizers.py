@@ -294,7 +294,7 @@ def test_bilevel_run_resumes_exactly(tiny_data: Path, tmp_path: Path,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,regularizer", [("simclr", "msr"), ("barlow_twins", "mcr"),
-                                                ("simclr", "metamask"), ("byol", "rcl")])
+                                                ("simclr", "metamask"), ("mocov2", "rcl")])
 def test_regularizers_under_two_process_ddp(tiny_data: Path, tmp_path: Path, method: str,
                                             regularizer: str) -> None:
     port = str(29740 + [p[1] for p in PAIRS].index(regularizer))
