@@ -15,6 +15,7 @@ Regularizer hooks (contract; base class with no-op defaults: ``pretrain.methods.
 registry: ``pretrain.regularizers.REGULARIZERS[name](method, cfg)``, options in
 ``cfg.regularizer_args``). One regular step is::
 
+    reg.set_schedule(steps_per_epoch, total_steps)           # (e) once, before the first step
     batch = {"x1", "x2", "plain"}   # views; "plain" = un-augmented resized image if needs_plain
     out = model(x1, x2, feature_mask=reg.feature_mask)      # (b) mask on the pooled features h
     loss, terms = reg.regularize(out["loss"], method, batch, out, progress)   # (a) extra loss
@@ -34,6 +35,10 @@ registry: ``pretrain.regularizers.REGULARIZERS[name](method, cfg)``, options in
   ``pretrain/regularizers/virtual_step.py``). Take meta gradients with ``torch.autograd.grad`` or
   ``backward(inputs=meta_params)`` and zero them yourself: a bare ``backward()`` would write into
   the model's ``.grad`` (and DDP's reducer). The loop zeroes only the main optimizer's gradients.
+  It runs after ``optimizer.step()``: the optimizer's state already holds this step, and its
+  param groups' ``lr`` is this step's (``lr``).
+- (e) ``set_schedule`` gives the run's length (steps per epoch, total steps), e.g. for a warm-up
+  in epochs; ``progress`` in (a) is steps done / total steps.
 """
 from __future__ import annotations
 
@@ -253,6 +258,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     total_steps = cfg.steps or max(1, round(cfg.epochs * steps_per_epoch))
     warmup_steps = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps // 10)
     peak_lr = cfg.lr * cfg.batch_size / 256
+    regularizer.set_schedule(steps_per_epoch, total_steps)
 
     method.to(device)
     regularizer.to(device)
