@@ -215,5 +215,9 @@ class SeededViews(Dataset):
 
     def __getitem__(self, index: int):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
+            # The CPU generator only (the transforms draw from it): torch.manual_seed would also
+            # seed CUDA's, which fork_rng(devices=[]) does not restore, and records a stack
+            # trace for CUDA's lazy seeding on every item.
+            torch.default_generator.manual_seed(
+                hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
             return self.dataset[index]

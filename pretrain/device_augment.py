@@ -231,7 +231,7 @@ def decode_views(encoded: Sequence[torch.Tensor], params: ViewParams, paths: Seq
                          for v in range(2) for b in range(len(images))
                          for top, left, h, w in [boxes[b][v]]])
     plain = (torch.stack([_resize(image, size) for image in images]) if with_plain
-             else torch.empty(0, device=device))
+             else torch.empty(len(images), 0, device=device))
     return views, plain
 
 
@@ -290,7 +290,8 @@ class InputPipeline:
             return "per-image PIL augmentation in the loader (--augment-on cpu)"
         where = ("decoded on the device" if self.decodes_on_device
                  else "decoded and cropped in the loader")
-        return f"batched augmentation on {self.device.type} ({self.augment_on}), images {where}"
+        return (f"batched augmentation on {self.device.type} (--augment-on {self.augment_on}), "
+                f"images {where}")
 
     def to_device(self, batch, memory_format: torch.memory_format = torch.contiguous_format
                   ) -> dict[str, torch.Tensor]:

@@ -16,9 +16,11 @@ for each ``--augment-on``, ``--workers`` DataLoader workers) on ``--data NAME[=P
 the embedded synthetic Colorful-MNIST). One image = two views.
 
 Whether a step waited on data: ``wait`` is the share of the timed steps spent blocked in
-``next(loader)``, ``aug`` the share spent bringing the batch to the device and augmenting it there
-(on CUDA the device is synchronised around it to time it), the rest is the step's compute. A
-loader that keeps up shows ``wait`` near 0. ``--repeat N`` measures every configuration N times,
+``next(loader)``, ``waited`` how many timed steps were blocked there for over 5% of their time
+(with ``--workers 0`` the loading runs inside ``next``, so every step waits), ``aug`` the share
+spent bringing the batch to the device and augmenting it there (on CUDA the device is
+synchronised around it to time it); the rest is the step's compute. A loader that keeps up shows
+``wait`` near 0. ``--repeat N`` measures every configuration N times,
 interleaved (the machine's load drifts), and prints the medians. Peak memory:
 ``torch.cuda.max_memory_allocated`` on CUDA, the process's peak resident set size on the CPU
 (includes the ~0.4 GB of the Python/torch runtime).
@@ -43,6 +45,7 @@ from pretrain.config import AUGMENT_ON, key_value  # noqa: E402
 from pretrain.methods import METHODS  # noqa: E402
 
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+WAITED = 0.05  # a step "waited on data" when next(loader) blocked for over 5% of it
 
 
 def measure(method_name: str, regularizer_name: str, source: str, augment_on: str,
@@ -135,6 +138,7 @@ def measure(method_name: str, regularizer_name: str, source: str, augment_on: st
             "images_per_s": round(args.batch_size * args.steps / elapsed, 2),
             "step_s_median": round(statistics.median(step_times), 4),
             "wait_share": round(sum(waits) / sum(step_times), 3),
+            "steps_waited": sum(w > WAITED * t for w, t in zip(waits, step_times)),
             "augment_share": round(sum(augments) / sum(step_times), 3),
             "augment_compile_s": round(compile_s, 2) if compile_s is not None else None,
             "peak_memory_mb": round(peak_mb, 1),
@@ -158,8 +162,9 @@ def print_row(row: dict, label: str = "") -> None:
                 if row["augment_compile_s"] is not None else "")
     print(f"{row['method']:<13} {row['regularizer']:<12} {row['source']:<9} {aug:<15} "
           f"{row['memory_format']:<14} {row['images_per_s']:>9.1f} {row['step_s_median']:>8.3f} "
-          f"{row['wait_share']:>6.0%} {row['augment_share']:>6.0%} {row['peak_memory_mb']:>9.0f}"
-          f"{label}{compiled}", flush=True)
+          f"{row['wait_share']:>6.0%} {row['steps_waited']:>4}/{row['steps']:<3} "
+          f"{row['augment_share']:>6.0%} {row['peak_memory_mb']:>9.0f}{label}{compiled}",
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         args.memory_formats = ["channels_last" if cuda_amp else "contiguous"]
 
     header = (f"{'method':<13} {'regularizer':<12} {'source':<9} {'augment-on':<15} "
-              f"{'memory format':<14} {'images/s':>9} {'step s':>8} {'wait':>6} {'aug':>6} "
+              f"{'memory format':<14} {'images/s':>9} {'step s':>8} {'wait':>6} {'waited':>8} "
+              f"{'aug':>6} "
               f"{'peak MB':>9}  ({args.device}, {args.arch}, {args.image_size} px, batch "
               f"{args.batch_size}, {args.workers} workers)")
     print(header, flush=True)
@@ -228,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         if not results:
             continue
         median = dict(results[0])
-        for key in ("images_per_s", "step_s_median", "wait_share", "augment_share"):
+        for key in ("images_per_s", "step_s_median", "wait_share", "steps_waited",
+                    "augment_share"):
             median[key] = statistics.median(r[key] for r in results)
         median["rounds"] = [r["images_per_s"] for r in results]
         rows.append(median)
