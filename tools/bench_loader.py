@@ -190,8 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compile", action="store_true",
                         help="add --augment-on device-compiled rows (reports the compile time)")
+    parser.add_argument("--write-images", type=Path, metavar="DIR",
+                        help="only write the generated ImageNet-like JPEGs to DIR (an "
+                        "ImageFolder, e.g. for tools/bench_pretrain.py --data imagefolder=DIR)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.write_images:
+        imagenet_like_jpegs(args.write_images, args.images)
+        print(f"wrote {args.images} JPEGs to {args.write_images / 'images'}; use them with "
+              f"--data imagefolder={args.write_images}")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             if args.data is not None:
