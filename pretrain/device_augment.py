@@ -285,6 +285,11 @@ class InputPipeline:
         self.collate = collate_encoded
         return SeededViews(EncodedViews(paths, self.spec), seed)
 
+    @property
+    def compile_s(self) -> float | None:
+        """Seconds the first batch took to compile (``device-compiled``, once compiled)."""
+        return self.augment.compile_s if self.augment is not None else None
+
     def describe(self) -> str:
         if self.augment is None:
             return "per-image PIL augmentation in the loader (--augment-on cpu)"

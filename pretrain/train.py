@@ -327,6 +327,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                                           drop_last=True, generator=torch.Generator(),
                                           collate_fn=pipeline.collate))
         batch = pipeline.to_device(next(loader_iter), memory_format)
+        if step == start_step and pipeline.compile_s is not None:
+            log.info(f"torch.compile of the batched augmentation took {pipeline.compile_s:.1f} s")
         lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr)
         set_lr(optimizer, lr)
         try:

@@ -159,7 +159,7 @@ def build_rows(size: int, data: str, args: argparse.Namespace, device: torch.dev
         if augment_on == "device-compiled":
             pipeline.to_device(batch)  # compiles
             print(f"  {label} at {size} px: torch.compile took "
-                  f"{pipeline.augment.compile_s:.1f} s (first batch)", flush=True)
+                  f"{pipeline.compile_s:.1f} s (first batch)", flush=True)
         rows.append(Row(f"{label}: on {device.type}",
                         device_cpu_ms if device.type == "cpu" else lambda: float("nan"),
                         device_images_per_s, on_device=True))

@@ -117,8 +117,8 @@ def measure(method_name: str, regularizer_name: str, source: str, augment_on: st
         batch = loaded if pipeline is None else pipeline.to_device(loaded, memory_format)
         synchronize()
         augmented = time.perf_counter()
-        if step == 0 and pipeline is not None and pipeline.augment is not None:
-            compile_s = pipeline.augment.compile_s
+        if step == 0 and pipeline is not None:
+            compile_s = pipeline.compile_s
         training_step(method, method, regularizer, optimizer, batch, step, step / total,
                       lr=optimizer.param_groups[0]["lr"], amp=amp)  # .item() syncs the device
         if step >= args.warmup:
