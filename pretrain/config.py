@@ -33,6 +33,7 @@ def type_of(value: Any) -> Any:
 
 METHOD_NAMES = ("simclr", "byol", "barlow_twins", "mocov2")
 OPTIMIZERS = ("sgd", "lars", "adam")
+AUGMENT_ON = ("device", "device-compiled", "cpu")
 
 
 @dataclass
@@ -73,6 +74,10 @@ class PretrainConfig:
     amp: bool = _opt(True, "bf16 autocast and channels_last on CUDA (no effect on CPU)")
     sync_bn: bool = _opt(False, "convert BatchNorm to SyncBatchNorm under DDP on CUDA")
     workers: int | None = _opt(None, "DataLoader workers; unset = 0 on CPU, 8 per GPU", type=int)
+    augment_on: str = _opt("device", "device: the workers decode and crop, the training device "
+                           "applies flip, jitter, grayscale, blur to the batch (JPEGs decoded on "
+                           "a GPU); device-compiled: the same, fused by torch.compile; cpu: the "
+                           "per-image PIL pipeline in the workers", choices=AUGMENT_ON)
     out: str = _opt("runs/pretrain", "parent folder of run folders")
     name: str | None = _opt(None, "run folder name; unset = method[-regularizer]-data-arch-time",
                             type=str)

@@ -60,11 +60,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from pretrain import distributed as D
-from pretrain.augment import AugmentSpec, SeededViews, TwoViews
+from pretrain.augment import AugmentSpec
 from pretrain.backbones import FEATURE_DIMS, build_resnet
 from pretrain.checkpoint import CheckpointError, git_commit, load_torch, save_backbone, save_state
 from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
-from pretrain.data import DataError, build_unlabelled
+from pretrain.data import DataError
+from pretrain.device_augment import InputPipeline
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
 
@@ -247,9 +248,9 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     method = build_method(cfg.method, build_resnet(cfg.arch, cfg.stem), FEATURE_DIMS[cfg.arch],
                           **cfg.method_args)
     regularizer = build_regularizer(cfg, method)
-    views = TwoViews(AugmentSpec.for_data(cfg.data, cfg.image_size),
-                     with_plain=regularizer.needs_plain)
-    dataset = SeededViews(build_unlabelled(cfg.data, cfg.data_root, views), cfg.seed)
+    pipeline = InputPipeline(AugmentSpec.for_data(cfg.data, cfg.image_size), cfg.augment_on,
+                             with_plain=regularizer.needs_plain, device=device)
+    dataset = pipeline.dataset(cfg.data, cfg.data_root, cfg.seed)
     sampler = EpochBatches(len(dataset), cfg.batch_size, cfg.seed, rank, world)
     steps_per_epoch = sampler.batches_per_epoch()
     if steps_per_epoch == 0:
@@ -305,7 +306,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                  f"({cfg.data_root or 'embedded synthetic default'}, {len(dataset)} images), "
                  f"{cfg.arch}/{cfg.stem} stem at {cfg.image_size} px, batch {cfg.batch_size} on "
                  f"{world} x {device}, {total_steps} steps ({steps_per_epoch}/epoch), "
-                 f"{cfg.optimizer} peak lr {peak_lr:.4g}, warm-up {warmup_steps} steps")
+                 f"{cfg.optimizer} peak lr {peak_lr:.4g}, warm-up {warmup_steps} steps; "
+                 f"{pipeline.describe()}")
     from tqdm import tqdm
 
     bar = tqdm(total=total_steps, initial=start_step, disable=rank != 0, desc="pretrain",
@@ -322,11 +324,11 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
             # run creates one more than an uninterrupted run).
             loader_iter = iter(DataLoader(dataset, batch_size=sampler.local_batch, sampler=sampler,
                                           num_workers=cfg.workers, pin_memory=cuda,
-                                          drop_last=True, generator=torch.Generator()))
-        x1, x2, plain = next(loader_iter)
-        batch = {k: v.to(device, non_blocking=True, memory_format=memory_format)
-                 if v.ndim == 4 else v.to(device)
-                 for k, v in (("x1", x1), ("x2", x2), ("plain", plain))}
+                                          drop_last=True, generator=torch.Generator(),
+                                          collate_fn=pipeline.collate))
+        batch = pipeline.to_device(next(loader_iter), memory_format)
+        if step == start_step and pipeline.compile_s is not None:
+            log.info(f"torch.compile of the batched augmentation took {pipeline.compile_s:.1f} s")
         lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr)
         set_lr(optimizer, lr)
         try:
