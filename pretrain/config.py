@@ -237,6 +237,7 @@ DEFAULT_IMAGE_SIZE = 224
 
 def resolve(cfg: PretrainConfig, device: str, method_defaults: dict[str, Any]) -> PretrainConfig:
     """Fill every ``None`` field from the data set, the method's paper defaults and the device."""
+    check_numbers(cfg)  # before the defaults below, which would replace a 0 given by the user
     cuda = device.startswith("cuda")
     image_size = cfg.image_size or DATA_IMAGE_SIZE.get(cfg.data, DEFAULT_IMAGE_SIZE)
     resolved = dataclasses.replace(

@@ -227,16 +227,12 @@ def detectron2_base(base: Any, config: Path) -> Path:
 def load_detectron2_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """``path`` read with ``yaml.safe_load`` and merged over its ``_BASE_`` chain (each base
     checked by :func:`detectron2_base`), as detectron2's ``load_yaml_with_base`` returns it."""
-    import yaml
-
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise UnsafeConfigError(f"{path}: not a plain YAML config ({_first_line(err)}); Python "
-                                "tags are refused, since loading them runs code") from err
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise UnsafeConfigError(f"{path}: cannot be read ({_first_line(err)})") from err
+    doc = safe_yaml(text, str(path))
     if doc is None:
         return {}
     if not isinstance(doc, dict):
@@ -250,6 +246,17 @@ def load_detectron2_yaml(path: str | os.PathLike) -> dict[str, Any]:
         _merge_into(load_detectron2_yaml(detectron2_base(base, path)), merged)
     _merge_into(doc, merged)
     return merged
+
+
+def safe_yaml(stream: str | IO[str], name: str) -> Any:
+    """``yaml.safe_load``; a YAML error (a Python tag among them) as one line naming ``name``."""
+    import yaml
+
+    try:
+        return yaml.safe_load(stream)
+    except yaml.YAMLError as err:
+        raise UnsafeConfigError(f"{name}: not a plain YAML file ({_first_line(err)}); Python "
+                                "tags are refused, since loading them runs code") from err
 
 
 def _merge_into(new: dict[str, Any], old: dict[str, Any]) -> None:
@@ -341,10 +348,9 @@ def mmengine_safe_checkpoints(module: types.ModuleType) -> None:
 
 
 def mmengine_safe_fileio(module: types.ModuleType) -> None:
-    import yaml
-
     module.PickleHandler.load_from_fileobj = lambda self, file, **_: _load_pickle(file)
-    module.YamlHandler.load_from_fileobj = lambda self, file, **_: yaml.safe_load(file)
+    module.YamlHandler.load_from_fileobj = lambda self, file, **_: safe_yaml(
+        file, str(getattr(file, "name", "a YAML file read by mmengine")))
 
 
 GUARDS: dict[str, Callable[[types.ModuleType], None]] = {
