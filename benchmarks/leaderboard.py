@@ -57,11 +57,14 @@ def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> 
         backbone_id = meta.get("backbone_id") or f"{meta.get('method', 'none')}-{meta.get('arch')}"
     else:
         backbone_id = file_hash(weights)
-    fields = {"backbone_id": backbone_id, "method": meta.get("method", "unknown"),
-              "regularizer": meta.get("regularizer") or "none", "arch": meta.get("arch", ""),
-              "pretrain_data": meta.get("data", ""), "pretrain_epochs": meta.get("epochs", "")}
-    # metadata comes from the file: anything but a number or a string is shown as text
-    return {k: v if isinstance(v, (str, int, float)) else str(v) for k, v in fields.items()}
+    return {
+        "backbone_id": backbone_id,
+        "method": meta.get("method", "unknown"),
+        "regularizer": meta.get("regularizer") or "none",
+        "arch": meta.get("arch", ""),
+        "pretrain_data": meta.get("data", ""),
+        "pretrain_epochs": meta.get("epochs", ""),
+    }
 
 
 class LeaderboardError(ValueError):

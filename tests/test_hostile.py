@@ -30,7 +30,13 @@ import transfer.compat  # noqa: F401,I001  (its guards, before detectron2 and mm
 from benchmarks import leaderboard, suite
 from pretrain import synthetic
 from pretrain import train as train_module
-from pretrain.checkpoint import CheckpointError, load_backbone, load_torch, save_backbone
+from pretrain.checkpoint import (
+    CheckpointError,
+    load_backbone,
+    load_pickle_arrays,
+    load_torch,
+    save_backbone,
+)
 from transfer import coco_det, compat
 
 pytestmark = pytest.mark.reliability
@@ -136,6 +142,19 @@ ENGINE_LOADS: dict[str, tuple[Callable[[Path, Path], None], str]] = {
 }
 
 
+def test_detectron2_last_checkpoint_naming_a_file_outside_the_run_is_refused(
+        tmp_path: Path) -> None:
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    outside = tmp_path / "elsewhere.pth"
+    torch.save({"model": {}}, outside)  # readable: only the confinement can refuse it
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last_checkpoint").write_text("../elsewhere.pth")
+    with pytest.raises(CheckpointError, match="last_checkpoint names .*outside the run folder"):
+        DetectionCheckpointer(nn.Linear(2, 2), save_dir=str(run)).resume_or_load("", resume=True)
+
+
 @pytest.mark.parametrize("place", list(ENGINE_LOADS))
 def test_engine_loaders_never_unpickle_a_planted_file(place: str, tmp_path: Path) -> None:
     load, name = ENGINE_LOADS[place]
@@ -175,12 +194,16 @@ def test_detectron2_base_chain_stays_in_the_zoo_and_transfer_configs(
                "absolute.yaml": str(tmp_path / "base.yaml")}
     for name, base in escapes.items():
         (tmp_path / name).write_text(f"_BASE_: {base!r}\n")
+    (tmp_path / "list.yaml").write_text("- MODEL\n- WEIGHTS\n")  # not a mapping
     before = _checksums(tmp_path)
     for name in escapes:
         assert coco_det.main(["--weights", "random", "--config", str(tmp_path / name),
                               "--data", str(tiny_data / "coco"), "--out", str(tmp_path / "run"),
                               "--leaderboard", str(tmp_path / "board.csv")]) == 2
         _one_error_line(capsys.readouterr().err, name, "outside detectron2's model zoo")
+    assert coco_det.main(["--weights", "random", "--config", str(tmp_path / "list.yaml"),
+                          "--data", str(tiny_data / "coco"), "--out", str(tmp_path / "run")]) == 2
+    _one_error_line(capsys.readouterr().err, "list.yaml", "expected a mapping")
     _assert_untouched(tmp_path, before)
 
     # a chain inside the trusted folders is still read safely, by coco_det and by detectron2
@@ -239,6 +262,13 @@ def test_resume_refuses_flags_that_change_the_run_before_writing_anything(
     line = _one_error_line(capsys.readouterr().err, "--method 'byol'", "--batch-size 4")
     assert "--steps 2" not in line
     _assert_untouched(tmp_path, before)
+    state = (run / "last_state.pt").read_bytes()
+    (run / "last_state.pt").write_bytes(state[:100])  # a resume that fails after the check
+    before = _checksums(tmp_path)
+    assert train_module.main(["--resume", str(run), "--steps", "2"]) == 2
+    _one_error_line(capsys.readouterr().err, "last_state.pt")
+    _assert_untouched(tmp_path, before, outputs=("simclr/log.txt",))
+    (run / "last_state.pt").write_bytes(state)
     # a harmless change continues the same run
     assert train_module.main(["--resume", str(run), "--steps", "2", "--log-every", "1"]) == 0
     assert load_torch(run / "last_state.pt")["step"] == 2
@@ -370,11 +400,15 @@ def test_sigterm_to_the_suite_ends_its_stages_and_writes_no_more_rows(tiny_data:
 
 
 def test_sigint_ends_each_stage_process_group(tmp_path: Path) -> None:
-    code = ("import sys; from pathlib import Path\n"
-            "from benchmarks.suite import Stage, SuiteInterrupted, run\n"
+    """Two stages whose processes have children, one of them deaf to SIGTERM (SIGKILL follows
+    after the grace period, shortened here)."""
+    code = ("import sys; from pathlib import Path; from benchmarks import suite\n"
+            "suite.STOP_GRACE_SECONDS = 1.0\n"
             "tree = ['sh', '-c', 'sleep 300 & sleep 300']\n"
-            "try: run([Stage('a', 't', tree), Stage('b', 't', tree)], Path(sys.argv[1]), 2)\n"
-            "except SuiteInterrupted as err: print(err); sys.exit(128 + err.signum)\n")
+            "deaf = ['sh', '-c', 'trap \"\" TERM; sleep 300 & wait']\n"
+            "stages = [suite.Stage('a', 't', tree), suite.Stage('b', 't', deaf)]\n"
+            "try: suite.run(stages, Path(sys.argv[1]), 2)\n"
+            "except suite.SuiteInterrupted as err: print(err); sys.exit(128 + err.signum)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out")], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -451,11 +485,12 @@ def test_non_finite_weights_and_numbers_are_refused(tiny_data: Path, tmp_path: P
         load_backbone(nan_file)
 
     runs = tmp_path / "runs"
+    tiny = [*_cli_flags(tiny_config(tiny_data, runs, "simclr")), "--steps", "1"]
     for flags in (["--lr", "nan"], ["--lr", "0"], ["--lr", "1e300"], ["--steps", "0"],
                   ["--batch-size", "0"], ["--weight-decay", "-1"], ["--momentum", "1"],
                   ["--epochs", "inf"], ["--image-size", "0"],
                   ["--method-arg", "temperature=.nan"]):
-        assert train_module.main([*flags, "--out", str(runs)]) == 2, flags
+        assert train_module.main([*tiny, *flags]) == 2, flags  # the last value of a flag wins
         _one_error_line(capsys.readouterr().err, flags[0])
     assert not runs.exists()
 
@@ -473,6 +508,15 @@ def test_non_finite_weights_and_numbers_are_refused(tiny_data: Path, tmp_path: P
     _one_error_line(capsys.readouterr().err, "holds", "nothing saved")
     assert not (tmp_path / "simclr" / "backbone.safetensors").exists()
     assert not (tmp_path / "simclr" / "last_state.pt").exists()
+
+
+def test_git_lfs_pointer_is_named_not_blamed_as_code(tmp_path: Path) -> None:
+    pointer = tmp_path / "r50.pth"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n")
+    for load in (load_torch, load_pickle_arrays):
+        with pytest.raises(CheckpointError, match="r50.pth: not a .*Git LFS pointer") as raised:
+            load(pointer)
+        assert "could run code" not in str(raised.value) and "\n" not in str(raised.value)
 
 
 # ----------------------------------------------------------------------------- disk full
