@@ -299,22 +299,32 @@ def test_leaderboard_outputs_never_replace_a_file_they_did_not_write(
 
 
 def test_suite_checkpoint_names_never_become_paths_outside_out(
-        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"any")
     out = tmp_path / "out"
+
+    def reached(*args) -> None:
+        raise AssertionError("the suite started with an argument it should have refused")
+
+    monkeypatch.setattr(suite, "write_random_init", reached)
+    monkeypatch.setattr(synthetic, "default_root", reached)
+    sets = [f"--data={name}={tmp_path}" for name in ("coco", "mpii", "colorful_mnist")]
+    named = "NAME becomes a folder name"
+    bad = {**{f"--checkpoint={name}={weights}": named for name in
+              ("../escape", str(tmp_path / "abs"), "a/b", "..", ".hidden", "x" * 65)},
+           f"--checkpoint=simclr={weights}": "clashes with the panel",
+           f"--checkpoint=random-init={weights}": "clashes with the panel",
+           f"--checkpoint=ok={tmp_path}": "no such file",  # a folder, not a checkpoint
+           f"--data=fairface={weights}": "no such folder",
+           f"--data=imagenet={tmp_path}": "unknown set",
+           f"--data=coco={tmp_path}": "given twice"}
     before = _checksums(tmp_path)
-    bad = [["--checkpoint", f"{name}={weights}"] for name in
-           ("../escape", str(tmp_path / "abs"), "a/b", "..", ".hidden", "simclr", "random-init",
-            "x" * 65)]
-    bad += [["--checkpoint", f"ok={tmp_path}"],  # a folder, not a checkpoint file
-            ["--checkpoint", f"ok={weights}", "--checkpoint", f"ok={weights}"],
-            ["--data", f"coco={weights}"], ["--data", f"imagenet={tmp_path}"]]
-    for flags in bad:
+    for flag, problem in bad.items():
         with pytest.raises(SystemExit) as exited:
-            suite.main(["--out", str(out), "--panel", "simclr", *flags])
-        assert exited.value.code == 2, flags
-        _one_error_line(capsys.readouterr().err, flags[0])
+            suite.main(["--out", str(out), "--panel", "simclr", *sets, flag])
+        assert exited.value.code == 2, flag
+        _one_error_line(capsys.readouterr().err, flag.split("=")[0], problem)
     assert not out.exists()
     _assert_untouched(tmp_path, before)
 
@@ -342,8 +352,8 @@ def test_make_synthetic_never_deletes_a_partial_folder_it_did_not_create(
 
 
 # ----------------------------------------------------------------------------- case 6: signals
-def _processes() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, session id) of every live, non-zombie process, from /proc."""
+def _processes() -> dict[int, int]:
+    """pid -> parent pid of every live, non-zombie process, from /proc."""
     found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -351,31 +361,47 @@ def _processes() -> dict[int, tuple[int, int]]:
         except OSError:
             continue
         if fields[0] != "Z":
-            found[int(stat.parent.name)] = (int(fields[1]), int(fields[3]))
+            found[int(stat.parent.name)] = int(fields[1])
     return found
 
 
-def _wait_for_stages(parent: int, count: int, timeout: float = 120.0) -> set[int]:
-    """The session ids of ``count`` stage processes of ``parent`` once each has a child of its
-    own or has run a second."""
+def _descendants(root: int) -> set[int]:
+    procs, found, frontier = _processes(), set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in procs.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _stage_trees(runner: int, count: int, nested: bool, timeout: float = 120.0) -> set[int]:
+    """Every process under ``runner`` once ``count`` stages run (each with a child of its own
+    when ``nested``) and have run a second."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         procs = _processes()
-        stages = {pid for pid, (ppid, _) in procs.items() if ppid == parent}
-        if len(stages) >= count:
+        stages = [pid for pid, parent in procs.items() if parent == runner]
+        if len(stages) >= count and (not nested or all(
+                any(parent == stage for parent in procs.values()) for stage in stages)):
             time.sleep(1.0)  # mid-stage
-            return {procs[pid][1] for pid in stages if pid in procs}
+            return _descendants(runner)
         time.sleep(0.2)
-    raise AssertionError(f"{count} stage(s) of {parent} never started")
+    raise AssertionError(f"{count} stage(s) of {runner} never started")
 
 
-def _survivors(sessions: set[int]) -> list[int]:
+def _survivors(pids: set[int]) -> list[int]:
     deadline = time.monotonic() + 5
-    while True:
-        alive = [pid for pid, (_, sid) in _processes().items() if sid in sessions]
-        if not alive or time.monotonic() > deadline:
-            return alive
+    while (alive := [pid for pid in _processes() if pid in pids]) and time.monotonic() < deadline:
         time.sleep(0.2)
+    return alive
+
+
+def _kill(pids: set[int]) -> None:
+    """Leave nothing behind even when the test fails."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def test_sigterm_to_the_suite_ends_its_stages_and_writes_no_more_rows(tiny_data: Path,
@@ -387,16 +413,18 @@ def test_sigterm_to_the_suite_ends_its_stages_and_writes_no_more_rows(tiny_data:
               for name in ("coco", "mpii", "fairface", "colorful_mnist")]]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    stages: set[int] = set()
     try:
-        sessions = _wait_for_stages(proc.pid, 1)
+        stages = _stage_trees(proc.pid, 1, nested=False)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert "stopped by SIGTERM" in err and "Traceback" not in err
+        assert not _survivors(stages)
+        assert not (out / "leaderboard.csv").exists()
     finally:
         proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "stopped by SIGTERM" in err and "Traceback" not in err
-    assert not _survivors(sessions)
-    assert not (out / "leaderboard.csv").exists()
+        _kill(stages)
 
 
 def test_sigint_ends_each_stage_process_group(tmp_path: Path) -> None:
@@ -411,16 +439,16 @@ def test_sigint_ends_each_stage_process_group(tmp_path: Path) -> None:
             "except suite.SuiteInterrupted as err: print(err); sys.exit(128 + err.signum)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out")], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stages: set[int] = set()
     try:
-        sessions = _wait_for_stages(proc.pid, 2)
-        members = [sid for _, sid in _processes().values() if sid in sessions]
-        assert len(sessions) == 2 and all(members.count(sid) >= 2 for sid in sessions)  # trees
+        stages = _stage_trees(proc.pid, 2, nested=True)
         proc.send_signal(signal.SIGINT)
         stdout, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGINT and "stopped by SIGINT" in stdout, err
+        assert not _survivors(stages)
     finally:
         proc.kill()
-    assert proc.returncode == 128 + signal.SIGINT and "stopped by SIGINT" in stdout, err
-    assert not _survivors(sessions)
+        _kill(stages)
 
 
 # ----------------------------------------------------------------------------- cases 7 and 10
