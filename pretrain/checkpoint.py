@@ -117,8 +117,15 @@ def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
     if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without '{META_KEY}' metadata, so it "
                               "was not written by this suite; convert it with transfer/convert.py")
+    try:
+        meta = json.loads(header[META_KEY])
+    except ValueError as err:
+        raise CheckpointError(f"{path}: its '{META_KEY}' header is not valid JSON "
+                              f"({_one_line(err)})") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its '{META_KEY}' header is not a JSON object")
     check_finite(tensors, str(path))
-    return tensors, json.loads(header[META_KEY])
+    return tensors, meta
 
 
 def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:

@@ -547,6 +547,24 @@ def test_git_lfs_pointer_is_named_not_blamed_as_code(tmp_path: Path) -> None:
         assert "could run code" not in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_malformed_metadata_and_config_files_are_one_line(tiny_data: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from safetensors.torch import save_file
+
+    for name, header in (("bad_json", "{not json"), ("not_object", "[1, 2]")):
+        path = tmp_path / f"{name}.safetensors"
+        save_file({"conv1.weight": torch.zeros(1)}, str(path), metadata={"suite_meta": header})
+        with pytest.raises(CheckpointError, match=f"{name}.safetensors: its 'suite_meta'"):
+            load_backbone(path)
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("method: simclr  # caf\xe9\n".encode("latin-1"))
+    assert train_module.main(["--config", str(config)]) == 2
+    _one_error_line(capsys.readouterr().err, "latin1.yaml", "not valid YAML")
+    assert coco_det.main(["--weights", "random", "--config", str(config), "--data",
+                          str(tiny_data / "coco"), "--out", str(tmp_path / "run")]) == 2
+    _one_error_line(capsys.readouterr().err, "latin1.yaml", "cannot be read as YAML")
+
+
 # ----------------------------------------------------------------------------- disk full
 def test_disk_full_is_one_line_and_exit_2_at_each_entry_point(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -143,8 +143,8 @@ def load_config(path: str | Path) -> CfgNode:
 
 def _merge_config(cfg: CfgNode, path: Path) -> None:
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise CocoDetError(f"--config {path}: cannot be read as YAML "
                            f"({' '.join(str(err).split())})") from err
     if not isinstance(doc, dict):
