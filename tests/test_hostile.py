@@ -218,16 +218,21 @@ def test_detectron2_base_chain_stays_in_the_zoo_and_transfer_configs(
     assert not planted.exists()
 
 
-@pytest.fixture
-def detectron2_logging() -> Iterator[None]:
-    """detectron2's ``setup_logger`` caches its stream handlers; an in-process run would leave them
-    writing to this test's captured (then closed) streams."""
+def _reset_detectron2_logging() -> None:
     from detectron2.utils.logger import setup_logger
 
-    yield
     setup_logger.cache_clear()
     for name in ("detectron2", "fvcore", "d2"):
         logging.getLogger(name).handlers.clear()
+
+
+@pytest.fixture
+def detectron2_logging() -> Iterator[None]:
+    """detectron2's ``setup_logger`` caches its stream handlers: an earlier in-process run (this
+    test's or another file's) leaves them writing to a captured stream that is closed by now."""
+    _reset_detectron2_logging()
+    yield
+    _reset_detectron2_logging()
 
 
 @pytest.mark.usefixtures("detectron2_logging")
