@@ -62,7 +62,15 @@ from torch.utils.data import DataLoader, Sampler
 from pretrain import distributed as D
 from pretrain.augment import AugmentSpec
 from pretrain.backbones import FEATURE_DIMS, build_resnet
-from pretrain.checkpoint import CheckpointError, git_commit, load_torch, save_backbone, save_state
+from pretrain.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    first_non_finite,
+    git_commit,
+    load_torch,
+    save_backbone,
+    save_state,
+)
 from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
 from pretrain.data import DataError
 from pretrain.device_augment import InputPipeline
@@ -241,7 +249,6 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     cfg = dataclasses.replace(cfg, name=run_dir.name)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, run_dir / "config.yaml")
     log = make_logger(run_dir if rank == 0 else None)
     seed_everything(cfg.seed)
 
@@ -287,6 +294,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
         set_rng_state(state["rng"])
         start_step, history = state["step"], state["history"]
         log.info(f"resumed {run_dir} at step {start_step}")
+    if rank == 0:  # after a resumed state has loaded: a failed resume leaves config.yaml as it was
+        save_yaml(cfg, run_dir / "config.yaml")
     last_good = str(state_path) if resume is not None else None
 
     def save_training_state(step: int) -> None:
@@ -351,6 +360,13 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                 log.info(f"step {step}/{total_steps} " + " ".join(
                     f"{k} {v:.5g}" for k, v in scalars.items()))
         if rank == 0 and (step % cfg.save_every == 0 or step == total_steps):
+            non_finite = first_non_finite(method.state_dict())
+            if non_finite:  # e.g. a huge learning rate: the loss was finite, the update was not
+                message = (f"parameter '{non_finite[0]}' holds {non_finite[1]} NaN or infinite "
+                           f"value(s) after step {step}; nothing saved; last good checkpoint: "
+                           f"{last_good or 'none written yet'}")
+                log.error(message)
+                raise NonFiniteLossError(message)
             save_training_state(step)
             last_good = str(state_path)
     bar.close()
@@ -367,7 +383,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                    "wall_s": round(elapsed, 2),
                    "images_per_s": round(images / elapsed, 2) if elapsed > 0 else None,
                    "history": history, "backbone": str(run_dir / BACKBONE_FILE)}
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        text = json.dumps(metrics, indent=1).encode()
+        atomic_write(run_dir / "metrics.json", lambda f: f.write(text))
         writer.close()
         log.info(f"done: {run_dir / BACKBONE_FILE} ({metrics['images_per_s']} images/s)")
     return run_dir
@@ -377,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, resume = parse_args(argv)
         train(cfg, resume)
-    except (ConfigError, DataError, CheckpointError, NonFiniteLossError) as err:
+    except (ConfigError, DataError, CheckpointError, NonFiniteLossError, OSError) as err:
+        # OSError: a full disk or an unwritable folder (the message names the file)
         print(f"pretrain: error: {err}", file=sys.stderr)
         return 3 if isinstance(err, NonFiniteLossError) else 2
     finally:
