@@ -4,6 +4,14 @@ Writers from several processes at once are safe: every write takes an exclusive 
 ``<csv>.lock``, reads the current file, replaces the rows it re-measures (same key), and writes the
 whole table atomically (temporary file + rename), so a reader never sees a torn row and a killed
 writer leaves the previous table. Columns unknown to this version, found in an older file, are kept.
+
+A hand-edited row that is not valid (wrong number of fields, a value that is not a finite number,
+an empty key field, bytes that are not UTF-8) is named by file and line on stderr and skipped by
+readers; a writer moves it, as it was, to ``<csv>.rejected`` instead of copying it on, and keeps
+every other row. Text the suite did not compute (checkpoint metadata, names) is escaped on the way
+out: a CSV cell starting with ``= + - @``, tab or CR gets a leading ``'`` (OWASP's rule against
+formula injection; numbers such as ``-1.5`` stay as they are), and a markdown cell has its pipes
+escaped and its line breaks replaced by spaces.
 """
 from __future__ import annotations
 
@@ -11,7 +19,9 @@ import csv
 import datetime as dt
 import fcntl
 import io
+import math
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -54,19 +64,84 @@ def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> 
     }
 
 
+class LeaderboardError(ValueError):
+    """A file that is not a leaderboard CSV, or an output the leaderboard will not overwrite."""
+
+
 def read_rows(csv_path: str | os.PathLike) -> tuple[list[str], list[dict[str, str]]]:
-    """(columns, rows) of a leaderboard CSV; an absent file is an empty table."""
+    """(columns, rows) of a leaderboard CSV; an absent file is an empty table. Invalid rows are
+    named on stderr (file and line) and skipped."""
     path = Path(csv_path)
+    columns, rows, bad = _read(path)
+    for line, _, why in bad:
+        _warn(f"{path} line {line}: {why}; row skipped")
+    return columns, rows
+
+
+def _read(path: Path) -> tuple[list[str], list[dict[str, str]], list[tuple[int, str, str]]]:
+    """(columns, valid rows, invalid rows as (first line, raw text, what is wrong))."""
     if not path.exists():
-        return list(COLUMNS), []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        found = list(reader.fieldnames or [])
+        return list(COLUMNS), [], []
+    # surrogateescape: bytes that are not UTF-8 survive decoding, are found per row, and are
+    # written back unchanged to the rejected-rows file
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    lines = text.splitlines(keepends=True)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        found = next(reader, [])
+    except csv.Error as err:
+        raise LeaderboardError(f"{path}: not a leaderboard CSV ({err})") from err
     missing = [c for c in KEY if c not in found]
-    if found and missing:
-        raise ValueError(f"{path}: not a leaderboard CSV (missing columns {missing})")
-    return list(COLUMNS) + [c for c in found if c not in COLUMNS], rows
+    if found and (missing or _undecodable(found)):
+        raise LeaderboardError(f"{path}: not a leaderboard CSV (its first line lacks the columns "
+                               f"{missing or 'in UTF-8'}); pass the leaderboard with --csv or "
+                               "--leaderboard")
+    rows, bad, first = [], [], reader.line_num + 1
+    while True:
+        try:
+            record = next(reader, None)
+        except csv.Error as err:  # e.g. an unterminated quote: the rest of the file is one cell
+            bad.append((first, "".join(lines[first - 1:]), f"not CSV ({err})"))
+            break
+        if record is None:
+            break
+        raw, where = "".join(lines[first - 1:reader.line_num]), first
+        first = reader.line_num + 1
+        if not record:
+            continue  # a blank line
+        why = _row_problem(found, record)
+        if why:
+            bad.append((where, raw, why))
+        else:
+            rows.append(dict(zip(found, record)))
+    return list(COLUMNS) + [c for c in found if c not in COLUMNS], rows, bad
+
+
+def _row_problem(header: list[str], record: list[str]) -> str | None:
+    """What is wrong with one row, or None."""
+    if len(record) != len(header):
+        return f"{len(record)} fields where the header has {len(header)}"
+    if _undecodable(record):
+        return "bytes that are not UTF-8"
+    row = dict(zip(header, record))
+    empty = [c for c in REQUIRED if not row.get(c)]
+    if empty:
+        return f"empty {', '.join(empty)}"
+    try:
+        value = float(row["value"])
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        return f"value {row['value']!r} is not a finite number"
+    return None
+
+
+def _undecodable(cells: list[str]) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for cell in cells for ch in cell)
+
+
+def _warn(message: str) -> None:
+    print(f"leaderboard: warning: {message}", file=sys.stderr)
 
 
 def write_rows(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
@@ -87,10 +162,12 @@ def write_rows(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> P
         # a writer that was killed mid-write.
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
             stale.unlink(missing_ok=True)
-        columns, old_rows = read_rows(path)
+        columns, old_rows, bad = _read(path)
+        if bad:
+            _set_aside(path, bad)
         columns += [c for r in new_rows for c in r if c not in columns]
         replaced = {_key(r) for r in new_rows}
-        kept = [r for r in old_rows if _key(r) not in replaced]
+        kept = [{k: _cell(v) for k, v in r.items()} for r in old_rows if _key(r) not in replaced]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
         writer.writeheader()
@@ -99,14 +176,44 @@ def write_rows(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> P
     return path
 
 
+def _set_aside(path: Path, bad: list[tuple[int, str, str]]) -> None:
+    """Append invalid rows, byte for byte, to ``<csv>.rejected`` and say so."""
+    rejected = path.with_name(path.name + ".rejected")
+    with open(rejected, "ab") as f:
+        for line, raw, why in bad:
+            _warn(f"{path} line {line}: {why}; row moved to {rejected}")
+            f.write(raw.encode("utf-8", errors="surrogateescape"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _key(row: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(row.get(c, "")) for c in KEY)
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
-    return "" if value is None else str(value)
+    return "" if value is None else csv_text(str(value))
+
+
+def csv_text(text: str) -> str:
+    """``text`` safe in a spreadsheet: a leading formula character gets a ``'`` (OWASP), unless
+    the whole cell is a number."""
+    if text.startswith(FORMULA_PREFIXES):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
+
+
+def markdown_text(text: Any) -> str:
+    """``text`` as one markdown table cell: pipes escaped, line breaks turned into spaces."""
+    return " ".join(str(text).splitlines()).replace("|", "\\|")
 
 
 # ----------------------------------------------------------------------------- reading the board
@@ -197,14 +304,14 @@ def markdown(rows: list[dict[str, str]]) -> str:
         metrics = sorted({m for e in entries for m in e["metrics"]})
         has_gap = any("gap" in e for e in entries)
         gap_column = [gap_of(task).name] if has_gap else []
-        head = ["backbone", "protocol", *metrics, *gap_column, "source"]
-        out += [f"### {task}", "", "| " + " | ".join(head) + " |",
+        head = ["backbone", "protocol", *map(markdown_text, metrics), *gap_column, "source"]
+        out += [f"### {markdown_text(task)}", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" * len(head)]
         for e in entries:
-            cells = [e["backbone"], e["protocol"]]
+            cells = [markdown_text(e["backbone"]), markdown_text(e["protocol"])]
             cells += [_fmt(e["metrics"].get(m)) for m in metrics]
             cells += [f"{e['gap'][1]:+.1f}" if "gap" in e else ""] if has_gap else []
-            out.append("| " + " | ".join(cells + [e["source"]]) + " |")
+            out.append("| " + " | ".join(cells + [markdown_text(e["source"])]) + " |")
         out.append("")
     return "\n".join(out)
 
@@ -249,12 +356,38 @@ def plot(rows: list[dict[str, str]], png: str | os.PathLike) -> Path:
     fig.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=110, metadata={"Software": PLOT_MARK})
     plt.close(fig)
     return png
 
 
-def main(argv: list[str] | None = None) -> None:
+# How the command recognizes its own earlier output, the only existing file it overwrites: a
+# first line (markdown) or a PNG text chunk (plot, written by matplotlib before the image data).
+MARKDOWN_MARK = "<!-- written by python -m benchmarks.leaderboard markdown -->"
+PLOT_MARK = "python -m benchmarks.leaderboard plot"
+OUTPUT_SUFFIXES = {"markdown": ".md", "plot": ".png"}
+
+
+def check_output(path: Path, command: str) -> None:
+    """Refuse an ``--out`` of the wrong kind, or an existing file this command did not write."""
+    suffix = OUTPUT_SUFFIXES[command]
+    if path.suffix.lower() != suffix:
+        raise LeaderboardError(f"--out {path}: {command} writes a {suffix} file; give a path "
+                               f"ending in {suffix}")
+    if not path.exists():
+        return
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        mark = (MARKDOWN_MARK.encode() if command == "markdown"
+                else b"tEXtSoftware\x00" + PLOT_MARK.encode())
+        if (head.startswith(mark) if command == "markdown" else mark in head):
+            return
+    raise LeaderboardError(f"--out {path}: exists and was not written by 'leaderboard "
+                           f"{command}'; it is left as it is: remove it or choose another --out")
+
+
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.leaderboard",
@@ -263,21 +396,37 @@ def main(argv: list[str] | None = None) -> None:
                         help="show: print the table; markdown: write it to --out (or print); "
                              "plot: write a PNG chart of the measured panel to --out")
     parser.add_argument("--csv", default=str(DEFAULT_PATH), help="leaderboard CSV to read")
-    parser.add_argument("--out", help="output file (markdown: .md, plot: .png)")
+    parser.add_argument("--out", help="output file (markdown: .md, plot: .png); an existing file "
+                                      "is overwritten only if this command wrote it")
     parser.add_argument("--all-references", action="store_true",
                         help="show every published row, not only those of measured protocols")
     args = parser.parse_args(argv)
-    if not Path(args.csv).exists() and not args.all_references:
-        parser.error(f"{args.csv} does not exist; run a benchmark first or pass --csv")
-    rows = with_references(read_rows(args.csv)[1], everything=args.all_references)
-    if args.command == "plot":
-        print(plot(rows, args.out or Path(args.csv).with_suffix(".png")))
-    elif args.command == "markdown" and args.out:
-        atomic_write(args.out, lambda f: f.write(markdown(rows).encode()))
-        print(args.out)
-    else:
-        print(markdown(rows))
+    try:
+        if not Path(args.csv).exists() and not args.all_references:
+            raise LeaderboardError(f"--csv {args.csv}: no such file; run a benchmark first or "
+                                   "pass --csv")
+        out = None
+        if args.command == "plot":
+            out = Path(args.out) if args.out else Path(args.csv).with_suffix(".png")
+        elif args.command == "markdown" and args.out:
+            out = Path(args.out)
+        if out is not None:
+            check_output(out, args.command)
+        rows = with_references(read_rows(args.csv)[1], everything=args.all_references)
+        if args.command == "plot":
+            print(plot(rows, out))
+        elif out is not None:
+            text = f"{MARKDOWN_MARK}\n{markdown(rows)}"
+            atomic_write(out, lambda f: f.write(text.encode()))
+            print(out)
+        else:
+            print(markdown(rows))
+    except (LeaderboardError, OSError, ValueError) as err:
+        # ValueError: nothing measured to plot; OSError: a full disk or unwritable folder
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

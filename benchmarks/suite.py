@@ -11,22 +11,27 @@ every stage), and runs every task of the table in ``benchmarks/tasks.py`` on eac
 fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
 same command a user would type), so a stage that fails for one backbone is recorded in the report
 and the others go on; on a CPU two stages run at once. Finished stages leave a marker in
-``<out>/state/``; rerunning skips them.
+``<out>/state/``; rerunning skips them. SIGTERM or SIGINT (Ctrl-C) to the runner ends every
+running stage with all its processes (each stage runs in its own process group) and exits with
+128 + the signal's number; rerunning the same command continues.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import leaderboard
-from benchmarks.tasks import TASKS, suite_stages
+from benchmarks.tasks import TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
 from pretrain.checkpoint import atomic_write, git_commit
 from pretrain.data import DataError
@@ -104,9 +109,60 @@ def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
     return [flag, str(args.gpus)] if flag and args.gpus > 1 else []
 
 
+class SuiteInterrupted(Exception):
+    """SIGTERM or SIGINT reached the runner; its running stages have been ended."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_GRACE_SECONDS = 10.0  # a stage's processes get this long to exit on SIGTERM, then SIGKILL
+
+
 def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
     """Run the stages not yet done, up to ``jobs`` at once (a stage starts once the stage making
-    its input has ended); return one record per stage, in order (status, seconds, log)."""
+    its input has ended); return one record per stage, in order (status, seconds, log).
+
+    Each stage runs in its own session (process group). SIGTERM or SIGINT ends every running
+    stage's whole group and raises :class:`SuiteInterrupted`; so does any error of the runner.
+    """
+    stop: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        handlers = {sig: signal.signal(sig, lambda signum, _: stop.append(signum))
+                    for sig in STOP_SIGNALS}
+    running: dict[int, tuple[subprocess.Popen, float]] = {}
+    try:
+        records = _run(stages, out, jobs, running, stop)
+    finally:
+        _end_stages([proc for proc, _ in running.values()])
+        for sig, handler in handlers.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+    if stop:
+        raise SuiteInterrupted(stop[0])
+    return records
+
+
+def _end_stages(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each stage's process group, SIGKILL what is left after the grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, sig)  # the stage's group: its pid (start_new_session)
+            except (ProcessLookupError, PermissionError):
+                pass  # the whole group has already exited
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _run(stages: list[Stage], out: Path, jobs: int,
+         running: dict[int, tuple[subprocess.Popen, float]], stop: list[int]) -> list[dict]:
     records: dict[int, dict] = {}
     waiting: list[int] = []
     for i, stage in enumerate(stages):
@@ -121,7 +177,6 @@ def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
     if jobs > 1:  # one share of the cores each, unless the caller chose
         threads = str(max(1, (os.cpu_count() or 1) // jobs))
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **env}
-    running: dict[int, tuple[subprocess.Popen, float]] = {}
     durations: list[float] = []
     started = time.monotonic()
 
@@ -129,7 +184,7 @@ def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
         maker = made_by.get(stages[i].needs or "")
         return maker is None or maker in records
 
-    while waiting or running:
+    while (waiting or running) and not stop:
         for i in [i for i in waiting if ready(i)][:max(0, jobs - len(running))]:
             waiting.remove(i)
             stage = stages[i]
@@ -146,7 +201,8 @@ def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "w") as f:
                 running[i] = (subprocess.Popen(stage.argv, stdout=f, stderr=subprocess.STDOUT,
-                                               cwd=ROOT, env=env), time.monotonic())
+                                               cwd=ROOT, env=env, start_new_session=True),
+                              time.monotonic())
         for i, (proc, t0) in list(running.items()):
             if proc.poll() is None:
                 continue
@@ -162,6 +218,8 @@ def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
             _finish(out, stages[i], records, i, seconds=round(seconds, 1),
                     status="done" if proc.returncode == 0 else "failed", **extra)
         time.sleep(0.2)
+    if stop:
+        return []  # the caller ends the running stages and raises
     return [records[i] for i in range(len(stages))]
 
 
@@ -231,14 +289,58 @@ def report(out: Path, records: list[dict]) -> Path:
     return path
 
 
+# A backbone name becomes a folder name (<out>/<task>/<name>, logs, stage markers): one path
+# component, no separator, not hidden, no '..'.
+BACKBONE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+
+
+class BadArgument(ValueError):
+    """A command-line value the runner refuses; the message names the flag."""
+
+
 def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
     pairs = []
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"{flag} expects NAME=PATH, got {value!r}")
+            raise BadArgument(f"{flag} expects NAME=PATH, got {value!r}")
+        if name in dict(pairs):
+            raise BadArgument(f"{flag} {name} is given twice")
         pairs.append((name, path))
     return pairs
+
+
+def check_sources(checkpoints: list[str], data: list[str], panel: list[str]
+                  ) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """``--checkpoint NAME=PATH`` and ``--data SET=ROOT``, checked before any becomes a path:
+    a NAME is a plain folder name, distinct from the panel's backbones, PATH a file; a SET is
+    known and ROOT a folder its layout's reader accepts."""
+    named = _pairs(checkpoints, "--checkpoint")
+    taken = {*panel, RANDOM_METHOD}
+    for name, path in named:
+        if not BACKBONE_NAME.fullmatch(name) or ".." in name:
+            raise BadArgument(f"--checkpoint {name}={path}: NAME becomes a folder name, so it "
+                              "must be 1-64 letters, digits and _ . + - starting with a letter or "
+                              "digit (no '/', no '..')")
+        if name in taken:
+            raise BadArgument(f"--checkpoint {name}={path}: NAME clashes with the panel's "
+                              f"backbone {name!r}; choose another name")
+        if not Path(path).is_file():
+            raise BadArgument(f"--checkpoint {name}={path}: no such file")
+    roots = dict(_pairs(data, "--data"))
+    readers = {task.data: task.reader for task in TASKS.values()}
+    for key, root in roots.items():
+        if key not in readers:
+            raise BadArgument(f"--data {key}={root}: unknown set {key!r}; use "
+                              f"{', '.join(data_sets())}")
+        if not Path(root).is_dir():
+            raise BadArgument(f"--data {key}={root}: no such folder")
+    for key, root in roots.items():  # the layout's reader: a bad root fails once, before any stage
+        try:
+            readers[key](Path(root))
+        except DataError as err:
+            raise BadArgument(f"--data {key}={root}: {err}") from err
+    return named, roots
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,9 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                              "('' for none); a random-init control is always added")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="a backbone trained elsewhere (any format pretrain/foreign.py reads)")
-    data_keys = tuple(dict.fromkeys(task.data for task in TASKS.values()))
     parser.add_argument("--data", action="append", default=[], metavar="SET=ROOT",
-                        help=f"real data root for {', '.join(data_keys)}")
+                        help=f"real data root for {', '.join(data_sets())}")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS)
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per stage (detectron2 launch)")
     parser.add_argument("--jobs", type=int, default=None,
@@ -275,24 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     if set(args.tasks) - set(stages):
         parser.error(f"--tasks: unknown {sorted(set(args.tasks) - set(stages))}; "
                      f"choose from {', '.join(stages)}")
-    args.checkpoint = _pairs(args.checkpoint, "--checkpoint")
-    args.data = dict(_pairs(args.data, "--data"))
-    unknown = set(args.data) - set(data_keys)
-    if unknown:
-        parser.error(f"--data: unknown set(s) {sorted(unknown)}; use {', '.join(data_keys)}")
-    for name, path in [*args.checkpoint, *args.data.items()]:
-        if not Path(path).exists():
-            parser.error(f"{name}={path}: no such file or folder")
-    readers = {task.data: task.reader for task in TASKS.values()}
-    for key, root in args.data.items():  # before any stage: a bad root fails once, now
-        try:
-            readers[key](Path(root))
-        except DataError as err:
-            parser.error(f"--data {key}={root}: {err}")
+    try:
+        args.checkpoint, args.data = check_sources(args.checkpoint, args.data, args.panel)
+    except BadArgument as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
-    args.synthetic = set(data_keys) - set(args.data)
+    args.synthetic = set(data_sets()) - set(args.data)
     if args.synthetic:
         from pretrain.synthetic import default_root
 
@@ -303,7 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         args.jobs = 1 if torch.cuda.is_available() else 2
-    records = run(plan(args, out), out, max(1, args.jobs))
+    try:
+        records = run(plan(args, out), out, max(1, args.jobs))
+    except SuiteInterrupted as err:
+        print(f"[suite] {err}: its running stages were ended; rerun the same command to "
+              "continue", file=sys.stderr, flush=True)
+        return 128 + err.signum
     path = report(out, records)
     failed = sum(r["status"] != "done" for r in records)
     print(f"[suite] {len(records) - failed}/{len(records)} stages done in "

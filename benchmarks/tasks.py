@@ -116,6 +116,11 @@ def suite_stages() -> dict[str, tuple[SuiteTask, str]]:
             for stage, protocol in task.stages().items()}
 
 
+def data_sets() -> tuple[str, ...]:
+    """The data keys the table's tasks read (the suite's ``--data`` sets), in order."""
+    return tuple(dict.fromkeys(task.data for task in TASKS.values()))
+
+
 def gap_of(task: str) -> Gap | None:
     """The shortcut gap of the leaderboard task ``task``, if it has one."""
     entry = TASKS.get(task)

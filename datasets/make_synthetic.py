@@ -3,19 +3,20 @@
     python datasets/make_synthetic.py --out DIR [--size tiny|default] [--seed N]
 
 Writes DIR/coco, DIR/mpii, DIR/fairface and DIR/colorful_mnist (layouts: datasets/README.md),
-deterministically by seed. DIR must not exist yet (nothing is overwritten). The suite's own default
-(``pretrain.synthetic.default_root()``) is the same thing cached under $SUITE_DATA_DIR.
+deterministically by seed. DIR must not exist yet, or be empty (nothing is overwritten). The files
+are written into a new hidden folder beside DIR, renamed to DIR when complete; a failure removes
+that folder and nothing else. The suite's own default (``pretrain.synthetic.default_root()``) is
+the same thing cached under $SUITE_DATA_DIR.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pretrain.synthetic import SIZES, counts, generate  # noqa: E402
+from pretrain.synthetic import SIZES, counts, generate_into  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -24,15 +25,16 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--size", choices=tuple(SIZES), default="default")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    if args.out.exists() and any(args.out.iterdir()):
-        ap.error(f"--out {args.out} exists and is not empty; choose a new folder")
-    tmp = args.out.with_name(args.out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        what = "is not empty" if args.out.is_dir() else "is not a folder"
+        ap.exit(2, f"make_synthetic: error: --out {args.out} exists and {what}; choose a new "
+                   "folder\n")
     start = time.time()
-    generate(tmp, size=args.size, seed=args.seed)
-    if args.out.exists():
-        args.out.rmdir()
-    tmp.rename(args.out)
+    try:
+        generate_into(args.out, size=args.size, seed=args.seed)
+    except OSError as err:  # a full disk, an unwritable folder
+        ap.exit(2, f"make_synthetic: error: could not write {args.out}: "
+                   f"{err.strerror or err}; nothing was left behind\n")
     images = ", ".join(f"{name} {n_train}/{n_test}"
                        for name, (n_train, n_test) in counts(args.size).items())
     print(f"wrote {args.out} ({args.size}, seed {args.seed}) in {time.time() - start:.1f} s: "

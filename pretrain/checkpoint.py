@@ -8,6 +8,10 @@ carry code, so reading it is safe whatever its origin.
 Training state (for ``--resume``): a ``torch.save`` file of tensors and plain containers only,
 read back with ``weights_only=True``.
 
+The two readers of files a user may have downloaded, :func:`load_torch` and
+:func:`load_pickle_arrays`, also serve detectron2 and mmengine (``transfer/compat.py`` routes the
+engines' own loaders through them), so they take a path or an open binary file.
+
 Every write is atomic: temporary file in the same folder, fsync, rename, fsync of the folder;
 a kill at any moment leaves either the previous file or the new one, never a truncated file.
 """
@@ -17,12 +21,13 @@ import io
 import json
 import os
 import pickle
+import re
 import subprocess
 import tempfile
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import torch
 
@@ -98,7 +103,10 @@ def save_backbone(path: str | os.PathLike, state_dict: dict[str, torch.Tensor],
 
 
 def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a backbone checkpoint written by :func:`save_backbone`: (state_dict, meta)."""
+    """Read a backbone checkpoint written by :func:`save_backbone`: (state_dict, meta).
+
+    A tensor holding NaN or infinity is refused: a diverged backbone would be scored at chance.
+    """
     from safetensors import SafetensorError, safe_open
 
     path = existing_file(path)
@@ -107,12 +115,37 @@ def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); the file may be "
-                              "truncated or of another format") from err
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(err)}); the "
+                              "file may be truncated or of another format") from err
     if META_KEY not in header:
         raise CheckpointError(f"{path}: safetensors file without '{META_KEY}' metadata, so it "
                               "was not written by this suite; convert it with transfer/convert.py")
-    return tensors, json.loads(header[META_KEY])
+    try:
+        meta = json.loads(header[META_KEY])
+    except ValueError as err:
+        raise CheckpointError(f"{path}: its '{META_KEY}' header is not valid JSON "
+                              f"({_one_line(err)})") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its '{META_KEY}' header is not a JSON object")
+    check_finite(tensors, str(path))
+    return tensors, meta
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse NaN or infinite values in any floating-point tensor, naming the first one."""
+    found = first_non_finite(tensors)
+    if found:
+        raise CheckpointError(f"{source}: tensor '{found[0]}' holds {found[1]} NaN or infinite "
+                              "value(s); the training that wrote it diverged, so it is not a "
+                              "usable backbone")
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> tuple[str, int] | None:
+    """(name, count of NaN/inf values) of the first floating-point tensor that has any."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name, int((~torch.isfinite(tensor)).sum())
+    return None
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -122,17 +155,25 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
-def load_torch(path: str | os.PathLike) -> Any:
-    """``torch.load`` restricted to tensors and plain containers (never runs code from the file)."""
-    path = existing_file(path)
+def load_torch(source: str | os.PathLike | IO[bytes], map_location: Any = "cpu") -> Any:
+    """``torch.load`` restricted to tensors and plain containers (never runs code from the file).
+
+    ``source`` is a path or an open binary file (the engines' loaders pass either).
+    """
+    source, name = _readable(source)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and "
-                              f"plain containers, which could run code ({err})") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint ({err}); the file "
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if refused:
+            raise CheckpointError(f"{name}: refused to load: it holds '{refused.group(1)}', an "
+                                  "object other than tensors and plain containers, which could "
+                                  "run code") from err
+        raise CheckpointError(f"{name}: not a torch checkpoint ({_describe(source)}); the file "
                               "may be truncated or of another format") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"{name}: cannot be read as a torch checkpoint ({_one_line(err)}); "
+                              "the file may be truncated or of another format") from err
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -166,19 +207,60 @@ class RestrictedUnpickler(pickle.Unpickler):
                                      Unpickler=cls)
 
 
-def load_pickle_arrays(path: str | os.PathLike) -> Any:
-    """Load a ``.pkl`` (detectron2 format) admitting only numpy arrays and plain containers."""
-    path = existing_file(path)
+def load_pickle_arrays(source: str | os.PathLike | IO[bytes]) -> Any:
+    """Load a ``.pkl`` (detectron2 format) admitting only numpy arrays and plain containers.
+
+    ``source`` is a path or an open binary file (the engines' loaders pass either).
+    """
+    source, name = _readable(source)
     try:
-        with open(path, "rb") as f:
-            return RestrictedUnpickler(f, encoding="latin1").load()
+        if isinstance(source, Path):
+            with open(source, "rb") as f:
+                return RestrictedUnpickler(f, encoding="latin1").load()
+        return RestrictedUnpickler(source, encoding="latin1").load()
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused to unpickle: {err}. Only numpy arrays and plain "
+        if "not allowed" not in str(err):
+            raise CheckpointError(f"{name}: not a pickle ({_describe(source)}); the file may be "
+                                  "truncated or of another format") from err
+        raise CheckpointError(f"{name}: refused to unpickle: {err}. Only numpy arrays and plain "
                               "containers are read from .pkl files, so a file that could run "
                               "code is never loaded") from err
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
-        raise CheckpointError(f"{path}: not a readable pickle ({err}); the file may be "
-                              "truncated") from err
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise CheckpointError(f"{name}: not a readable pickle ({_one_line(err)}); the file may "
+                              "be truncated") from err
+
+
+def _readable(source: str | os.PathLike | IO[bytes]) -> tuple[Path | IO[bytes], str]:
+    """(checked path or the open file, the name to put in messages)."""
+    if hasattr(source, "read"):
+        return source, str(getattr(source, "name", "<stream>"))
+    path = existing_file(source)
+    return path, str(path)
+
+
+LFS_POINTER = b"version https://git-lfs"
+
+
+def _describe(source: Path | IO[bytes]) -> str:
+    """What a file that failed to unpickle is, from its first bytes (a Git LFS pointer is a
+    common stand-in for a checkpoint that was never downloaded)."""
+    if isinstance(source, Path):
+        with open(source, "rb") as f:
+            head = f.read(64)
+    else:
+        try:
+            source.seek(0)
+            head = source.read(64)
+        except (OSError, ValueError):
+            head = b""
+    if head.startswith(LFS_POINTER):
+        return "it is a Git LFS pointer, not the file itself: fetch it with 'git lfs pull'"
+    return f"it starts with {head[:16]!r}"
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's text on one line (third-party messages span several)."""
+    return " ".join(str(err).split())[:300]
 
 
 def existing_file(path: str | os.PathLike) -> Path:

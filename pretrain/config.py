@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ def type_of(value: Any) -> Any:
 
 
 OPTIMIZERS = ("sgd", "lars", "adam")
+AUGMENT_ON = ("device", "device-compiled", "cpu")
 
 
 @dataclass
@@ -75,6 +77,10 @@ class PretrainConfig:
     amp: bool = _opt(True, "bf16 autocast and channels_last on CUDA (no effect on CPU)")
     sync_bn: bool = _opt(False, "convert BatchNorm to SyncBatchNorm under DDP on CUDA")
     workers: int | None = _opt(None, "DataLoader workers; unset = 0 on CPU, 8 per GPU", type=int)
+    augment_on: str = _opt("device", "device: the workers decode and crop, the training device "
+                           "applies flip, jitter, grayscale, blur to the batch (JPEGs decoded on "
+                           "a GPU); device-compiled: the same, fused by torch.compile; cpu: the "
+                           "per-image PIL pipeline in the workers", choices=AUGMENT_ON)
     out: str = _opt("runs/pretrain", "parent folder of run folders")
     name: str | None = _opt(None, "run folder name; unset = method[-regularizer]-data-arch-time",
                             type=str)
@@ -166,9 +172,9 @@ def load_yaml(path: str | Path, base: PretrainConfig | None = None) -> PretrainC
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
     return from_dict(values, str(path), base)
@@ -181,15 +187,22 @@ def save_yaml(cfg: PretrainConfig, path: str | Path) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+# What ``--resume`` may change: the run's length, logging, checkpoint interval and where it runs.
+# Every other field defines the run (model shapes, data stream, augmentation, schedule, seed), so
+# changing it would continue a different run from this one's state: it is refused before anything
+# is written. A new length re-scales the cosine schedule over the new total from the step reached.
+RESUME_MAY_CHANGE = ("steps", "epochs", "save_every", "log_every", "workers", "device", "amp")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[PretrainConfig, str | None]:
     """(config, resume path or None) from the command line (and ``--config`` / the resumed run)."""
     args = vars(build_parser().parse_args(argv))
     resume = args.pop("resume", None)
     config_file = args.pop("config", None)
-    cfg = PretrainConfig()
+    cfg = saved = PretrainConfig()
     if resume is not None:
         run_dir = Path(resume) if Path(resume).is_dir() else Path(resume).parent
-        cfg = load_yaml(run_dir / "config.yaml")
+        cfg = saved = load_yaml(run_dir / "config.yaml")
     if config_file is not None:
         cfg = load_yaml(config_file, cfg)
     if "data" in args:
@@ -198,7 +211,31 @@ def parse_args(argv: list[str] | None = None) -> tuple[PretrainConfig, str | Non
     for key in ("method_args", "regularizer_args"):
         if key in args:
             args[key] = {**getattr(cfg, key), **dict(args[key])}
-    return dataclasses.replace(cfg, **args), resume
+    if resume is not None and "epochs" in args and "steps" not in args:
+        args["steps"] = None  # a new length in epochs replaces the saved one in steps
+    cfg = dataclasses.replace(cfg, **args)
+    if resume is not None:
+        check_resume(saved, cfg, resume)
+    return cfg, resume
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag that sets a config field."""
+    return {"data_root": "--data", "method_args": "--method-arg",
+            "regularizer_args": "--regularizer-arg"}.get(name, "--" + name.replace("_", "-"))
+
+
+def check_resume(saved: PretrainConfig, requested: PretrainConfig, resume: str) -> None:
+    """Refuse settings that would make ``--resume`` continue a different run."""
+    changed = [f"{flag_of(f.name)} {getattr(requested, f.name)!r} (the run has "
+               f"{getattr(saved, f.name)!r})" for f in dataclasses.fields(PretrainConfig)
+               if f.name not in RESUME_MAY_CHANGE
+               and getattr(requested, f.name) != getattr(saved, f.name)]
+    if changed:
+        allowed = ", ".join(flag_of(name) for name in RESUME_MAY_CHANGE)
+        raise ConfigError(f"--resume {resume}: {'; '.join(changed)} would change what the run "
+                          f"is; resume without them (only {allowed} may change) or start a new "
+                          "run with --name")
 
 
 DATA_IMAGE_SIZE = {"colorful_mnist": 64}
@@ -207,6 +244,7 @@ DEFAULT_IMAGE_SIZE = 224
 
 def resolve(cfg: PretrainConfig, device: str, method_defaults: dict[str, Any]) -> PretrainConfig:
     """Fill every ``None`` field from the data set, the method's paper defaults and the device."""
+    check_numbers(cfg)  # before the defaults below, which would replace a 0 given by the user
     cuda = device.startswith("cuda")
     image_size = cfg.image_size or DATA_IMAGE_SIZE.get(cfg.data, DEFAULT_IMAGE_SIZE)
     resolved = dataclasses.replace(
@@ -228,8 +266,35 @@ def resolve(cfg: PretrainConfig, device: str, method_defaults: dict[str, Any]) -
         workers=cfg.workers if cfg.workers is not None else (8 if cuda else 0),
         device=device,
     )
-    if resolved.batch_size < 2:
-        raise ConfigError(f"--batch-size must be at least 2, got {resolved.batch_size}")
-    if resolved.steps is not None and resolved.steps < 1:
-        raise ConfigError(f"--steps must be positive, got {resolved.steps}")
+    check_numbers(resolved)
     return resolved
+
+
+# (field, smallest allowed value, whether that value itself is allowed). Every value must also be
+# finite in float32, the precision the optimizer computes in (torch.finfo(torch.float32).max).
+FLOAT32_MAX = 3.4028234663852886e38
+NUMBER_RANGES = (("lr", 0.0, False), ("weight_decay", 0.0, True), ("momentum", 0.0, True),
+                 ("warmup_epochs", 0.0, True), ("epochs", 0.0, False), ("steps", 1, True),
+                 ("batch_size", 2, True), ("image_size", 8, True), ("workers", 0, True),
+                 ("save_every", 1, True), ("log_every", 1, True))
+
+
+def check_numbers(cfg: PretrainConfig) -> None:
+    """Refuse non-finite or out-of-range numeric settings, naming the flag."""
+    for name, low, inclusive in NUMBER_RANGES:
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        flag = flag_of(name)
+        if not math.isfinite(value) or value > FLOAT32_MAX or value < low or (
+                value == low and not inclusive):
+            bound = f"at least {low}" if inclusive else f"greater than {low}"
+            raise ConfigError(f"{flag} must be a number {bound} and finite in float32 (at most "
+                              f"{FLOAT32_MAX:.3g}), got {value}")
+    if cfg.momentum >= 1:
+        raise ConfigError(f"--momentum must be below 1, got {cfg.momentum}")
+    for flag, options in (("--method-arg", cfg.method_args),
+                          ("--regularizer-arg", cfg.regularizer_args)):
+        for key, value in options.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{flag} {key}={value}: must be a finite number")

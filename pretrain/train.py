@@ -15,6 +15,7 @@ Regularizer hooks (contract; base class with no-op defaults: ``pretrain.methods.
 registry: ``pretrain.regularizers.REGULARIZERS[name](method, cfg)``, options in
 ``cfg.regularizer_args``). One regular step is::
 
+    reg.set_schedule(steps_per_epoch, total_steps)           # (e) once, before the first step
     batch = {"x1", "x2", "plain"}   # views; "plain" = un-augmented resized image if needs_plain
     out = model(x1, x2, feature_mask=reg.feature_mask)      # (b) mask on the pooled features h
     loss, terms = reg.regularize(out["loss"], method, batch, out, progress)   # (a) extra loss
@@ -34,6 +35,10 @@ registry: ``pretrain.regularizers.REGULARIZERS[name](method, cfg)``, options in
   ``pretrain/regularizers/virtual_step.py``). Take meta gradients with ``torch.autograd.grad`` or
   ``backward(inputs=meta_params)`` and zero them yourself: a bare ``backward()`` would write into
   the model's ``.grad`` (and DDP's reducer). The loop zeroes only the main optimizer's gradients.
+  It runs after ``optimizer.step()``: the optimizer's state already holds this step, and its
+  param groups' ``lr`` is this step's (``lr``).
+- (e) ``set_schedule`` gives the run's length (steps per epoch, total steps), e.g. for a warm-up
+  in epochs; ``progress`` in (a) is steps done / total steps.
 """
 from __future__ import annotations
 
@@ -55,12 +60,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from pretrain import distributed as D
-from pretrain.augment import AugmentSpec, SeededViews, TwoViews
+from pretrain.augment import AugmentSpec
 from pretrain.backbones import FEATURE_DIMS, build_resnet
-from pretrain.checkpoint import git_commit, load_torch, save_backbone, save_state
+from pretrain.checkpoint import (
+    atomic_write,
+    first_non_finite,
+    git_commit,
+    load_torch,
+    save_backbone,
+    save_state,
+)
 from pretrain.cli import run_main
 from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
-from pretrain.data import build_unlabelled
+from pretrain.device_augment import InputPipeline
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
 
@@ -236,16 +248,15 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     cfg = dataclasses.replace(cfg, name=run_dir.name)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, run_dir / "config.yaml")
     log = make_logger(run_dir if rank == 0 else None)
     seed_everything(cfg.seed)
 
     method = build_method(cfg.method, build_resnet(cfg.arch, cfg.stem), FEATURE_DIMS[cfg.arch],
                           **cfg.method_args)
     regularizer = build_regularizer(cfg, method)
-    views = TwoViews(AugmentSpec.for_data(cfg.data, cfg.image_size),
-                     with_plain=regularizer.needs_plain)
-    dataset = SeededViews(build_unlabelled(cfg.data, cfg.data_root, views), cfg.seed)
+    pipeline = InputPipeline(AugmentSpec.for_data(cfg.data, cfg.image_size), cfg.augment_on,
+                             with_plain=regularizer.needs_plain, device=device)
+    dataset = pipeline.dataset(cfg.data, cfg.data_root, cfg.seed)
     sampler = EpochBatches(len(dataset), cfg.batch_size, cfg.seed, rank, world)
     steps_per_epoch = sampler.batches_per_epoch()
     if steps_per_epoch == 0:
@@ -254,6 +265,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     total_steps = cfg.steps or max(1, round(cfg.epochs * steps_per_epoch))
     warmup_steps = min(round(cfg.warmup_epochs * steps_per_epoch), total_steps // 10)
     peak_lr = cfg.lr * cfg.batch_size / 256
+    regularizer.set_schedule(steps_per_epoch, total_steps)
 
     method.to(device)
     regularizer.to(device)
@@ -281,6 +293,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
         set_rng_state(state["rng"])
         start_step, history = state["step"], state["history"]
         log.info(f"resumed {run_dir} at step {start_step}")
+    if rank == 0:  # after a resumed state has loaded: a failed resume leaves config.yaml as it was
+        save_yaml(cfg, run_dir / "config.yaml")
     last_good = str(state_path) if resume is not None else None
 
     def save_training_state(step: int) -> None:
@@ -300,7 +314,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                  f"({cfg.data_root or 'embedded synthetic default'}, {len(dataset)} images), "
                  f"{cfg.arch}/{cfg.stem} stem at {cfg.image_size} px, batch {cfg.batch_size} on "
                  f"{world} x {device}, {total_steps} steps ({steps_per_epoch}/epoch), "
-                 f"{cfg.optimizer} peak lr {peak_lr:.4g}, warm-up {warmup_steps} steps")
+                 f"{cfg.optimizer} peak lr {peak_lr:.4g}, warm-up {warmup_steps} steps; "
+                 f"{pipeline.describe()}")
     from tqdm import tqdm
 
     bar = tqdm(total=total_steps, initial=start_step, disable=rank != 0, desc="pretrain",
@@ -317,11 +332,11 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
             # run creates one more than an uninterrupted run).
             loader_iter = iter(DataLoader(dataset, batch_size=sampler.local_batch, sampler=sampler,
                                           num_workers=cfg.workers, pin_memory=cuda,
-                                          drop_last=True, generator=torch.Generator()))
-        x1, x2, plain = next(loader_iter)
-        batch = {k: v.to(device, non_blocking=True, memory_format=memory_format)
-                 if v.ndim == 4 else v.to(device)
-                 for k, v in (("x1", x1), ("x2", x2), ("plain", plain))}
+                                          drop_last=True, generator=torch.Generator(),
+                                          collate_fn=pipeline.collate))
+        batch = pipeline.to_device(next(loader_iter), memory_format)
+        if step == start_step and pipeline.compile_s is not None:
+            log.info(f"torch.compile of the batched augmentation took {pipeline.compile_s:.1f} s")
         lr = warmup_cosine(step, total_steps, warmup_steps, peak_lr)
         set_lr(optimizer, lr)
         try:
@@ -344,6 +359,13 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                 log.info(f"step {step}/{total_steps} " + " ".join(
                     f"{k} {v:.5g}" for k, v in scalars.items()))
         if rank == 0 and (step % cfg.save_every == 0 or step == total_steps):
+            non_finite = first_non_finite(method.state_dict())
+            if non_finite:  # e.g. a huge learning rate: the loss was finite, the update was not
+                message = (f"parameter '{non_finite[0]}' holds {non_finite[1]} NaN or infinite "
+                           f"value(s) after step {step}; nothing saved; last good checkpoint: "
+                           f"{last_good or 'none written yet'}")
+                log.error(message)
+                raise NonFiniteLossError(message)
             save_training_state(step)
             last_good = str(state_path)
     bar.close()
@@ -360,7 +382,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                    "wall_s": round(elapsed, 2),
                    "images_per_s": round(images / elapsed, 2) if elapsed > 0 else None,
                    "history": history, "backbone": str(run_dir / BACKBONE_FILE)}
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        text = json.dumps(metrics, indent=1).encode()
+        atomic_write(run_dir / "metrics.json", lambda f: f.write(text))
         writer.close()
         log.info(f"done: {run_dir / BACKBONE_FILE} ({metrics['images_per_s']} images/s)")
     return run_dir

@@ -78,10 +78,11 @@ def test_pretraining_killed_three_times_ends_with_the_uninterrupted_parameters(
     assert whole["history"] == resumed["history"]
 
 
-def _probe_argv(tiny_data: Path, weights: Path, out: Path, board: Path) -> list[str]:
+def _probe_argv(tiny_data: Path, weights: Path, out: Path, board: Path, cache: Path
+                ) -> list[str]:
     return [sys.executable, str(REPO / "benchmarks" / "colorful_mnist.py"), "--weights",
             str(weights), "--data", str(tiny_data / "colorful_mnist"), "--protocol", "fixed",
-            "--out", str(out), "--leaderboard", str(board)]
+            "--out", str(out), "--leaderboard", str(board), "--cache-dir", str(cache)]
 
 
 @pytest.mark.slow
@@ -94,21 +95,25 @@ def test_benchmark_killed_mid_run_then_rerun_writes_its_rows_once(tiny_data: Pat
     control = open_backbone("random")
     save_backbone(weights, control.model.state_dict(), control.meta)
     board = tmp_path / "leaderboard.csv"
-    argv = _probe_argv(tiny_data, weights, tmp_path / "probe", board)
+    def argv(cache: str) -> list[str]:
+        return _probe_argv(tiny_data, weights, tmp_path / "probe", board, tmp_path / cache)
+
     # A first run that completes, then one killed once it has started probing: the board keeps
-    # the first run's rows, whole; a rerun replaces them instead of adding a second set.
-    subprocess.run(argv, cwd=REPO, check=True, capture_output=True, timeout=300)
+    # the first run's rows, whole; a rerun replaces them instead of adding a second set. The
+    # killed run gets an empty feature cache, so that it is still extracting when the kill lands
+    # (with the first run's cache it can finish within the delay).
+    subprocess.run(argv("cache"), cwd=REPO, check=True, capture_output=True, timeout=300)
     first = read_rows(board)[1]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(argv("cold-cache"), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:
         if "colorful_mnist / fixed: backbone" in line:  # it has started the probe
             break
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 0.3))
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the benchmark ended before it could be killed"
     assert read_rows(board)[1] == first
-    subprocess.run(argv, cwd=REPO, check=True, capture_output=True, timeout=300)
+    subprocess.run(argv("cache"), cwd=REPO, check=True, capture_output=True, timeout=300)
     again = read_rows(board)[1]
     key = [(r["task"], r["protocol"], r["metric"], r["seed"]) for r in again]
     assert len(key) == len(set(key)) == len(first)

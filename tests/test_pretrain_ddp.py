@@ -1,7 +1,9 @@
 """DDP on the CPU (gloo): two processes compute exactly the gradients of one process on the
-combined batch (SimCLR's and Barlow Twins' cross-rank terms via gathers with gradients), and
-MoCo's queue receives every rank's keys. BatchNorm is stripped (per-rank batch statistics differ
-by design; SyncBN covers that on CUDA)."""
+combined batch (SimCLR's and Barlow Twins' cross-rank terms via gathers with gradients), MoCo's
+queue receives every rank's keys, and the bi-level regularizers' meta-gradients (ICL-MSR's
+negatives, MCR's global batch, the all-reduced inner gradients of the virtual step) are those of one
+process. BatchNorm is stripped (per-rank batch statistics differ by design; SyncBN covers that on
+CUDA)."""
 from __future__ import annotations
 
 import os
@@ -14,26 +16,22 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_methods import small_method
+from test_regularizers import meta_gradient, strip_batch_norm, tiny_batch, tiny_pair
 from torch import nn
 
 from pretrain.checkpoint import load_backbone
 from pretrain.methods import METHODS
+from pretrain.optim import LARS
 
 REPO = Path(__file__).resolve().parent.parent
 WORLD, PER_RANK = 2, 4
 
 
-def _strip_batch_norm(module: nn.Module) -> nn.Module:
-    for name, child in module.named_children():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            setattr(module, name, nn.Identity())
-        else:
-            _strip_batch_norm(child)
-    return module
+META_PAIRS = [("simclr", "msr"), ("barlow_twins", "mcr"), ("simclr", "metamask")]
 
 
 def _toy_method(name: str) -> nn.Module:
-    return _strip_batch_norm(small_method(name))
+    return strip_batch_norm(small_method(name))
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +50,18 @@ def _step(model: nn.Module, method: nn.Module, x1: torch.Tensor, x2: torch.Tenso
             "buffers": {n: b.clone() for n, b in method.named_buffers()}}
 
 
+def _meta_gradients(rows: slice) -> dict[str, torch.Tensor]:
+    """Each bi-level regularizer's meta-gradient (BN-free, float64) on ``rows`` of the batch."""
+    grads = {}
+    for method, regularizer in META_PAIRS:
+        model, reg = tiny_pair(method, regularizer, batch_norm=False)
+        optimizer = LARS(model.parameters(), lr=2.0, weight_decay=1e-2, momentum=0.9, eta=0.05)
+        batch = {k: v[rows] for k, v in tiny_batch(WORLD * PER_RANK).items()}
+        grads[regularizer] = torch.cat([g.flatten() for g in meta_gradient(reg, model, batch,
+                                                                           optimizer)])
+    return grads
+
+
 def _worker(rank: int, rendezvous: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
                             world_size=WORLD)
@@ -63,13 +73,21 @@ def _worker(rank: int, rendezvous: str, out_dir: str) -> None:
         method = _toy_method(name)
         model = nn.parallel.DistributedDataParallel(method)
         results[name] = _step(model, method, x1[mine], x2[mine])
+    results["meta"] = _meta_gradients(mine)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """What each of two gloo ranks computed on its half of the batch."""
+    out = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(str(out / "rendezvous"), str(out)), nprocs=WORLD)
+    return [torch.load(out / f"rank{rank}.pt") for rank in range(WORLD)]
+
+
 @pytest.mark.slow
-def test_two_ranks_match_one_process_on_the_combined_batch(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=WORLD)
+def test_two_ranks_match_one_process_on_the_combined_batch(two_ranks: list[dict]) -> None:
     x1, x2 = _batch()
     for name in METHODS:
         method = _toy_method(name)
@@ -79,7 +97,7 @@ def test_two_ranks_match_one_process_on_the_combined_batch(tmp_path: Path) -> No
         # zero analytically, e.g. the bias before Barlow Twins' standardisation)
         scale = max(float(g.abs().max()) for g in reference["grads"].values())
         for rank in range(WORLD):
-            got = torch.load(tmp_path / f"rank{rank}.pt")[name]
+            got = two_ranks[rank][name]
             assert got["grads"].keys() == reference["grads"].keys()
             for key, grad in reference["grads"].items():
                 torch.testing.assert_close(got["grads"][key], grad, rtol=1e-4, atol=1e-5 * scale,
@@ -88,6 +106,17 @@ def test_two_ranks_match_one_process_on_the_combined_batch(tmp_path: Path) -> No
             if name == "mocov2":  # the queue holds all 8 keys, in rank order, on every rank
                 torch.testing.assert_close(got["buffers"]["queue"], reference["buffers"]["queue"])
                 assert int(got["buffers"]["queue_ptr"]) == WORLD * PER_RANK
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("regularizer", [pair[1] for pair in META_PAIRS])
+def test_two_ranks_meta_gradients_match_one_process(two_ranks: list[dict],
+                                                    regularizer: str) -> None:
+    reference = _meta_gradients(slice(None))[regularizer]
+    assert reference.norm() > 0
+    for rank in range(WORLD):
+        got = two_ranks[rank]["meta"][regularizer]
+        assert (got - reference).norm() / reference.norm() < 1e-6, (rank, got, reference)
 
 
 @pytest.mark.slow

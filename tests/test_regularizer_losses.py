@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.regularizers.mcr import comp_loss, mcr_loss, mec_trace
+from pretrain.regularizers.common import warmup_fraction
+from pretrain.regularizers.mcr import (
+    coding_series,
+    comp_loss,
+    mcr_loss,
+    mec_embedding,
+    mec_lambda,
+    mec_scale,
+    series_radius,
+)
 from pretrain.regularizers.msr import SemanticWeightNet, backdoor_nll, uniformity
-from pretrain.regularizers.rcl import Decoder, apply_masks, square_masks
+from pretrain.regularizers.rcl import IMAGENET_SIDES, Decoder, apply_masks, square_masks
 
 
 def test_uniformity_of_orthogonal_and_equal_vectors() -> None:
@@ -52,11 +62,11 @@ def test_mec_taylor_series_approaches_log_det() -> None:
     z = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=1)
     lam = 0.05
     exact = torch.logdet(torch.eye(6, dtype=torch.float64) + lam * z @ z.t())
-    assert torch.isclose(mec_trace(z, z, mu=1.0, lam=lam, order=12), exact, rtol=1e-9)
+    assert torch.isclose(coding_series(z, z, lam, order=12), exact, rtol=1e-9)
     # N > d takes the d x d path: the same trace.
     tall = F.normalize(torch.randn(9, 3, dtype=torch.float64), dim=1)
     exact = torch.logdet(torch.eye(9, dtype=torch.float64) + lam * tall @ tall.t())
-    assert torch.isclose(mec_trace(tall, tall, 1.0, lam, 12), exact, rtol=1e-9)
+    assert torch.isclose(coding_series(tall, tall, lam, 12), exact, rtol=1e-9)
 
 
 def test_mcr_is_lowest_when_views_match_the_comprehensive_embedding() -> None:
@@ -65,21 +75,78 @@ def test_mcr_is_lowest_when_views_match_the_comprehensive_embedding() -> None:
     far = torch.randn(16, 8)
     assert mcr_loss(z_hat, z_hat, z_hat) < mcr_loss(z_hat, far, far)
     spread = torch.eye(8).repeat(2, 1)
-    collapsed = torch.ones(16, 8)
+    collapsed = torch.randn(16, 1) * torch.randn(1, 8) + 0.01 * torch.randn(16, 8)
     assert comp_loss(spread) < comp_loss(collapsed)  # more entropy, lower L_comp
 
 
-def test_rcl_masks_follow_the_spec() -> None:
-    size = 64
-    masks = square_masks(200, size, torch.Generator().manual_seed(0))
+def test_mec_constants_and_warm_up() -> None:
+    assert mec_lambda(64, 8192) == 8192 / (64 * 8192)             # MEC's: d / (m eps), eps = d
+    assert mec_lambda(32, 128) == mec_lambda(32, 2048) == 1 / 32   # MEC's guarantee: 1 / m
+    assert mec_lambda(256, 128, warmup=0.0) == mec_lambda(256, 128) / 8
+    assert mec_lambda(256, 128, warmup=0.5) == mec_lambda(256, 128) / 4.5
+    assert mec_scale(32, 128) == 80 * 32 * (128 / (32 * 64))      # mu m lambda_MEC
+
+
+def _power_law_embeddings(batch: int, dim: int, seed: int = 0) -> list[torch.Tensor]:
+    """Z_hat, Z_1, Z_2: one embedding of shared latent factors with eigenvalue k ~ 1/k (the
+    power law of learned representations), each with its own noise."""
+    g = torch.Generator().manual_seed(seed)
+    rank = min(batch, dim)
+    latent = torch.randn(batch, rank, dtype=torch.float64, generator=g) \
+        / torch.arange(1, rank + 1, dtype=torch.float64).sqrt()
+    mixing = torch.linalg.qr(torch.randn(dim, rank, dtype=torch.float64, generator=g))[0].t()
+    return [latent @ mixing + 0.05 * torch.randn(batch, dim, dtype=torch.float64, generator=g)
+            / rank ** 0.5 for _ in range(3)]
+
+
+@pytest.mark.parametrize("batch,dim", [(32, 128), (32, 2048), (256, 128), (256, 8192)])
+def test_mcr_at_the_budgets_sizes_is_finite_and_converges_after_warm_up(batch: int,
+                                                                       dim: int) -> None:
+    """The CPU budget's sizes (32 images; SimCLR's 128-d and the CPU Barlow Twins' 2048-d
+    projector) and the full budget's (256 images; 128-d, and Barlow Twins' 8192-d)."""
+    z_hat, z1, z2 = _power_law_embeddings(batch, dim)
+    c = mec_scale(batch, dim)
+    comp, mcr = comp_loss(z_hat), mcr_loss(z_hat, z1, z2)
+    assert torch.isfinite(comp) and torch.isfinite(mcr)
+    # A converged series is log(1 + x) / x of the eigenvalues, in (0.58, 1], times the first-order
+    # term: -c for L_comp, -c x the summed mean cosine of each view with Z_hat for L_mcr.
+    assert -1 < comp / c < -0.6, float(comp / c)
+    # MEC's 1/(m lambda) scaling keeps the first-order term through the lambda warm-up
+    assert -1 < comp_loss(z_hat, warmup=0.0) / c < -0.95
+    cosines = sum((mec_embedding(z_hat) * mec_embedding(z)).sum(1).mean() for z in (z1, z2))
+    assert 0.58 * cosines < -mcr / c < cosines, (float(mcr / c), float(cosines))
+    embeddings = [mec_embedding(z) for z in (z_hat, z1, z2)]
+    radius = series_radius(embeddings, mec_lambda(batch, dim))
+    assert 0.05 < radius < 1
+    assert series_radius(embeddings, mec_lambda(batch, dim, warmup=0.0)) == \
+        pytest.approx(radius / 8)
+    collapsed = torch.randn(batch, 1, dtype=torch.float64) * torch.randn(1, dim,
+                                                                         dtype=torch.float64)
+    assert series_radius([mec_embedding(collapsed)], mec_lambda(batch, dim)) == pytest.approx(1)
+
+
+def test_warm_up_is_the_papers_fraction_or_its_epochs() -> None:
+    assert warmup_fraction(30, 200, None) == 0.15          # no run length: the paper's fraction
+    assert warmup_fraction(30, 200, 0.27) == 0.15          # shorter run: proportionate
+    assert warmup_fraction(30, 200, 400) == 30 / 400       # longer run: the paper's 30 epochs
+    assert warmup_fraction(10, 300, 300) == 10 / 300
+
+
+@pytest.mark.parametrize("size,side,pixels", [(64, (10 / 64, 16 / 64), (10, 16)),
+                                              (224, IMAGENET_SIDES, (40, 80))])
+def test_rcl_masks_follow_the_spec(size: int, side: tuple[float, float],
+                                   pixels: tuple[int, int]) -> None:
+    """3-5 squares of 10-16 px at 64 px (Colorful-MNIST) and 40-80 px at 224 px (ImageNet)."""
+    masks = square_masks(100, size, torch.Generator().manual_seed(0), side=side)
     fraction = masks.float().mean(dim=(1, 2, 3))
-    low, high = round(0.15 * size), round(0.25 * size)
+    low, high = pixels
     assert (fraction >= low * low / size**2).all()              # at least one full square
     assert (fraction <= 5 * high * high / size**2).all()        # at most five of the largest
-    assert torch.equal(masks, square_masks(200, size, torch.Generator().manual_seed(0)))
-    one = square_masks(50, size, torch.Generator().manual_seed(1), count=(1, 1))
+    assert torch.equal(masks, square_masks(100, size, torch.Generator().manual_seed(0),
+                                           side=side))
+    one = square_masks(50, size, torch.Generator().manual_seed(1), count=(1, 1), side=side)
     sides = one.any(dim=2).sum(dim=-1).flatten()                # width of the single square
-    assert sides.min() >= low and sides.max() <= high
+    assert sides.min() == low and sides.max() == high
     images = torch.rand(2, 3, size, size)
     fill = torch.tensor([0.1, 0.2, 0.3])
     masked = apply_masks(images, masks[:2], fill)

@@ -23,6 +23,8 @@ overrides at the end). This driver adds:
   default ``coco_cpu_FPN_128px.yaml`` (used when ``--data`` is absent) are the default
   ``--config-file``. ``_BASE_:
   "model_zoo:<path>"`` names a file of detectron2's model zoo; other bases are relative paths.
+  A base (and each base it names) must lie in the zoo or ``transfer/configs`` and is read with
+  ``yaml.safe_load`` (``transfer/compat.py``).
 - the data: ``--data`` is a COCO root (``annotations/instances_{train,val}2017.json``,
   ``train2017/``, ``val2017/``); both files are checked first (fields, ids, image files) and
   registered with ``register_coco_instances``; ``NUM_CLASSES`` follows the categories. The
@@ -65,7 +67,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import transfer.compat  # noqa: F401,I001  (shims; before any detectron2 import)
 
-from detectron2 import model_zoo
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog
@@ -80,15 +81,15 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 
 from pretrain.backbones import RESNETS
 from pretrain.checkpoint import atomic_write
-from pretrain.data import coco_files, validate_coco
 from pretrain.cli import InputError, run_main
+from pretrain.data import coco_files, validate_coco
 from pretrain.open_backbone import add_backbone_arguments, is_random, open_backbone
+from transfer.compat import ZOO_PREFIX, UnsafeConfigError, detectron2_base
 from transfer.convert import export_backbone
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FULL_CONFIG = CONFIG_DIR / "coco_R_50_FPN_1x_moco.yaml"
 CPU_CONFIG = CONFIG_DIR / "coco_cpu_FPN_128px.yaml"
-ZOO_PREFIX = "model_zoo:"
 TRAIN_SET, TEST_SET = "suite_coco_train", "suite_coco_val"
 SPLITS = {TRAIN_SET: "train", TEST_SET: "val"}
 TASK, PROTOCOL = "coco_det", "finetune"
@@ -152,15 +153,20 @@ def load_config(path: str | Path) -> CfgNode:
 
 def _merge_config(cfg: CfgNode, path: Path) -> None:
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise CocoDetError(f"--config {path}: cannot be read as YAML ({err})") from err
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise CocoDetError(f"--config {path}: cannot be read as YAML "
+                           f"({' '.join(str(err).split())})") from err
+    if not isinstance(doc, dict):
+        raise CocoDetError(f"--config {path}: expected a mapping of config keys")
     base = doc.pop("_BASE_", None)
-    if base and base.startswith(ZOO_PREFIX):
-        zoo_file = model_zoo.get_config_file(base[len(ZOO_PREFIX):])  # raises if absent
-        cfg.merge_from_file(zoo_file)
-    elif base:
-        _merge_config(cfg, path.parent / base)
+    try:  # a base must lie in the model zoo or transfer/configs (transfer/compat.py)
+        if base is not None and str(base).startswith(ZOO_PREFIX):
+            cfg.merge_from_file(str(detectron2_base(base, path)))
+        elif base is not None:
+            _merge_config(cfg, detectron2_base(base, path))
+    except UnsafeConfigError as err:
+        raise CocoDetError(f"--config {err}") from err
     try:
         cfg.merge_from_other_cfg(CfgNode(doc))
     except (KeyError, ValueError, AssertionError) as err:

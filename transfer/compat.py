@@ -29,16 +29,56 @@ mmcv_missing_ext
     Registers a placeholder ``mmcv._ext`` (with a ``__spec__``, which mmengine's
     ``mmcv_full_available()`` reads); every op raises :class:`MissingCompiledOpError` when called.
     Skipped when a real ``mmcv._ext`` (full mmcv) is importable.
+
+Guards: no engine loader runs code from a user's file
+-----------------------------------------------------
+detectron2 0.6, fvcore 0.1.5 and mmengine 0.10.7 read configs and checkpoints with loaders that
+execute code from the file. Each guard below routes one of them through the suite's own readers
+(``pretrain/checkpoint.py``: ``torch.load(weights_only=True)``, and for pickles an unpickler that
+admits only numpy arrays and plain containers), which raise ``CheckpointError`` naming the file.
+A guard is applied when its module is first imported (at once if it already is), so importing this
+module imports no engine.
+
+detectron2_safe_yaml (``detectron2.config.config``)
+    ``CfgNode.load_yaml_with_base`` falls back to ``yaml.unsafe_load`` (Python tags run code) and
+    follows any ``_BASE_`` (absolute, ``../``, a URL). Replaced by :func:`load_detectron2_yaml`:
+    ``yaml.safe_load`` only, and every ``_BASE_`` resolved by :func:`detectron2_base`, which admits
+    only files whose real path lies in detectron2's model zoo or ``transfer/configs/``.
+detectron2_safe_checkpoints (``detectron2.checkpoint.detection_checkpoint``)
+    ``DetectionCheckpointer._load_file`` reads ``.pkl`` with ``pickle.load`` and ``.pyth`` with a
+    bare ``torch.load``. The module's ``pickle`` and ``torch`` become :class:`_SafeLoading`
+    stand-ins whose ``load`` is the suite's reader.
+fvcore_safe_checkpoints (``fvcore.common.checkpoint``)
+    ``Checkpointer._load_file`` (every other file: ``.pth``) is a bare ``torch.load``; it becomes
+    ``load_torch``. With the guard above, that is every file detectron2 loads: ``MODEL.WEIGHTS``,
+    ``--resume`` and ``--eval-only``. ``Checkpointer.get_checkpoint_file`` refuses a
+    ``last_checkpoint`` naming a file outside the run folder.
+detectron2_safe_proposals (``detectron2.data.build``)
+    Precomputed proposal files (``DATASETS.PROPOSAL_FILES_*``) are read with ``pickle.load``;
+    its ``pickle`` becomes the arrays-only stand-in.
+mmengine_safe_checkpoints (``mmengine.runner.checkpoint``)
+    Every ``CheckpointLoader`` scheme ends in a bare ``torch.load`` (``load_from``, ``resume``,
+    the ``Pretrained`` init). The local scheme becomes ``load_torch``; the downloading schemes
+    (http(s), pavi, s3, open-mmlab, mmcls, torchvision) are refused: the suite reads local files
+    only. Schemes registered later (``transfer/mpii_pose.py``'s restricted ``suite-resume://``)
+    are untouched.
+mmengine_safe_fileio (``mmengine.fileio.handlers``)
+    ``mmengine.load`` reads ``.pkl`` with ``pickle.load`` and ``.yaml`` with ``yaml.Loader``
+    (which constructs Python objects); they become the arrays-only unpickler and
+    ``yaml.safe_load``.
 """
 from __future__ import annotations
 
+import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 import warnings
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 
 class MissingCompiledOpError(RuntimeError):
@@ -139,6 +179,234 @@ def mmcv_missing_ext() -> bool:
         "(see ../shared/DEPENDENCIES.md).")
 
 
+# ----------------------------------------------------------------------------- guards
+class UnsafeConfigError(ValueError):
+    """A config the suite does not read: it holds Python tags, or a ``_BASE_`` outside the
+    trusted folders; the message names the file and the fix."""
+
+
+REPO_CONFIGS = Path(__file__).resolve().parent / "configs"
+ZOO_PREFIX = "model_zoo:"
+BASE_KEY = "_BASE_"
+
+
+def detectron2_zoo() -> Path:
+    """detectron2's model-zoo config folder (found without importing detectron2)."""
+    spec = importlib.util.find_spec("detectron2")
+    if spec is None or spec.origin is None:
+        raise UnsafeConfigError("detectron2 is not installed, so it has no model zoo")
+    return Path(spec.origin).resolve().parent / "model_zoo" / "configs"
+
+
+def config_roots() -> list[Path]:
+    """The folders a detectron2 ``_BASE_`` may point into (real paths)."""
+    return [detectron2_zoo(), REPO_CONFIGS]
+
+
+def detectron2_base(base: Any, config: Path) -> Path:
+    """The file a ``_BASE_`` in ``config`` names: ``model_zoo:<path>`` (in detectron2's zoo) or a
+    path relative to ``config``. Its real path (links and ``..`` resolved) must lie in
+    :func:`config_roots`."""
+    if not isinstance(base, str) or not base:
+        raise UnsafeConfigError(f"{config}: {BASE_KEY} must name a config file, got {base!r}")
+    if base.startswith(ZOO_PREFIX):
+        candidate = detectron2_zoo() / base[len(ZOO_PREFIX):]
+    else:
+        candidate = Path(config).parent / os.path.expanduser(base)
+    real = candidate.resolve()
+    if not any(real.is_relative_to(root) for root in config_roots()):
+        raise UnsafeConfigError(
+            f"{config}: {BASE_KEY} {base!r} resolves to {real}, outside detectron2's model zoo "
+            "and transfer/configs/; only bases there are followed (review the file and copy it "
+            "into transfer/configs/)")
+    if not real.is_file():
+        raise UnsafeConfigError(f"{config}: {BASE_KEY} {base!r}: no such file {real}")
+    return real
+
+
+def load_detectron2_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """``path`` read with ``yaml.safe_load`` and merged over its ``_BASE_`` chain (each base
+    checked by :func:`detectron2_base`), as detectron2's ``load_yaml_with_base`` returns it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UnsafeConfigError(f"{path}: cannot be read ({_first_line(err)})") from err
+    doc = safe_yaml(text, str(path))
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise UnsafeConfigError(f"{path}: expected a mapping of config keys, got "
+                                f"{type(doc).__name__}")
+    if BASE_KEY not in doc:
+        return doc
+    bases = doc.pop(BASE_KEY)
+    merged: dict[str, Any] = {}
+    for base in bases if isinstance(bases, list) else [bases]:
+        _merge_into(load_detectron2_yaml(detectron2_base(base, path)), merged)
+    _merge_into(doc, merged)
+    return merged
+
+
+def safe_yaml(stream: str | IO[str], name: str) -> Any:
+    """``yaml.safe_load``; a YAML error (a Python tag among them) as one line naming ``name``."""
+    import yaml
+
+    try:
+        return yaml.safe_load(stream)
+    except yaml.YAMLError as err:
+        raise UnsafeConfigError(f"{name}: not a plain YAML file ({_first_line(err)}); Python "
+                                "tags are refused, since loading them runs code") from err
+
+
+def _merge_into(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """fvcore's base-config merge: nested mappings merge, anything else replaces."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            _merge_into(value, old[key])
+        else:
+            old[key] = value
+
+
+def _first_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300]
+
+
+class _SafeLoading(types.ModuleType):
+    """Stands for a module (``pickle``, ``torch``) in one engine module's globals: every attribute
+    is the real module's, except ``load``, which is the suite's reader that never runs code."""
+
+    def __init__(self, real: types.ModuleType, load: Callable[..., Any]) -> None:
+        super().__init__(real.__name__)
+        self._real, self.load = real, load
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _load_pickle(file: IO[bytes], **_: Any) -> Any:
+    from pretrain.checkpoint import load_pickle_arrays
+
+    return load_pickle_arrays(file)
+
+
+def _load_torch(file: Any, map_location: Any = None, **_: Any) -> Any:
+    from pretrain.checkpoint import load_torch
+
+    return load_torch(file, map_location)
+
+
+def detectron2_safe_yaml(module: types.ModuleType) -> None:
+    module.CfgNode.load_yaml_with_base = classmethod(
+        lambda cls, filename, allow_unsafe=False: load_detectron2_yaml(filename))
+
+
+def detectron2_safe_checkpoints(module: types.ModuleType) -> None:
+    module.pickle = _SafeLoading(module.pickle, _load_pickle)
+    module.torch = _SafeLoading(module.torch, _load_torch)
+
+
+def detectron2_safe_proposals(module: types.ModuleType) -> None:
+    module.pickle = _SafeLoading(module.pickle, _load_pickle)
+
+
+def fvcore_safe_checkpoints(module: types.ModuleType) -> None:
+    checkpointer = module.Checkpointer
+    checkpointer._load_file = lambda self, f: _load_torch(f)
+    listed = checkpointer.get_checkpoint_file
+
+    def get_checkpoint_file(self: Any) -> str:
+        path = listed(self)
+        if path and not Path(path).resolve().is_relative_to(Path(self.save_dir).resolve()):
+            from pretrain.checkpoint import CheckpointError
+
+            raise CheckpointError(f"{Path(self.save_dir) / 'last_checkpoint'} names {path}, "
+                                  "outside the run folder; a run's checkpoints are read from "
+                                  "its own folder only")
+        return path
+
+    checkpointer.get_checkpoint_file = get_checkpoint_file
+
+
+def load_from_local_weights_only(filename: str, map_location: Any = None) -> Any:
+    # mmengine logs a scheme by its loader's name minus 'load_from_'
+    return _load_torch(os.path.expanduser(filename), map_location)
+
+
+def load_from_refused(filename: str, map_location: Any = None) -> Any:
+    from pretrain.checkpoint import CheckpointError
+
+    raise CheckpointError(f"{filename}: the suite reads local checkpoint files only (nothing is "
+                          "downloaded at run time); download it yourself and pass the file")
+
+
+def mmengine_safe_checkpoints(module: types.ModuleType) -> None:
+    loader = module.CheckpointLoader
+    for prefix in list(loader._schemes):
+        loader.register_scheme(prefix, load_from_refused if prefix else
+                               load_from_local_weights_only, force=True)
+
+
+def mmengine_safe_fileio(module: types.ModuleType) -> None:
+    module.PickleHandler.load_from_fileobj = lambda self, file, **_: _load_pickle(file)
+    module.YamlHandler.load_from_fileobj = lambda self, file, **_: safe_yaml(
+        file, str(getattr(file, "name", "a YAML file read by mmengine")))
+
+
+GUARDS: dict[str, Callable[[types.ModuleType], None]] = {
+    "detectron2.config.config": detectron2_safe_yaml,
+    "detectron2.checkpoint.detection_checkpoint": detectron2_safe_checkpoints,
+    "detectron2.data.build": detectron2_safe_proposals,
+    "fvcore.common.checkpoint": fvcore_safe_checkpoints,
+    "mmengine.runner.checkpoint": mmengine_safe_checkpoints,
+    "mmengine.fileio.handlers": mmengine_safe_fileio,
+}
+
+
+class _GuardOnImport(importlib.abc.MetaPathFinder):
+    """Applies a pending guard to its module right after the module is first executed."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, Callable[[types.ModuleType], None]] = {}
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in self.pending:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        guard, execute = self.pending.pop(name), spec.loader.exec_module
+
+        def exec_module(module: types.ModuleType) -> None:
+            execute(module)
+            guard(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def install_guards() -> list[str]:
+    """Apply each guard now (module already imported) or on its first import; return the
+    guarded module names."""
+    finder = next((f for f in sys.meta_path if isinstance(f, _GuardOnImport)), None)
+    if finder is None:
+        finder = _GuardOnImport()
+        sys.meta_path.insert(0, finder)
+    for name, guard in GUARDS.items():
+        if name in sys.modules:
+            guard(sys.modules[name])
+        else:
+            finder.pending[name] = guard
+    return list(GUARDS)
+
+
 _applied: dict[str, Any] | None = None
 
 
@@ -151,6 +419,7 @@ def apply() -> dict[str, Any]:
             "pillow_linear": pillow_linear(),
             "detectron2_missing_C": detectron2_missing_C(),
             "mmcv_missing_ext": mmcv_missing_ext(),
+            "guards": install_guards(),
         }
     return _applied
 

@@ -130,6 +130,25 @@ class Regularizer(nn.Module):
         #: Applied to the online pooled backbone features before the projector (hook b); a
         #: module assigned here is registered, so its parameters are saved with the regularizer.
         self.feature_mask: FeatureMask | None = None
+        #: The run's length, from :meth:`set_schedule`; None for a module used outside the loop.
+        self.steps_per_epoch: int | None = None
+        self.total_steps: int | None = None
+
+    def set_schedule(self, steps_per_epoch: int, total_steps: int) -> None:
+        """The loop tells the run's length before the first step (hook e): warm-ups in epochs and
+        schedules over the run read it."""
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+
+    def run_epochs(self) -> float | None:
+        """The run's length in epochs, or None before :meth:`set_schedule`."""
+        if self.total_steps is None or not self.steps_per_epoch:
+            return None
+        return self.total_steps / self.steps_per_epoch
+
+    def progress(self, step: int) -> float:
+        """Steps done / total steps at ``step`` (the ``progress`` of :meth:`regularize`); 1 before
+        :meth:`set_schedule`, i.e. past any warm-up."""
+        return step / self.total_steps if self.total_steps else 1.0
 
     def joint_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by the main optimizer together with the method (hook c)."""

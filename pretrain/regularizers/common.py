@@ -33,3 +33,14 @@ def require_method(name: str, method: Method, supported: tuple[str, ...]) -> str
 def output_dim(module: torch.nn.Module) -> int:
     """Output width of an MLP head (its last Linear layer)."""
     return [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1].out_features
+
+
+def warmup_fraction(warmup_epochs: float, paper_epochs: float, run_epochs: float | None) -> float:
+    """A paper's warm-up of ``warmup_epochs`` out of ``paper_epochs``, as a fraction of this run.
+
+    A run no longer than the paper's keeps the paper's fraction (a short run gets a proportionate
+    warm-up); a longer run keeps the paper's number of epochs:
+    min(warmup_epochs, run_epochs * warmup_epochs / paper_epochs) / run_epochs. Without the run's
+    length (a module used outside the training loop) the paper's fraction.
+    """
+    return warmup_epochs / max(paper_epochs, run_epochs or paper_epochs)

@@ -20,7 +20,10 @@ Choices where the paper is ambiguous:
   weights its channels; pooling commutes with the channel weighting, and the pooled vector is what
   the projector sees).
 - Negatives are the 2(N-1) other samples of both views, as in NT-Xent (eq. 3 writes l != j, which
-  read literally would drop the same-view negatives that L_ct uses).
+  read literally would drop the same-view negatives that L_ct uses); under DDP N is the global
+  batch: every rank's features are gathered with gradients, as the base loss gathers its
+  embeddings (``pretrain.methods.simclr.nt_xent``), so W ranks compute what one process computes
+  on the combined batch.
 - L_msr is averaged over the 2N anchors (not summed) so lambda does not scale with the batch.
 - a_t = sigmoid(.) in (0, 1) ("large weights for the related subset of channels, small outside");
   L_uni uses the L2-normalised a_t, since the Gaussian potential is defined on the sphere
@@ -37,28 +40,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.methods.base import Method, Outputs, Regularizer
+from pretrain.distributed import gather_with_grad, rank
+from pretrain.methods.base import Method, Outputs, full_precision
 from pretrain.regularizers.common import options, require_method
-from pretrain.regularizers.virtual_step import bilevel_update
+from pretrain.regularizers.virtual_step import BilevelRegularizer, Objective
 
 
 def backdoor_nll(h1: torch.Tensor, h2: torch.Tensor, weights: torch.Tensor,
                  temperature: float = 0.5) -> torch.Tensor:
-    """L_msr (eq. 4, 6), mean over the 2N anchors.
+    """L_msr (eq. 4, 6), mean over this rank's 2n anchors; the negatives are both views of every
+    rank's batch (gathered with gradients, as SimCLR's NT-Xent does).
 
-    h1, h2: (N, c) pooled backbone features of the two views; weights: (N, n, c) = A_s per sample.
+    h1, h2: (n, c) pooled backbone features of the two views; weights: (n, n_vectors, c) = A_s.
     """
-    n_samples = h1.shape[0]
-    z = F.normalize(torch.cat([h1, h2]), dim=1)                       # (2N, c) anchors
+    n = h1.shape[0]
+    h1, h2 = full_precision(h1), full_precision(h2)
+    z1, z2 = F.normalize(h1, dim=1), F.normalize(h2, dim=1)
+    z = torch.cat([z1, z2])                                           # (2n, c) anchors
     positives = torch.cat([h2, h1])                                   # z_i^{3-j} per anchor
-    a = torch.cat([weights, weights])                                 # (2N, n, c)
+    a = torch.cat([weights, weights]).to(z.dtype)                     # (2n, n_vectors, c)
     weighted = F.normalize(a * positives.unsqueeze(1), dim=2)         # a_t * z_i^{3-j}
-    s_pos = torch.einsum("bc,btc->bt", z, weighted) / temperature     # (2N, n)
+    s_pos = torch.einsum("bc,btc->bt", z, weighted) / temperature     # (2n, n_vectors)
 
-    sim = z @ z.t() / temperature                                     # (2N, 2N)
-    index = torch.arange(2 * n_samples, device=z.device)
-    not_negative = (index[:, None] == index[None, :]) \
-        | (index[:, None] == (index[None, :] + n_samples) % (2 * n_samples))
+    all1, all2 = gather_with_grad(z1), gather_with_grad(z2)
+    total = all1.shape[0]
+    sim = z @ torch.cat([all1, all2]).t() / temperature               # (2n, 2N)
+    own = torch.arange(n, device=z.device) + rank() * n
+    anchors = torch.arange(2 * n, device=z.device)
+    not_negative = torch.zeros_like(sim, dtype=torch.bool)
+    not_negative[anchors, torch.cat([own, own + total])] = True      # the anchor itself
+    not_negative[anchors, torch.cat([own + total, own])] = True      # its other view
     neg_lse = torch.logsumexp(sim.masked_fill(not_negative, float("-inf")), dim=1, keepdim=True)
     log_terms = s_pos - torch.logaddexp(s_pos, neg_lse)               # log of each fraction
     log_p = torch.logsumexp(log_terms, dim=1) - math.log(weights.shape[1])
@@ -91,7 +102,7 @@ class SemanticWeightNet(nn.Module):
         return torch.sigmoid(logits).view(-1, self.n_vectors, self.channels)
 
 
-class MSR(Regularizer):
+class MSR(BilevelRegularizer):
     """ICL-MSR on SimCLR or BYOL: L_ct + lambda L_msr, and a meta step for f_msr every step."""
 
     needs_plain = True
@@ -116,12 +127,10 @@ class MSR(Regularizer):
         msr = backdoor_nll(out["h1"], out["h2"], weights, self.temperature)
         return base_loss + self.lam * msr, {"ssl": base_loss.detach(), "msr": msr.detach()}
 
-    def meta_step(self, method: Method, batch: dict[str, torch.Tensor],
-                  optimizer: torch.optim.Optimizer, lr: float, step: int) -> dict[str, float]:
+    def meta_objectives(self, batch: dict[str, torch.Tensor], step: int
+                        ) -> tuple[Objective, Objective]:
+        """Algorithm 1: inner L_ct + lambda L_msr(A_s), outer L_ct(f1) + gamma L_uni(A_s)."""
         weights = self.weight_net(batch["plain"])
-        return bilevel_update(
-            method, batch,
-            inner=lambda out: out["loss"] + self.lam * backdoor_nll(
-                out["h1"], out["h2"], weights, self.temperature),
-            outer=lambda out: out["loss"] + self.gamma * uniformity(weights, self.t),
-            meta_optimizer=self.meta_optimizer, lr=lr, optimizer=optimizer)
+        return (lambda out: out["loss"] + self.lam * backdoor_nll(
+                    out["h1"], out["h2"], weights, self.temperature),
+                lambda out: out["loss"] + self.gamma * uniformity(weights, self.t))

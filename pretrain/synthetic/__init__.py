@@ -74,10 +74,19 @@ def default_root(size: str = "default", seed: int = 0) -> Path:
     with _file_lock(root.with_name(root.name + ".lock")):
         if root.is_dir():  # another process finished it while we waited
             return root
-        tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}-{time.time_ns()}")
-        try:
-            generate(tmp, size=size, seed=seed)
-            os.replace(tmp, root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        generate_into(root, size, seed)
+    return root
+
+
+def generate_into(root: Path, size: str = "default", seed: int = 0) -> Path:
+    """:func:`generate` into a new temporary folder beside ``root`` (created here, so no other
+    folder is ever touched), renamed to ``root`` when complete; on failure it is removed."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.with_name(f".{root.name}.partial-{os.getpid()}-{time.time_ns()}")
+    tmp.mkdir()  # exclusive: fails if the folder exists, so the one removed below is ours
+    try:
+        generate(tmp, size=size, seed=seed)
+        os.replace(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return root
