@@ -7,7 +7,7 @@ crop ("fg"). A linear probe is trained on the frozen features of one view and te
 metrics ``train_{full,fg}_test_{full,fg}_top1`` (the paper's settings 1-4). A backbone that relies
 on context does much better on full images than on foregrounds. COCO_ROOT has the COCO layout
 (annotations/instances_{train,val}2017.json, {train,val}2017/); with no --data it runs on the
-embedded synthetic default (10 of the 30 categories). See benchmarks/probe.py for the recipe.
+embedded synthetic default (10 of the 30 categories). See benchmarks/protocols.py for the recipe.
 """
 from __future__ import annotations
 
@@ -16,18 +16,9 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python benchmarks/coco_fgbg.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.probe import (  # noqa: E402
-    LinearRecipe,
-    ProbeError,
-    Task,
-    eval_transform,
-    linear_probe,
-    main,
-    parser,
-    prepare,
-    report,
-    resolve_data,
-)
+from benchmarks.features import eval_transform  # noqa: E402
+from benchmarks.probe import Task, main, prepare, report  # noqa: E402
+from benchmarks.protocols import LinearRecipe, linear_probe  # noqa: E402
 from pretrain.data import ICL_MSR_CATEGORIES, CocoObjects  # noqa: E402
 from pretrain.synthetic import default_root  # noqa: E402
 
@@ -44,31 +35,30 @@ TASK = Task(
     load=load,
     default_data=default_root,
     description=__doc__,
+    protocols=("fixed",),
+    supervised=False,
 )
 
 
 def run(argv: list[str] | None = None) -> dict:
-    args = parser(TASK, protocols=("fixed",), supervised=False).parse_args(argv)
-    task = resolve_data(TASK, args)
-    if args.weights is None:
-        raise ProbeError("--weights is required (a checkpoint, or 'random')")
-    job = prepare(task, args, "linear")
-    features = {(split, short): job.features(load(job.data, split, eval_transform(job.image_size),
-                                                  view), f"coco/{split}/{short}")
+    job = prepare(TASK, argv, "linear")
+    cfg = job.cfg
+    features = {(split, short): job.features(job.load(split, eval_transform(cfg.image_size),
+                                                      view=view), f"coco/{split}/{short}")
                 for split in ("train", "test") for short, view in VIEWS.items()}
-    recipe = LinearRecipe(epochs=args.linear_epochs)
+    recipe = LinearRecipe(epochs=cfg.linear_epochs)
     per_seed = []
-    for seed in range(args.seeds):
+    for seed in range(cfg.seeds):
         result = {}
         for train_view in VIEWS:
             tests = {short: features["test", short] for short in VIEWS}
-            accuracy = linear_probe(features["train", train_view], tests, task.classes, seed,
-                                    recipe, args.device)
+            accuracy = linear_probe(features["train", train_view], tests, job.task.classes, seed,
+                                    recipe, cfg.device)
             result.update({f"train_{train_view}_test_{short}_top1": acc["category"]
                            for short, acc in accuracy.items()})
         per_seed.append({"linear": result})
-    present = load(job.data, "train", None).present
-    return report(task, job, per_seed, extra={"categories_present": present})
+    present = job.load("train", None).present
+    return report(job, per_seed, extra={"categories_present": present})
 
 
 if __name__ == "__main__":

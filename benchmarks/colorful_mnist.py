@@ -6,7 +6,7 @@
 fixed: frozen features, linear probe and weighted kNN (k=5, 200) on both labels; finetune: the
 whole backbone with a digit head and a background head. A backbone that learned only the
 background scores high on background_top1 and near chance (10%) on digit_top1. With no --data it
-runs on the embedded synthetic default; see benchmarks/probe.py for the recipes.
+runs on the embedded synthetic default; see benchmarks/protocols.py for the recipes.
 """
 from __future__ import annotations
 

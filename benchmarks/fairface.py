@@ -7,7 +7,7 @@ fixed: frozen features, linear probe and weighted kNN (k=5, 200) on the three at
 finetune: the whole backbone with one head per attribute. Contrastive backbones tend to learn the
 easy attribute (race: skin tone) and partly ignore age and gender. Splits: train / val (the
 official release has no test split). With no --data it runs on the embedded synthetic default;
-see benchmarks/probe.py for the recipes.
+see benchmarks/protocols.py for the recipes.
 """
 from __future__ import annotations
 

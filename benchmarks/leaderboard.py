@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import fcntl
-import hashlib
 import io
 import math
 import os
@@ -27,7 +26,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.tasks import gap_of
 from pretrain.checkpoint import atomic_write, git_commit
+from pretrain.open_backbone import file_sha256
 
 COLUMNS = [
     "backbone_id", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs",
@@ -40,11 +41,7 @@ DEFAULT_PATH = Path("runs/leaderboard.csv")
 
 def file_hash(path: str | os.PathLike, length: int = 12) -> str:
     """Short sha256 of a file's bytes: the backbone id of a checkpoint."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
+    return file_sha256(path)[:length]
 
 
 def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> dict[str, Any]:
@@ -222,15 +219,6 @@ def markdown_text(text: Any) -> str:
 # ----------------------------------------------------------------------------- reading the board
 REFERENCE_PATH = Path(__file__).with_name("reference.csv")
 
-# The shortcut gap of each task: mean(first metrics) - mean(second metrics). A large negative
-# gap means the backbone learned the easy cue (background, race, context) and not the other.
-GAPS = {
-    "colorful_mnist": ("digit-bkgd", ["digit_top1"], ["background_top1"]),
-    "fairface": ("age,gender-race", ["age_top1", "gender_top1"], ["race_top1"]),
-    "coco_fgbg": ("fg-full", ["train_fg_test_fg_top1"], ["train_full_test_full_top1"]),
-}
-
-
 def reference_rows() -> list[dict[str, str]]:
     """The papers' and model zoos' published numbers that ship with the suite."""
     return read_rows(REFERENCE_PATH)[1]
@@ -251,11 +239,10 @@ def summarize(rows: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
         stats = {m: _mean_std(v) for m, v in metrics.items()}
         entry = {"backbone": _label(row), "backbone_id": row["backbone_id"],
                  "protocol": row["protocol"], "source": row["source"], "metrics": stats}
-        if row["task"] in GAPS:
-            name, plus, minus = GAPS[row["task"]]
-            if all(m in stats for m in plus + minus):
-                entry["gap"] = (name, sum(stats[m][0] for m in plus) / len(plus)
-                                - sum(stats[m][0] for m in minus) / len(minus))
+        gap = gap_of(row["task"])  # the task's shortcut gap (benchmarks/tasks.py)
+        value = gap.of({m: s[0] for m, s in stats.items()}) if gap else None
+        if value is not None:
+            entry["gap"] = (gap.name, value)
         tasks.setdefault(row["task"], []).append(entry)
     for entries in tasks.values():
         entries.sort(key=lambda e: (e["source"] != "measured", e["protocol"], e["backbone"]))
@@ -316,7 +303,7 @@ def markdown(rows: list[dict[str, str]]) -> str:
     for task, entries in sorted(summarize(rows).items()):
         metrics = sorted({m for e in entries for m in e["metrics"]})
         has_gap = any("gap" in e for e in entries)
-        gap_column = [GAPS[task][0]] if has_gap else []
+        gap_column = [gap_of(task).name] if has_gap else []
         head = ["backbone", "protocol", *map(markdown_text, metrics), *gap_column, "source"]
         out += [f"### {markdown_text(task)}", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" * len(head)]

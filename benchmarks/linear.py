@@ -6,7 +6,7 @@
 ROOT holds ``train/<class>/<image>`` and ``val/<class>/<image>`` with the same class folders
 (the ImageNet layout); sorted folder names are the label order. fixed: frozen features, linear
 probe and weighted kNN (k=5, 200); finetune: the whole backbone with a classifier head. Leaderboard
-task ``imagefolder``, metric ``class_top1``. See benchmarks/probe.py for the recipes.
+task ``imagefolder``, metric ``class_top1``. See benchmarks/protocols.py for the recipes.
 """
 from __future__ import annotations
 

@@ -5,9 +5,10 @@
         [--arch resnet18] [--gpus N] [--jobs N] [--budget cpu|smoke|full]
 
 With no arguments (the README's main job) it generates the embedded synthetic default, pretrains a
-panel of ResNet-18 backbones on it plus a random-init control, and runs every transfer task on each:
-COCO Mask R-CNN (detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST
-fixed and fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
+panel of ResNet-18 backbones on it plus the random-init control (``--weights random``, the same in
+every stage), and runs every task of the table in ``benchmarks/tasks.py`` on each: COCO Mask R-CNN
+(detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed and
+fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
 same command a user would type), so a stage that fails for one backbone is recorded in the report
 and the others go on; on a CPU two stages run at once. Finished stages leave a marker in
 ``<out>/state/``; rerunning skips them. SIGTERM or SIGINT (Ctrl-C) to the runner ends every
@@ -30,43 +31,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import leaderboard
-from pretrain.backbones import build_resnet
-from pretrain.checkpoint import atomic_write, git_commit, save_backbone
+from benchmarks.tasks import TASKS, data_sets, suite_stages
+from pretrain.backbones import ARCHS
+from pretrain.checkpoint import atomic_write, git_commit
+from pretrain.data import DataError
+from pretrain.open_backbone import RANDOM, RANDOM_METHOD
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PANEL = ("simclr", "simclr+rcl", "simclr+metamask", "byol+msr", "barlow_twins+mcr")
 
-# Per-stage effort. "cpu" sizes every stage so that the whole default panel fits a 2-core CPU in
-# 20 minutes: every stage runs for real, but far too briefly for its numbers to rank backbones
-# (see the README). Its pretraining extras, by method or regularizer: a 2048-d Barlow Twins
-# projector (the paper's 8192-d one alone costs 3.9 s a step on 2 cores) and the bi-level
-# regularizers' meta step every 4th step (each costs 3-4 regular steps); detections of any score
-# (30 iterations leave none above detectron2's 0.05, and COCO AP undefined). "full" is each engine's
-# own protocol (hours on GPUs).
-BUDGETS = {
-    "cpu": {"pretrain": ["--steps", "50", "--batch-size", "32"],
-            "pretrain_extra": {
-                "barlow_twins": ["--method-arg", "proj_hidden_dim=2048",
-                                 "--method-arg", "proj_dim=2048"],
-                **{reg: ["--regularizer-arg", "meta_every=4"]
-                   for reg in ("msr", "mcr", "metamask")}},
-            "coco_det": ["--val-images", "50", "--opts", "SOLVER.MAX_ITER", "30",
-                         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
-            "mpii": ["--max-iters", "20", "--batch-size", "16", "--val-images", "64"],
-            "probe_finetune": ["--epochs", "0.25"],
-            "coco_fgbg": ["--image-size", "64"]},
-    "smoke": {"pretrain": ["--steps", "2", "--batch-size", "8"],
-              "coco_det": ["--val-images", "4", "--opts", "SOLVER.MAX_ITER", "2",
-                           "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
-              "mpii": ["--max-iters", "2", "--val-images", "8"],
-              "probe_finetune": ["--epochs", "0.05"],
-              "coco_fgbg": ["--image-size", "32"]},
-    "full": {"pretrain": [], "coco_det": [], "mpii": [], "probe_finetune": [], "coco_fgbg": []},
+# Pretraining's flags per budget (each task's own are in benchmarks/tasks.py). "cpu" sizes every
+# stage so that the whole default panel fits a 2-core CPU in 20 minutes: every stage runs for real,
+# but far too briefly for its numbers to rank backbones (see the README). Its pretraining extras,
+# by method or regularizer: a 2048-d Barlow Twins projector (the paper's 8192-d one alone costs
+# 3.9 s a step on 2 cores) and the bi-level regularizers' meta step every 4th step (each costs 3-4
+# regular steps). "full" is each engine's own protocol (hours on GPUs).
+PRETRAIN_BUDGETS = {
+    "cpu": ["--steps", "50", "--batch-size", "32"],
+    "smoke": ["--steps", "2", "--batch-size", "8"],
+    "full": [],
 }
-TASKS = ("coco_det", "mpii_fixed", "mpii_finetune", "fairface_fixed", "fairface_finetune",
-         "colorful_mnist_fixed", "colorful_mnist_finetune", "coco_fgbg")
-
-
+PRETRAIN_EXTRAS = {
+    "cpu": {"barlow_twins": ["--method-arg", "proj_hidden_dim=2048",
+                             "--method-arg", "proj_dim=2048"],
+            **{reg: ["--regularizer-arg", "meta_every=4"] for reg in ("msr", "mcr", "metamask")}},
+}
 @dataclass
 class Stage:
     backbone: str
@@ -76,83 +65,48 @@ class Stage:
     outputs: list[str] = field(default_factory=list)
 
 
-def _python(script: str) -> list[str]:
-    return [sys.executable, str(ROOT / script)]
-
-
 def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
     """Every stage of the run, in order: pretraining first, then each backbone's tasks."""
-    budget = BUDGETS[args.budget]
     csv = str(out / "leaderboard.csv")
     data = args.data
     stages: list[Stage] = []
-    weights: dict[str, Path] = {}
+    weights: dict[str, str] = {}
     for entry in args.panel:
         method, _, regularizer = entry.partition("+")
         run = out / "pretrain" / entry.replace("+", "_")
-        weights[entry] = run / "backbone.safetensors"
+        weights[entry] = str(run / "backbone.safetensors")
         argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
                 "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
-                "--out", str(run.parent), "--name", run.name, *budget["pretrain"]]
-        extra = budget.get("pretrain_extra", {})
+                "--out", str(run.parent), "--name", run.name, *PRETRAIN_BUDGETS[args.budget]]
+        extra = PRETRAIN_EXTRAS.get(args.budget, {})
         argv += [*extra.get(method, []), *extra.get(regularizer, [])]
         if args.pretrain_steps:
             argv += ["--steps", str(args.pretrain_steps)]  # the last --steps wins
         if "colorful_mnist" in data:
             argv += ["--data", f"colorful_mnist={data['colorful_mnist']}"]
-        stages.append(Stage(entry, "pretrain", argv, outputs=[str(weights[entry])]))
-    weights["random-init"] = out / "random-init" / "backbone.safetensors"
-    weights.update({name: Path(path) for name, path in args.checkpoint})
+        stages.append(Stage(entry, "pretrain", argv, outputs=[weights[entry]]))
+    weights[RANDOM_METHOD] = RANDOM
+    weights.update(dict(args.checkpoint))
 
     for backbone, path in weights.items():
-        def task(name: str, argv: list[str], data_key: str, tail: tuple[str, ...] = (),
-                 backbone: str = backbone, path: Path = path) -> None:
-            full = [*argv, "--weights", str(path), "--out", str(out / name / backbone),
-                    "--leaderboard", csv]
-            if data_key in data:
-                full += ["--data", str(data[data_key])]
-            # tail last: detectron2's --opts takes the rest of the command line
-            stages.append(Stage(backbone, name, [*full, *tail], needs=str(path)))
-
-        task("coco_det", [*_python("transfer/coco_det.py"), *_gpus(args, "--num-gpus"),
-                          *_cpu_config(args, "coco", "coco_cpu_FPN_128px.yaml")], "coco",
-             tail=tuple(budget["coco_det"]))
-        for protocol in ("fixed", "finetune"):
-            task(f"mpii_{protocol}", [*_python("transfer/mpii_pose.py"), "--protocol", protocol,
-                                      *_cpu_config(args, "mpii", "mpii_cpu_128x128.py"),
-                                      *budget["mpii"]], "mpii")
-        for bench in ("fairface", "colorful_mnist"):
-            task(f"{bench}_fixed", [*_python(f"benchmarks/{bench}.py"), "--protocol", "fixed"],
-                 bench)
-            task(f"{bench}_finetune", [*_python(f"benchmarks/{bench}.py"), "--protocol",
-                                       "finetune", *budget["probe_finetune"]], bench)
-        task("coco_fgbg", [*_python("benchmarks/coco_fgbg.py"), *budget["coco_fgbg"]], "coco")
-    return [s for s in stages if s.name == "pretrain" or s.name in args.tasks]
-
-
-def _cpu_config(args: argparse.Namespace, data_set: str, config: str) -> list[str]:
-    """The engines' small CPU configs for the embedded synthetic sets (with a real --data root
-    the drivers choose their full protocol configs)."""
-    if data_set in args.synthetic:
-        return ["--config", str(ROOT / "transfer" / "configs" / config)]
-    return []
+        # the random-init control: the same one in every stage (pretrain/open_backbone.py)
+        chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
+                  if path == RANDOM else ["--weights", path])
+        for name, (task, protocol) in suite_stages().items():
+            if name not in args.tasks:
+                continue
+            argv = [sys.executable, str(ROOT / task.script),
+                    *_gpus(args, task.gpus_flag),
+                    *task.protocol_flags(protocol),
+                    *(task.synthetic_flags if task.data in args.synthetic else ()),
+                    *chosen, "--out", str(out / name / backbone), "--leaderboard", csv,
+                    "--data", str(data[task.data]), *task.budget_flags(args.budget, protocol)]
+            stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path))
+    return stages
 
 
 def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
-    return [flag, str(args.gpus)] if args.gpus > 1 else []
-
-
-def write_random_init(path: Path, arch: str, seed: int = 0) -> None:
-    """The random-init control, as a suite checkpoint (zero-init residuals: detectron2 diverges
-    from a plain random init with frozen BN)."""
-    import torch
-
-    torch.manual_seed(seed)
-    model = build_resnet(arch, stem="imagenet", zero_init_residual=True)
-    save_backbone(path, model.state_dict(),
-                  {"method": "random-init", "regularizer": "none", "arch": arch,
-                   "stem": "imagenet", "data": "", "epochs": 0, "steps": 0, "seed": seed,
-                   "commit": git_commit()})
+    return [flag, str(args.gpus)] if flag and args.gpus > 1 else []
 
 
 class SuiteInterrupted(Exception):
@@ -335,7 +289,6 @@ def report(out: Path, records: list[dict]) -> Path:
     return path
 
 
-DATA_SETS = ("coco", "mpii", "fairface", "colorful_mnist")
 # A backbone name becomes a folder name (<out>/<task>/<name>, logs, stage markers): one path
 # component, no separator, not hidden, no '..'.
 BACKBONE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
@@ -361,9 +314,9 @@ def check_sources(checkpoints: list[str], data: list[str], panel: list[str]
                   ) -> tuple[list[tuple[str, str]], dict[str, str]]:
     """``--checkpoint NAME=PATH`` and ``--data SET=ROOT``, checked before any becomes a path:
     a NAME is a plain folder name, distinct from the panel's backbones, PATH a file; a SET is
-    known and ROOT a folder."""
+    known and ROOT a folder its layout's reader accepts."""
     named = _pairs(checkpoints, "--checkpoint")
-    taken = {*panel, "random-init"}
+    taken = {*panel, RANDOM_METHOD}
     for name, path in named:
         if not BACKBONE_NAME.fullmatch(name) or ".." in name:
             raise BadArgument(f"--checkpoint {name}={path}: NAME becomes a folder name, so it "
@@ -375,12 +328,18 @@ def check_sources(checkpoints: list[str], data: list[str], panel: list[str]
         if not Path(path).is_file():
             raise BadArgument(f"--checkpoint {name}={path}: no such file")
     roots = dict(_pairs(data, "--data"))
+    readers = {task.data: task.reader for task in TASKS.values()}
     for key, root in roots.items():
-        if key not in DATA_SETS:
+        if key not in readers:
             raise BadArgument(f"--data {key}={root}: unknown set {key!r}; use "
-                              f"{', '.join(DATA_SETS)}")
+                              f"{', '.join(data_sets())}")
         if not Path(root).is_dir():
             raise BadArgument(f"--data {key}={root}: no such folder")
+    for key, root in roots.items():  # the layout's reader: a bad root fails once, before any stage
+        try:
+            readers[key](Path(root))
+        except DataError as err:
+            raise BadArgument(f"--data {key}={root}: {err}") from err
     return named, roots
 
 
@@ -394,28 +353,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated METHOD[+REGULARIZER] backbones to pretrain "
                              "('' for none); a random-init control is always added")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
-                        help="a backbone trained elsewhere (any format the converter reads)")
+                        help="a backbone trained elsewhere (any format pretrain/foreign.py reads)")
     parser.add_argument("--data", action="append", default=[], metavar="SET=ROOT",
-                        help="real data root for coco, mpii, fairface or colorful_mnist")
-    parser.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+                        help=f"real data root for {', '.join(data_sets())}")
+    parser.add_argument("--arch", default="resnet18", choices=ARCHS)
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per stage (detectron2 launch)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="stages run at once, each on its share of the CPU cores "
                              "(default: 2 on a CPU-only machine, where it is about 1.5x faster "
                              "than one stage on both cores; 1 with a GPU)")
-    parser.add_argument("--budget", default="cpu", choices=sorted(BUDGETS),
+    parser.add_argument("--budget", default="cpu", choices=sorted(PRETRAIN_BUDGETS),
                         help="cpu: sized for a 2-core CPU; smoke: a few steps each (tests); "
                              "full: the engines' own protocols")
     parser.add_argument("--pretrain-steps", type=int, default=None,
                         help="pretraining steps per backbone (default: the budget's)")
-    parser.add_argument("--tasks", default=",".join(TASKS),
-                        help=f"comma-separated subset of {', '.join(TASKS)}")
+    stages = suite_stages()
+    parser.add_argument("--tasks", default=",".join(stages),
+                        help=f"comma-separated subset of {', '.join(stages)}")
     args = parser.parse_args(argv)
     args.panel = [p for p in args.panel.split(",") if p]
     args.tasks = [t for t in args.tasks.split(",") if t]
-    if set(args.tasks) - set(TASKS):
-        parser.error(f"--tasks: unknown {sorted(set(args.tasks) - set(TASKS))}; "
-                     f"choose from {', '.join(TASKS)}")
+    if set(args.tasks) - set(stages):
+        parser.error(f"--tasks: unknown {sorted(set(args.tasks) - set(stages))}; "
+                     f"choose from {', '.join(stages)}")
     try:
         args.checkpoint, args.data = check_sources(args.checkpoint, args.data, args.panel)
     except BadArgument as err:
@@ -423,16 +383,13 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
-    args.synthetic = set(DATA_SETS) - set(args.data)
+    args.synthetic = set(data_sets()) - set(args.data)
     if args.synthetic:
         from pretrain.synthetic import default_root
 
         print(f"[suite] embedded synthetic data ({args.size})", flush=True)
         synthetic = default_root(args.size)
-        args.data = {key: str(synthetic / key) for key in DATA_SETS} | args.data
-    control = out / "random-init" / "backbone.safetensors"
-    if not control.exists():
-        write_random_init(control, args.arch)
+        args.data = {key: str(synthetic / key) for key in args.synthetic} | args.data
     if args.jobs is None:
         import torch
 

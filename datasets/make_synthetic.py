@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pretrain.synthetic import SIZES, generate_into  # noqa: E402
+from pretrain.synthetic import SIZES, counts, generate_into  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> Path:
     except OSError as err:  # a full disk, an unwritable folder
         ap.exit(2, f"make_synthetic: error: could not write {args.out}: "
                    f"{err.strerror or err}; nothing was left behind\n")
-    n = SIZES[args.size]
+    images = ", ".join(f"{name} {n_train}/{n_test}"
+                       for name, (n_train, n_test) in counts(args.size).items())
     print(f"wrote {args.out} ({args.size}, seed {args.seed}) in {time.time() - start:.1f} s: "
-          f"colorful_mnist {n.cmnist[0]}/{n.cmnist[1]}, fairface {n.fairface[0]}/{n.fairface[1]}, "
-          f"coco {n.coco[0]}/{n.coco[1]}, mpii {n.mpii[0]}/{n.mpii[1]} (train/test images)")
+          f"{images} (train/test images)")
     return args.out
 
 

@@ -4,7 +4,7 @@ Each view: random resized crop, horizontal flip, colour jitter (0.4, 0.4, 0.4, 0
 probability 0.8, grayscale with probability 0.2, and, for images of 96 px and more, Gaussian blur
 (kernel about a tenth of the side, sigma 0.1-2) with probability 0.5. The crop scale is set per
 data set: (0.08, 1) as in the papers, (0.5, 1) for Colorful-MNIST, where a small crop of a 64 px
-image loses the digit (measured in the project's calibration notes, CALIBRATION.md).
+image loses the digit (measured when the synthetic set was calibrated).
 
 :class:`TwoViews` returns ``(view1, view2, plain)``: ``plain`` is the un-augmented image resized to
 the training size (ICL-MSR's regularizer reads it), or an empty tensor when not requested.

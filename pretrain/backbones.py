@@ -1,12 +1,39 @@
-"""torchvision ResNet backbones, with an optional small-image stem for 32-64 px data."""
+"""torchvision ResNet backbones, with an optional small-image stem for 32-64 px data.
+
+:data:`RESNETS` is the one table of the supported ResNets' depth and widths; the engines' configs
+(detectron2's ``RESNETS.DEPTH`` / ``RES2_OUT_CHANNELS``, mmpose's ``depth`` and head width) and the
+probes' feature size are read from it.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torchvision
 from torch import nn
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
-FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """What distinguishes the supported ResNets (torchvision's definitions)."""
+
+    depth: int
+    bottleneck: bool          # Bottleneck blocks (1x1-3x3-1x1) rather than BasicBlocks
+    blocks_in_layer3: int     # enough, with ``bottleneck``, to tell the three apart
+    feature_dim: int          # channels of res5: the pooled feature
+    res2_channels: int        # channels of res2 (detectron2's RES2_OUT_CHANNELS)
+
+
+RESNETS = {
+    "resnet18": ResNetSpec(depth=18, bottleneck=False, blocks_in_layer3=2, feature_dim=512,
+                           res2_channels=64),
+    "resnet34": ResNetSpec(depth=34, bottleneck=False, blocks_in_layer3=6, feature_dim=512,
+                           res2_channels=64),
+    "resnet50": ResNetSpec(depth=50, bottleneck=True, blocks_in_layer3=6, feature_dim=2048,
+                           res2_channels=256),
+}
+ARCHS = tuple(RESNETS)
+FEATURE_DIMS = {arch: spec.feature_dim for arch, spec in RESNETS.items()}
 STEMS = ("imagenet", "small")
 STAGES = ("res2", "res3", "res4", "res5")
 
@@ -19,7 +46,7 @@ def build_resnet(arch: str = "resnet18", stem: str = "imagenet",
     by SimCLR, solo-learn and the seeds for small images). Its ``conv1.weight`` has shape
     (64, 3, 3, 3), which is how checkpoints record it too.
     """
-    if arch not in ARCHS:
+    if arch not in RESNETS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}")
@@ -38,19 +65,17 @@ def stem_of(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def arch_of(state_dict: dict[str, torch.Tensor]) -> str:
-    """Infer resnet18/34/50 from the keys of a torchvision-keyed state_dict."""
+    """Infer the arch of :data:`RESNETS` from the keys of a torchvision-keyed state_dict."""
     bottleneck = "layer1.0.conv3.weight" in state_dict
-    blocks_in_layer3 = len({k.split(".")[1] for k in state_dict if k.startswith("layer3.")})
-    if bottleneck:
-        if blocks_in_layer3 != 6:
-            raise ValueError(f"bottleneck ResNet with {blocks_in_layer3} blocks in layer3 is not "
-                             "resnet50; only resnet18/34/50 are supported")
-        return "resnet50"
-    basic = {2: "resnet18", 6: "resnet34"}
-    if blocks_in_layer3 not in basic:
-        raise ValueError(f"basic-block ResNet with {blocks_in_layer3} blocks in layer3 is neither "
-                         "resnet18 nor resnet34")
-    return basic[blocks_in_layer3]
+    blocks = len({k.split(".")[1] for k in state_dict if k.startswith("layer3.")})
+    for arch, spec in RESNETS.items():
+        if (spec.bottleneck, spec.blocks_in_layer3) == (bottleneck, blocks):
+            return arch
+    kind = "bottleneck" if bottleneck else "basic-block"
+    known = ", ".join(f"{a} ({'bottleneck' if s.bottleneck else 'basic-block'}, "
+                      f"{s.blocks_in_layer3})" for a, s in RESNETS.items())
+    raise ValueError(f"{kind} ResNet with {blocks} blocks in layer3 is none of the supported "
+                     f"ResNets: {known}")
 
 
 def stage_outputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:

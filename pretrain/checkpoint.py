@@ -24,17 +24,20 @@ import pickle
 import re
 import subprocess
 import tempfile
+import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import torch
+
+from pretrain.cli import InputError
 
 META_KEY = "suite_meta"
 FORMAT_VERSION = "1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
@@ -106,7 +109,7 @@ def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
     """
     from safetensors import SafetensorError, safe_open
 
-    path = _existing_file(path)
+    path = existing_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -173,22 +176,35 @@ def load_torch(source: str | os.PathLike | IO[bytes], map_location: Any = "cpu")
                               "the file may be truncated or of another format") from err
 
 
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """Admits numpy arrays, numpy scalars/dtypes and builtin containers; refuses everything else."""
+class RestrictedUnpickler(pickle.Unpickler):
+    """The suite's one unpickler for files it did not write itself: it admits the globals in
+    ``ALLOWED`` (numpy arrays, numpy scalars/dtypes and builtin containers) and refuses every other
+    one, so a file can hold data but never make the reader call code. A file kind that needs more
+    (e.g. mmengine's Runner checkpoints) subclasses it, adding to ``ALLOWED`` or mapping a global to
+    a guarded stand-in in ``REPLACED``."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
         ("builtins", "slice"), ("_codecs", "encode"),
-    }
+    })
+    REPLACED: ClassVar[dict[tuple[str, str], Any]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.REPLACED:
+            return self.REPLACED[module, name]
         if (module, name) in self.ALLOWED or (module == "numpy" and name.endswith("DType")) \
                 or module == "numpy.dtypes":
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+
+    @classmethod
+    def pickle_module(cls) -> Any:
+        """This unpickler as the ``pickle_module`` of ``torch.load(..., weights_only=False)``."""
+        return types.SimpleNamespace(__name__="restricted_pickle", load=pickle.load,
+                                     Unpickler=cls)
 
 
 def load_pickle_arrays(source: str | os.PathLike | IO[bytes]) -> Any:
@@ -200,8 +216,8 @@ def load_pickle_arrays(source: str | os.PathLike | IO[bytes]) -> Any:
     try:
         if isinstance(source, Path):
             with open(source, "rb") as f:
-                return _ArraysOnlyUnpickler(f, encoding="latin1").load()
-        return _ArraysOnlyUnpickler(source, encoding="latin1").load()
+                return RestrictedUnpickler(f, encoding="latin1").load()
+        return RestrictedUnpickler(source, encoding="latin1").load()
     except pickle.UnpicklingError as err:
         if "not allowed" not in str(err):
             raise CheckpointError(f"{name}: not a pickle ({_describe(source)}); the file may be "
@@ -218,7 +234,7 @@ def _readable(source: str | os.PathLike | IO[bytes]) -> tuple[Path | IO[bytes], 
     """(checked path or the open file, the name to put in messages)."""
     if hasattr(source, "read"):
         return source, str(getattr(source, "name", "<stream>"))
-    path = _existing_file(source)
+    path = existing_file(source)
     return path, str(path)
 
 
@@ -247,7 +263,8 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())[:300]
 
 
-def _existing_file(path: str | os.PathLike) -> Path:
+def existing_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or :class:`CheckpointError` when it is absent or empty."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")

@@ -16,8 +16,12 @@ from typing import Any
 
 import yaml
 
+from pretrain.backbones import ARCHS, STEMS
+from pretrain.cli import InputError
+from pretrain.methods import METHODS
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A bad flag or config file; the message names it and says how to fix it."""
 
 
@@ -32,24 +36,22 @@ def type_of(value: Any) -> Any:
     return type(value) if value is not None else str
 
 
-METHOD_NAMES = ("simclr", "byol", "barlow_twins", "mocov2")
 OPTIMIZERS = ("sgd", "lars", "adam")
 AUGMENT_ON = ("device", "device-compiled", "cpu")
 
 
 @dataclass
 class PretrainConfig:
-    method: str = _opt("simclr", "base SSL method", choices=METHOD_NAMES)
+    method: str = _opt("simclr", "base SSL method", choices=tuple(METHODS))
     regularizer: str = _opt("none", "regularizer composed with the method (pretrain/regularizers/)")
     data: str = _opt("colorful_mnist", "pretraining data set name (colorful_mnist, fairface, coco, "
                      "mpii, imagefolder); on the command line --data NAME=PATH or --data NAME")
     data_root: str | None = _opt(None, "folder of the data set; unset = the embedded synthetic "
                                  "default (generated on first use)", type=str)
-    arch: str = _opt("resnet18", "torchvision backbone",
-                     choices=("resnet18", "resnet34", "resnet50"))
+    arch: str = _opt("resnet18", "torchvision backbone", choices=ARCHS)
     stem: str | None = _opt(None, "'small' (3x3 stride-1 conv, no max-pool; for 32-64 px data) or "
                             "'imagenet' (default; the stem detectron2 and mmpose take)", type=str,
-                            choices=("small", "imagenet"))
+                            choices=STEMS)
     image_size: int | None = _opt(None, "training resolution; unset = the data set's preset "
                                   "(colorful_mnist 64, others 224)", type=int)
     epochs: float | None = _opt(None, "training length in epochs (unset and no --steps: 100)",

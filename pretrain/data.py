@@ -12,11 +12,15 @@ import csv
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+from pretrain.cli import InputError
 
 FAIRFACE_LABELS = {
     "age": ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"],
@@ -39,7 +43,7 @@ MPII_NUM_JOINTS = 16
 Transform = Callable[[Image.Image], Any] | None
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data layout or file is missing or malformed; the message names the path and the fix."""
 
 
@@ -93,22 +97,24 @@ def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
 def _check_files_exist(base: Path, names: list[str], listed_in: Path) -> None:
     """Every listed image exists (one directory listing per folder, not one stat per file)."""
     listing: dict[Path, set[str]] = {}
+    missing = []
     for name in names:
         p = base / name
         if p.parent not in listing:
-            if not p.parent.is_dir():
-                raise DataError(f"{listed_in}: lists image {name!r}, but folder {p.parent} "
-                                "does not exist")
-            listing[p.parent] = {q.name for q in p.parent.iterdir()}
+            listing[p.parent] = ({q.name for q in p.parent.iterdir()} if p.parent.is_dir()
+                                 else set())
         if p.name not in listing[p.parent]:
-            raise DataError(f"{listed_in}: lists image {name!r}, but {p} does not exist")
+            missing.append(name)
+    if missing:
+        raise DataError(f"{listed_in}: {len(missing)} image file(s) it lists are missing, e.g. "
+                        f"{', '.join(missing[:5])} (looked in {base})")
 
 
 def _read_json(path: Path) -> Any:
     _require(path, "annotation file")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON ({e})") from e
 
 
@@ -146,70 +152,100 @@ class _LabelledImages(Dataset):
         return (self.transform(img) if self.transform else img), dict(labels)
 
 
-class ColorfulMNIST(_LabelledImages):
+class _ListedInCsv(_LabelledImages):
+    """A layout with one label CSV per split listing the images (column ``file``) and their
+    labels; subclasses name the layout and read a row's labels."""
+
+    TITLE: ClassVar[str]          # for messages
+    KEY: ClassVar[str]            # data key: its folder inside a suite data root
+    SPLITS: ClassVar[tuple[str, ...]]
+    CSV: ClassVar[str]            # the split's CSV, e.g. "{split}.csv"
+    COLUMNS: ClassVar[tuple[str, ...]]
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Transform = None):
+        if split not in self.SPLITS:
+            raise DataError(f"{self.TITLE} split must be one of {self.SPLITS}, got {split!r}")
+        csv_name = self.CSV.format(split=split)
+        self.root = _dataset_dir(root, self.KEY, csv_name)
+        self.transform = transform
+        csv_path = self.root / csv_name
+        rows = _read_csv(csv_path, self.COLUMNS)
+        self.samples = [(self.root / row["file"], self.labels(csv_path, line, row))
+                        for line, row in enumerate(rows, start=2)]
+        _check_files_exist(self.root, [row["file"] for row in rows], csv_path)
+
+    def labels(self, csv_path: Path, line: int, row: dict[str, str]) -> dict[str, int]:
+        raise NotImplementedError
+
+
+class ColorfulMNIST(_ListedInCsv):
     """``root/{train,test}.csv`` (file, digit, background) with the images they list.
 
     Labels: ``digit`` 0-9 and ``background`` 0-9 (STL-10 class for the real set, texture class
     for the synthetic one).
     """
 
-    SPLITS = ("train", "test")
+    TITLE, KEY, CSV = "Colorful-MNIST", "colorful_mnist", "{split}.csv"
+    SPLITS, COLUMNS = ("train", "test"), COLORFUL_MNIST_COLUMNS
 
-    def __init__(self, root: str | Path, split: str = "train", transform: Transform = None):
-        if split not in self.SPLITS:
-            raise DataError(f"Colorful-MNIST split must be one of {self.SPLITS}, got {split!r}")
-        self.root = _dataset_dir(root, "colorful_mnist", f"{split}.csv")
-        self.transform = transform
-        csv_path = self.root / f"{split}.csv"
-        rows = _read_csv(csv_path, COLORFUL_MNIST_COLUMNS)
-        _check_files_exist(self.root, [r["file"] for r in rows], csv_path)
-        self.samples = [(self.root / r["file"],
-                         {"digit": _int_label(csv_path, i, "digit", r["digit"], 10),
-                          "background": _int_label(csv_path, i, "background", r["background"], 10)})
-                        for i, r in enumerate(rows, start=2)]
+    def labels(self, csv_path: Path, line: int, row: dict[str, str]) -> dict[str, int]:
+        return {attr: _int_label(csv_path, line, attr, row[attr], 10)
+                for attr in ("digit", "background")}
 
 
-class FairFace(_LabelledImages):
+class FairFace(_ListedInCsv):
     """The official release: ``root/fairface_label_{train,val}.csv`` and ``root/{train,val}/``.
 
     Labels are indices into :data:`FAIRFACE_LABELS` (the official strings, in that order).
     """
 
-    SPLITS = ("train", "val")
+    TITLE, KEY, CSV = "FairFace", "fairface", "fairface_label_{split}.csv"
+    SPLITS, COLUMNS = ("train", "val"), FAIRFACE_COLUMNS
 
-    def __init__(self, root: str | Path, split: str = "train", transform: Transform = None):
-        if split not in self.SPLITS:
-            raise DataError(f"FairFace split must be one of {self.SPLITS}, got {split!r}")
-        self.root = _dataset_dir(root, "fairface", f"fairface_label_{split}.csv")
-        self.transform = transform
-        csv_path = self.root / f"fairface_label_{split}.csv"
-        rows = _read_csv(csv_path, FAIRFACE_COLUMNS)
-        self.samples = []
-        for line, row in enumerate(rows, start=2):
-            labels = {}
-            for attr, names in FAIRFACE_LABELS.items():
-                if row[attr] not in names:
-                    raise DataError(f"{csv_path}, line {line}: unknown {attr} {row[attr]!r}; "
-                                    f"expected one of {names}")
-                labels[attr] = names.index(row[attr])
-            self.samples.append((self.root / row["file"], labels))
-        _check_files_exist(self.root, [r["file"] for r in rows], csv_path)
+    def labels(self, csv_path: Path, line: int, row: dict[str, str]) -> dict[str, int]:
+        labels = {}
+        for attr, names in FAIRFACE_LABELS.items():
+            if row[attr] not in names:
+                raise DataError(f"{csv_path}, line {line}: unknown {attr} {row[attr]!r}; "
+                                f"expected one of {names}")
+            labels[attr] = names.index(row[attr])
+        return labels
 
 
-def load_coco_json(path: Path) -> dict:
-    """A COCO instances json, checked for the fields the suite reads."""
+def validate_coco(path: Path, image_dir: Path, masks: bool = False) -> dict:
+    """A COCO instances json checked for everything the suite, detectron2 and pycocotools read:
+    the fields of every image, annotation (``segmentation`` too with ``masks``) and category,
+    ids that refer to listed images and categories, and every image file. Returns the json."""
     doc = _read_json(path)
-    if not isinstance(doc, dict):
-        raise DataError(f"{path}: expected a COCO instances object, got {type(doc).__name__}")
-    _require_fields(path, doc, ("images", "annotations", "categories"), "the file")
-    for img in doc["images"]:
-        _require_fields(path, img, ("id", "file_name", "width", "height"), "an image entry")
-    for ann in doc["annotations"]:
-        _require_fields(path, ann, ("id", "image_id", "category_id", "bbox", "area", "iscrowd"),
-                        "an annotation")
-    for cat in doc["categories"]:
-        _require_fields(path, cat, ("id", "name"), "a category")
+    absent = [k for k in ("images", "annotations", "categories")
+              if not isinstance(doc, dict) or not isinstance(doc.get(k), list)]
+    if absent:
+        raise DataError(f"{path}: no list {absent} at the top level; not a COCO instances file")
+    fields = {"images": ("id", "file_name", "width", "height"),
+              "annotations": ("id", "image_id", "category_id", "bbox", "area", "iscrowd")
+              + (("segmentation",) if masks else ()),
+              "categories": ("id", "name")}
+    for key, needed in fields.items():
+        for i, item in enumerate(doc[key]):
+            _require_fields(path, item, needed, f"{key}[{i}]")
+    empty = [k for k in ("images", "categories") if not doc[k]]
+    if empty:
+        raise DataError(f"{path}: no {' and no '.join(empty)}")
+    image_ids, category_ids = {im["id"] for im in doc["images"]}, {c["id"] for c in
+                                                                    doc["categories"]}
+    orphans = [a["id"] for a in doc["annotations"]
+               if a["image_id"] not in image_ids or a["category_id"] not in category_ids]
+    if orphans:
+        raise DataError(f"{path}: {len(orphans)} annotation(s) refer to an unknown image or "
+                        f"category, e.g. ids {orphans[:5]}")
+    _check_files_exist(image_dir, [im["file_name"] for im in doc["images"]], path)
     return doc
+
+
+def coco_files(root: str | Path, split: str) -> tuple[Path, Path]:
+    """(annotation json, image folder) of ``split`` (train or val) in the COCO layout."""
+    coco = _dataset_dir(root, "coco", "annotations")
+    return coco / "annotations" / f"instances_{split}2017.json", coco / f"{split}2017"
 
 
 class CocoObjects(_LabelledImages):
@@ -233,9 +269,8 @@ class CocoObjects(_LabelledImages):
             raise DataError(f"COCO view must be one of {self.VIEWS}, got {view!r}")
         self.root = _dataset_dir(root, "coco", "annotations")
         self.view, self.transform, self.categories = view, transform, tuple(categories)
-        ann_path = self.root / "annotations" / f"instances_{split}2017.json"
-        doc = load_coco_json(ann_path)
-        image_dir = _require(self.root / f"{split}2017", "image folder")
+        ann_path, image_dir = coco_files(self.root, split)
+        doc = validate_coco(ann_path, image_dir)
         names = {c["id"]: c["name"] for c in doc["categories"]}
         wanted = {cid: self.categories.index(n) for cid, n in names.items()
                   if n in self.categories}
@@ -248,15 +283,11 @@ class CocoObjects(_LabelledImages):
         for ann in doc["annotations"]:
             if per_image[ann["image_id"]] != 1 or ann["category_id"] not in wanted:
                 continue
-            if ann["image_id"] not in images:
-                raise DataError(f"{ann_path}: annotation {ann['id']} refers to image_id "
-                                f"{ann['image_id']}, which is not in 'images'")
             self.samples.append((image_dir / images[ann["image_id"]]["file_name"],
                                  {"category": wanted[ann["category_id"]]}))
             self.boxes.append(ann["bbox"])
         if not self.samples:
             raise DataError(f"{ann_path}: no single-object image of the requested categories")
-        _check_files_exist(image_dir, [p.name for p, _ in self.samples], ann_path)
         self.present = sorted({self.categories[lab["category"]] for _, lab in self.samples},
                               key=self.categories.index)
 
@@ -290,46 +321,68 @@ class ImageFolderData(_LabelledImages):
             self.samples += [(p, {"class": label}) for p in files]
 
 
-def validate_mpii(root: str | Path) -> Path:
-    """Check mmpose's MPII layout; returns the MPII folder. mmpose's ``MpiiDataset`` reads it.
+class MpiiLayout(NamedTuple):
+    root: Path               # the MPII folder
+    sizes: dict[str, int]    # people per split (train, val)
 
-    ``annotations/mpii_{train,val}.json``: lists of {image, joints (16 x 2), joints_vis (16),
-    center [x, y], scale}; ``annotations/mpii_gt_val.mat`` with ``headboxes_src`` (2, 2, N_val);
-    ``images/`` holding every listed image (names are numbers: mmpose reads the id from them).
+
+def validate_mpii(root: str | Path) -> MpiiLayout:
+    """Check mmpose's MPII layout up front, everything mmpose's ``MpiiDataset`` and its PCKh
+    metric will read (mmpose itself fails late and obscurely: an ``assert`` on the head-box file, a
+    ``KeyError`` deep in a data-loader worker).
+
+    ``annotations/mpii_{train,val}.json``: non-empty lists of {image, joints (16 x 2, 1-based
+    pixels), joints_vis (16), center [x, y], scale (person height / 200, positive)};
+    ``annotations/mpii_gt_val.mat`` with ``headboxes_src`` (2, 2, N_val) in the order of
+    mpii_val.json; ``images/`` holding every listed image (names are numbers: mmpose reads the id
+    from them).
     """
+    root = _dataset_dir(root, "mpii", "annotations")
+    sizes = {split: len(_mpii_annotations(root, split)) for split in ("train", "val")}
+    mat = root / "annotations" / "mpii_gt_val.mat"
+    if not mat.is_file():
+        raise DataError(f"{mat}: missing head-box file; PCKh normalizes by head size, which "
+                        "comes from 'headboxes_src' in mpii_gt_val.mat (MPII's evaluation file)")
     from scipy.io import loadmat
 
-    root = _dataset_dir(root, "mpii", "annotations")
-    image_dir = _require(root / "images", "image folder")
-    n_val = 0
-    for split in ("train", "val"):
-        path = root / "annotations" / f"mpii_{split}.json"
-        anns = _read_json(path)
-        if not isinstance(anns, list) or not anns:
-            raise DataError(f"{path}: expected a non-empty list of person annotations")
-        for ann in anns:
-            _require_fields(path, ann, ("image", "joints", "joints_vis", "center", "scale"),
-                            "an annotation")
-            if (len(ann["joints"]) != MPII_NUM_JOINTS
-                    or any(len(j) != 2 for j in ann["joints"])
-                    or len(ann["joints_vis"]) != MPII_NUM_JOINTS or len(ann["center"]) != 2):
-                raise DataError(f"{path}: annotation for {ann['image']} needs joints 16 x 2, "
-                                "joints_vis 16 and center [x, y]")
-            if not ann["image"].split(".")[0].isdigit():
-                raise DataError(f"{path}: image name {ann['image']!r} must be a number "
-                                "(mmpose reads the image id from it)")
-        _check_files_exist(image_dir, [a["image"] for a in anns], path)
-        n_val = len(anns)
-    mat = _require(root / "annotations" / "mpii_gt_val.mat", "head box file")
     try:
         boxes = loadmat(mat).get("headboxes_src")
-    except (ValueError, OSError) as e:
-        raise DataError(f"{mat}: cannot read MATLAB file ({e})") from e
-    if boxes is None or boxes.shape != (2, 2, n_val):
-        shape = None if boxes is None else boxes.shape
-        raise DataError(f"{mat}: needs 'headboxes_src' of shape (2, 2, {n_val}) in the order of "
-                        f"mpii_val.json, found {shape}")
-    return root
+    except (ValueError, OSError, TypeError) as e:
+        raise DataError(f"{mat}: not a readable MATLAB file ({e})") from e
+    if boxes is None or boxes.shape != (2, 2, sizes["val"]):
+        found = "absent" if boxes is None else f"shape {boxes.shape}"
+        raise DataError(f"{mat}: 'headboxes_src' must have shape (2, 2, {sizes['val']}) in the "
+                        f"order of mpii_val.json, found {found}")
+    return MpiiLayout(root, sizes)
+
+
+def _mpii_annotations(root: Path, split: str) -> list[dict]:
+    path = root / "annotations" / f"mpii_{split}.json"
+    anns = _read_json(path)
+    if not isinstance(anns, list) or not anns:
+        raise DataError(f"{path}: expected a non-empty list of person annotations")
+    for i, ann in enumerate(anns):
+        where = f"{path}: entry {i}" + (f" ({ann['image']})" if isinstance(ann, dict)
+                                        and "image" in ann else "")
+        _require_fields(path, ann, ("image", "joints", "joints_vis", "center", "scale"),
+                        f"entry {i}")
+        for key, shape in (("joints", (MPII_NUM_JOINTS, 2)), ("joints_vis", (MPII_NUM_JOINTS,)),
+                           ("center", (2,))):
+            try:
+                value = np.asarray(ann[key], dtype=float)
+            except (TypeError, ValueError):
+                value = None
+            if value is None or value.shape != shape:
+                raise DataError(f"{where}: '{key}' must be a numeric array of shape {shape}")
+        if isinstance(ann["scale"], bool) or not isinstance(ann["scale"], (int, float)) \
+                or ann["scale"] <= 0:
+            raise DataError(f"{where}: 'scale' must be a positive number")
+        if not str(ann["image"]).split(".")[0].isdigit():
+            raise DataError(f"{where}: image name {ann['image']!r} must be a number (mmpose "
+                            "reads the image id from it)")
+    _check_files_exist(_require(root / "images", "image folder"), [a["image"] for a in anns],
+                       path)
+    return anns
 
 
 class _Unlabelled(Dataset):
@@ -346,7 +399,42 @@ class _Unlabelled(Dataset):
         return self.transform(img) if self.transform else img
 
 
-UNLABELLED = ("colorful_mnist", "fairface", "coco", "mpii", "imagefolder")
+def _coco_images(root: Path, split: str = "train") -> list[Path]:
+    ann_path, image_dir = coco_files(root, split)
+    return [image_dir / im["file_name"] for im in validate_coco(ann_path, image_dir)["images"]]
+
+
+def _check_coco(root: Path) -> Path:
+    _coco_images(root, "val")
+    return _coco_images(root, "train")[0].parent.parent
+
+
+def _mpii_train_images(root: Path) -> list[Path]:
+    mpii = validate_mpii(root).root
+    anns = _read_json(mpii / "annotations" / "mpii_train.json")
+    return [mpii / "images" / f for f in dict.fromkeys(a["image"] for a in anns)]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A data layout the suite reads (datasets/README.md), registered under its data key."""
+
+    check: Callable[[Path], Path]               # validates it under a root; its folder
+    train_images: Callable[[Path], list[Path]]  # the train split's images (pretraining's input)
+
+
+LAYOUTS = {
+    "colorful_mnist": Layout(
+        check=lambda root: ColorfulMNIST(ColorfulMNIST(root, "train").root, "test").root,
+        train_images=lambda root: [p for p, _ in ColorfulMNIST(root, "train").samples]),
+    "fairface": Layout(
+        check=lambda root: FairFace(FairFace(root, "train").root, "val").root,
+        train_images=lambda root: [p for p, _ in FairFace(root, "train").samples]),
+    "coco": Layout(check=_check_coco, train_images=_coco_images),
+    "mpii": Layout(check=lambda root: validate_mpii(root).root, train_images=_mpii_train_images),
+    "imagefolder": Layout(check=lambda root: ImageFolderData(root).root,
+                          train_images=lambda root: [p for p, _ in ImageFolderData(root).samples]),
+}
 
 
 def build_unlabelled(name: str, root: str | Path | None, transform: Transform) -> Dataset:
@@ -355,28 +443,12 @@ def build_unlabelled(name: str, root: str | Path | None, transform: Transform) -
     ``root=None`` uses the embedded synthetic default (``pretrain.synthetic.default_root()``,
     generated on first use).
     """
-    if name not in UNLABELLED:
-        raise DataError(f"unknown pretraining data {name!r}; choose one of {', '.join(UNLABELLED)}")
+    if name not in LAYOUTS:
+        raise DataError(f"unknown pretraining data {name!r}; choose one of {', '.join(LAYOUTS)}")
     if root is None:
         if name == "imagefolder":
             raise DataError("imagefolder needs a root folder (root/<class>/<image>)")
         from pretrain.synthetic import default_root
 
         root = default_root()
-    if name == "colorful_mnist":
-        paths = [p for p, _ in ColorfulMNIST(root, "train").samples]
-    elif name == "fairface":
-        paths = [p for p, _ in FairFace(root, "train").samples]
-    elif name == "imagefolder":
-        paths = [p for p, _ in ImageFolderData(root).samples]
-    elif name == "coco":
-        coco = _dataset_dir(root, "coco", "annotations")
-        ann_path = coco / "annotations" / "instances_train2017.json"
-        files = [img["file_name"] for img in load_coco_json(ann_path)["images"]]
-        _check_files_exist(coco / "train2017", files, ann_path)
-        paths = [coco / "train2017" / f for f in files]
-    else:
-        mpii = validate_mpii(root)
-        anns = _read_json(mpii / "annotations" / "mpii_train.json")
-        paths = [mpii / "images" / f for f in dict.fromkeys(a["image"] for a in anns)]
-    return _Unlabelled(paths, transform)
+    return _Unlabelled(LAYOUTS[name].train_images(Path(root)), transform)

@@ -63,7 +63,6 @@ from pretrain import distributed as D
 from pretrain.augment import AugmentSpec
 from pretrain.backbones import FEATURE_DIMS, build_resnet
 from pretrain.checkpoint import (
-    CheckpointError,
     atomic_write,
     first_non_finite,
     git_commit,
@@ -71,8 +70,8 @@ from pretrain.checkpoint import (
     save_backbone,
     save_state,
 )
+from pretrain.cli import run_main
 from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
-from pretrain.data import DataError
 from pretrain.device_augment import InputPipeline
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
@@ -392,16 +391,11 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg, resume = parse_args(argv)
-        train(cfg, resume)
-    except (ConfigError, DataError, CheckpointError, NonFiniteLossError, OSError) as err:
-        # OSError: a full disk or an unwritable folder (the message names the file)
-        print(f"pretrain: error: {err}", file=sys.stderr)
-        return 3 if isinstance(err, NonFiniteLossError) else 2
+        return run_main(lambda: train(*parse_args(argv)), prog="pretrain",
+                        statuses={NonFiniteLossError: 3})
     finally:
         if D.is_distributed():
             torch.distributed.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def test_scripts_run_from_the_command_line(tmp_path, tiny_data, checkpoint):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--weights", "absent.safetensors"], "absent.safetensors: no such file"),
+    (["--weights", "absent.safetensors"], "absent.safetensors: no such checkpoint file"),
     (["--weights", "random", "--supervised-on", "colour"], "unknown attribute"),
     (["--supervised-on", "digit", "--protocol", "finetune"], "exclude each other"),
     ([], "--weights is required"),
@@ -149,3 +149,25 @@ def test_bad_input_is_a_clear_error(tmp_path, tiny_data, capsys, argv, message):
 def test_imagefolder_needs_data(tmp_path, capsys):
     code = main(lambda a: run_task(linear.TASK, a), ["--weights", "random"])
     assert code == 2 and "--data is required" in capsys.readouterr().err
+
+
+def test_settings_are_one_frozen_config_resolved_once(tmp_path, tiny_data):
+    from dataclasses import FrozenInstanceError
+
+    from benchmarks.probe import parse_config, resolve
+
+    parsed = parse_config(colorful_mnist.TASK, ["--weights", "random", "--data",
+                                                str(tiny_data / "colorful_mnist")])
+    task, resolved = resolve(colorful_mnist.TASK, parsed)
+    assert (parsed.image_size, parsed.stem, parsed.workers, parsed.epochs) == (None,) * 4
+    assert (resolved.image_size, resolved.stem, resolved.workers) == (64, "small", 0)
+    assert resolved.epochs == 0.25 and task.classes == {"digit": 10, "background": 10}
+    with pytest.raises(FrozenInstanceError):
+        resolved.data = tmp_path  # type: ignore[misc]
+    metrics = run_task(colorful_mnist.TASK, ["--weights", "random",
+                                             *common(tmp_path, tiny_data, "run")])
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["image_size"] == 32 and saved["stem"] == "small"  # what the run used
+    assert saved["protocol"] == "fixed" and saved["task"] == "colorful_mnist"
+    assert {k: v for k, v in saved.items() if k != "task"} == {**metrics["config"],
+                                                               "protocol": "fixed"}

@@ -13,8 +13,9 @@ import torchvision
 
 from benchmarks.leaderboard import file_hash
 from pretrain.backbones import build_resnet
+from pretrain.data import DataError, validate_coco
 from transfer import coco_det
-from transfer.coco_det import CocoDetError, load_config, validate_coco
+from transfer.coco_det import CocoDetError, load_config
 
 CONFIGS = coco_det.CONFIG_DIR
 
@@ -58,11 +59,11 @@ def test_unknown_config_key_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_c4_with_resnet18_is_refused(tmp_path: Path) -> None:
-    args = coco_det.parse_args(["--weights", "x.pth", "--config",
-                                str(CONFIGS / "coco_R_50_C4_1x_moco.yaml"),
-                                "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    settings = coco_det.parse_args(["--weights", "x.pth", "--config-file",
+                                    str(CONFIGS / "coco_R_50_C4_1x_moco.yaml"),
+                                    "--data", str(tmp_path), "--out", str(tmp_path / "run")])
     with pytest.raises(CocoDetError, match="needs a ResNet-50"):
-        coco_det.setup_cfg(args, {"meta": {"arch": "resnet18"}, "converted": "x.pkl"}, 10)
+        coco_det.setup_cfg(settings, {"meta": {"arch": "resnet18"}, "converted": "x.pkl"}, 10)
 
 
 def _copy_coco(tiny_data: Path, tmp_path: Path) -> Path:
@@ -71,8 +72,8 @@ def _copy_coco(tiny_data: Path, tmp_path: Path) -> Path:
 
 def test_validate_coco_accepts_the_synthetic_set(tiny_data: Path) -> None:
     coco = tiny_data / "coco"
-    ids = validate_coco(coco / "annotations/instances_val2017.json", coco / "val2017", masks=True)
-    assert len(ids) == 10
+    doc = validate_coco(coco / "annotations/instances_val2017.json", coco / "val2017", masks=True)
+    assert len(doc["categories"]) == 10
 
 
 def test_validate_coco_names_missing_fields_and_files(tiny_data: Path, tmp_path: Path) -> None:
@@ -81,14 +82,26 @@ def test_validate_coco_names_missing_fields_and_files(tiny_data: Path, tmp_path:
     doc = json.loads(ann.read_text())
     first = doc["images"][0]["file_name"]
     (coco / "val2017" / first).unlink()
-    with pytest.raises(CocoDetError, match=f"missing, e.g. {first}"):
+    with pytest.raises(DataError, match=f"missing, e.g. {first}"):
         validate_coco(ann, coco / "val2017", masks=True)
     del doc["annotations"][0]["bbox"]
     ann.write_text(json.dumps(doc))
-    with pytest.raises(CocoDetError, match=r"instances_val2017.json: annotations\[0\] lacks"):
+    with pytest.raises(DataError, match=r"instances_val2017.json: annotations\[0\] lacks"):
+        validate_coco(ann, coco / "val2017", masks=True)
+    shutil.copy(tiny_data / "coco" / "val2017" / first, coco / "val2017" / first)
+    doc["annotations"][0]["bbox"] = [0, 0, 1, 1]
+    image_id, doc["annotations"][1]["image_id"] = doc["annotations"][1]["image_id"], 10 ** 9
+    ann.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="1 annotation.s. refer to an unknown image"):
+        validate_coco(ann, coco / "val2017", masks=True)
+    doc["annotations"][1]["image_id"] = image_id
+    del doc["annotations"][1]["segmentation"]
+    ann.write_text(json.dumps(doc))
+    validate_coco(ann, coco / "val2017", masks=False)  # boxes need no polygons
+    with pytest.raises(DataError, match=r"annotations\[1\] lacks field\(s\) segmentation"):
         validate_coco(ann, coco / "val2017", masks=True)
     ann.write_text("{not json")
-    with pytest.raises(CocoDetError, match="not readable JSON"):
+    with pytest.raises(DataError, match="not valid JSON"):
         validate_coco(ann, coco / "val2017", masks=True)
 
 
@@ -117,7 +130,7 @@ def test_driver_refuses_bad_input_before_training(tiny_data: Path, tmp_path: Pat
     torch.save(torchvision.models.resnet18(zero_init_residual=True).state_dict(), weights)
     assert coco_det.main(["--weights", str(weights), "--data", str(tmp_path / "nowhere"),
                           "--out", str(tmp_path / "run2")]) == 2
-    assert "instances_train2017.json: missing" in capsys.readouterr().err
+    assert "nowhere: data folder does not exist" in capsys.readouterr().err
     assert not (tmp_path / "run2").exists()  # nothing converted for a run that cannot start
 
 
@@ -131,16 +144,15 @@ def test_weights_to_ap_end_to_end_with_resume_and_eval_only(tiny_data: Path, tmp
     torch.save(torchvision.models.resnet18(zero_init_residual=True).state_dict(), weights)
     board, out = tmp_path / "board.csv", tmp_path / "run"
     common = ["--data", str(tiny_data / "coco"), "--out", str(out), "--leaderboard", str(board),
-              "--config", str(CONFIGS / "coco_cpu_FPN_128px.yaml")]
+              "--config-file", str(CONFIGS / "coco_cpu_FPN_128px.yaml")]
     small = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()"]
-    assert coco_det.main(["--weights", str(weights), *common,
-                          "--opts", "SOLVER.MAX_ITER", "2", *small]) == 0
+    assert coco_det.main(["--weights", str(weights), *common, "SOLVER.MAX_ITER", "2", *small]) == 0
     record = json.loads((out / "backbone.json").read_text())
     assert record["meta"]["arch"] == "resnet18" and (out / "backbone_detectron2.pkl").is_file()
     assert coco_det.main(["--weights", str(weights), *common]) == 2  # the run folder is taken
     assert "--resume" in capsys.readouterr().err
 
-    assert coco_det.main([*common, "--resume", "--opts", "SOLVER.MAX_ITER", "3", *small]) == 0
+    assert coco_det.main([*common, "--resume", "SOLVER.MAX_ITER", "3", *small]) == 0
     log = (out / "log.txt").read_text()
     assert "Starting training from iteration 0" in log
     assert "Starting training from iteration 2" in log  # 0-based: iterations 0, 1 done before
@@ -185,3 +197,23 @@ def test_no_detection_at_all_is_an_error_not_a_silent_empty_result(tmp_path: Pat
     nan["bbox"]["AP"] = 0.0  # one defined value is a result
     coco_det.write_outputs(args, cfg, record, nan, 1.0, 1.0)
     assert (tmp_path / "board.csv").is_file()
+
+
+def test_command_line_extends_detectron2s_parser(tmp_path: Path) -> None:
+    """detectron2's own flags (launcher, --config-file, --resume, trailing KEY VALUE overrides)
+    come from its default_argument_parser; the settings are one frozen config."""
+    from dataclasses import FrozenInstanceError
+
+    from detectron2.engine import default_argument_parser
+
+    ours = coco_det.build_parser()._option_string_actions
+    assert set(default_argument_parser()._option_string_actions) <= set(ours)
+    settings = coco_det.parse_args(["--weights", "random", "--num-gpus", "2", "--data",
+                                    str(tmp_path), "SOLVER.MAX_ITER", "3"])
+    assert settings.opts == ("SOLVER.MAX_ITER", "3") and settings.num_gpus == 2
+    assert settings.arch == "resnet50" and settings.config_file == coco_det.FULL_CONFIG
+    assert settings.dist_url == "auto"
+    with pytest.raises(FrozenInstanceError):
+        settings.out = tmp_path  # type: ignore[misc]
+    with pytest.raises(SystemExit):
+        coco_det.parse_args(["--weights", "random", "--data", str(tmp_path), "SOLVER.MAX_ITER"])

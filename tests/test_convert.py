@@ -1,5 +1,5 @@
-"""transfer/convert.py: every source format round-trips exactly into detectron2 and mmpose, and
-every bad input is a clear error that writes nothing."""
+"""Reading (pretrain/foreign.py) and writing (transfer/convert.py): every source format round-trips
+exactly into detectron2 and mmpose, and every bad input is a clear error that writes nothing."""
 from __future__ import annotations
 
 import os
@@ -13,8 +13,15 @@ import torchvision
 
 from pretrain.backbones import build_resnet, stage_outputs
 from pretrain.checkpoint import CheckpointError, load_pickle_arrays, save_backbone
+from pretrain.foreign import read_backbone
+from pretrain.open_backbone import open_backbone
 from transfer import convert
-from transfer.convert import convert_checkpoint, detectron2_name, load_any_backbone
+from transfer.convert import detectron2_name, export_backbone
+
+
+def convert_checkpoint(src: Path, to: str, out: Path, prefix: str | None = None) -> Path:
+    """What ``python transfer/convert.py SRC --to TO --out OUT`` does."""
+    return export_backbone(open_backbone(src, prefix=prefix), to, out)
 
 
 def _random_resnet(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -169,7 +176,7 @@ def test_every_source_format_converts_exactly(name: str, resnet18: dict, tmp_pat
         src.write_bytes(pickle.dumps(content, protocol=4))
     else:
         torch.save(content, src)
-    state, meta = load_any_backbone(src, prefix=prefix)
+    state, meta = read_backbone(src, prefix=prefix)
     assert meta["source_format"] == source_format and meta["arch"] == "resnet18"
     assert meta["stem"] == "imagenet"
     expected = _backbone(resnet18)
@@ -183,7 +190,7 @@ def test_suite_checkpoint_keeps_its_meta(resnet18: dict, tmp_path: Path) -> None
     src = save_backbone(tmp_path / "backbone.safetensors", _backbone(resnet18),
                         {"method": "simclr", "regularizer": "msr", "arch": "resnet18",
                          "stem": "imagenet", "data": "synthetic-default", "epochs": 1})
-    state, meta = load_any_backbone(src)
+    state, meta = read_backbone(src)
     assert meta["source_format"] == "suite" and meta["method"] == "simclr"
     assert meta["regularizer"] == "msr" and meta["arch"] == "resnet18"
     out = convert_checkpoint(src, to="mmpose", out=tmp_path / "mm.pth")

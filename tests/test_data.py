@@ -5,6 +5,7 @@ import csv
 import filecmp
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,13 +56,13 @@ def test_generate_is_deterministic_by_seed(tiny_data, tmp_path):
     walk(cmp)
     assert not mismatched
     other = tmp_path / "seed1"
-    synthetic.generate_colorful_mnist(other, 40, 20, seed=1)
+    synthetic.colorful_mnist.generate(other, 40, 20, seed=1)
     assert (other / "train.csv").read_text() != (tiny_data / "colorful_mnist/train.csv").read_text()
 
 
 def test_colorful_mnist_reader(tiny_data):
     train, test = ColorfulMNIST(tiny_data / "colorful_mnist"), ColorfulMNIST(tiny_data, "test")
-    assert (len(train), len(test)) == synthetic.SIZES["tiny"].cmnist
+    assert (len(train), len(test)) == synthetic.colorful_mnist.IMAGES["tiny"]
     img, labels = train[0]
     assert img.mode == "RGB" and img.size == (64, 64)
     assert set(labels) == {"digit", "background"}
@@ -72,9 +73,9 @@ def test_colorful_mnist_reader(tiny_data):
 
 
 def test_colorful_mnist_train_and_test_use_disjoint_source_digits():
-    images, _ = synthetic._sklearn_digits(seed=0)
+    images, _ = synthetic.colorful_mnist._sklearn_digits(seed=0)
     train = {d.tobytes() for d in images["train"]}
-    assert len(images["train"]) == synthetic.N_TRAIN_SOURCE_DIGITS
+    assert len(images["train"]) == synthetic.colorful_mnist.N_TRAIN_SOURCE_DIGITS
     assert not any(d.tobytes() in train for d in images["test"])
 
 
@@ -121,8 +122,8 @@ def test_coco_background_is_correlated_with_category():
     rng = np.random.default_rng(0)
     home = 0
     for _ in range(200):
-        scene = synthetic._coco_scene_choice(synthetic.COCO_CATEGORIES[3], rng)
-        home += scene == synthetic.COCO_CATEGORIES[3].scene
+        scene = synthetic.coco._coco_scene_choice(synthetic.coco.COCO_CATEGORIES[3], rng)
+        home += scene == synthetic.coco.COCO_CATEGORIES[3].scene
     assert 0.7 < home / 200 < 0.95
 
 
@@ -134,22 +135,23 @@ def test_detectron2_registers_records_with_masks(tiny_data):
     register_coco_instances(name, {}, str(tiny_data / "coco/annotations/instances_val2017.json"),
                             str(tiny_data / "coco/val2017"))
     records = DatasetCatalog.get(name)
-    assert len(records) == synthetic.SIZES["tiny"].coco[1]
+    assert len(records) == synthetic.coco.IMAGES["tiny"][1]
     assert all(Path(r["file_name"]).is_file() for r in records)
     anns = [a for r in records for a in r["annotations"]]
     assert anns and all(a["segmentation"] and len(a["segmentation"][0]) >= 6 for a in anns)
-    assert MetadataCatalog.get(name).thing_classes == [c.name for c in synthetic.COCO_CATEGORIES]
+    assert MetadataCatalog.get(name).thing_classes == [c.name for c in
+                                                       synthetic.coco.COCO_CATEGORIES]
 
 
 def test_mmpose_mpii_dataset_loads_with_head_boxes(tiny_data):
     from mmpose.datasets import MpiiDataset
 
     root = tiny_data / "mpii"
-    assert validate_mpii(tiny_data) == root
+    assert validate_mpii(tiny_data) == (root, {"train": 16, "val": 8})
     ds = MpiiDataset(ann_file="annotations/mpii_val.json", data_root=str(root),
                      data_prefix=dict(img="images/"), data_mode="topdown", test_mode=True,
                      headbox_file=str(root / "annotations/mpii_gt_val.mat"), pipeline=[])
-    assert len(ds) == synthetic.SIZES["tiny"].mpii[1]
+    assert len(ds) == synthetic.mpii.IMAGES["tiny"][1]
     item = ds[0]
     assert item["keypoints"].shape == (1, 16, 2)
     assert item["head_size"].item() > 4
@@ -157,14 +159,14 @@ def test_mmpose_mpii_dataset_loads_with_head_boxes(tiny_data):
     # joints are 1-based pixel coordinates inside the 128 px image
     anns = json.loads((root / "annotations/mpii_val.json").read_text())
     joints = np.array([a["joints"] for a in anns])
-    assert joints.min() >= 1 and joints.max() <= synthetic.MPII_SIZE
+    assert joints.min() >= 1 and joints.max() <= synthetic.mpii.MPII_SIZE
     assert any(0 in a["joints_vis"] for a in anns + json.loads(
         (root / "annotations/mpii_train.json").read_text()))
 
 
 def test_coco_objects_full_and_foreground(tiny_data):
     assert len(ICL_MSR_CATEGORIES) == len(set(ICL_MSR_CATEGORIES)) == 30
-    assert all(c.name in ICL_MSR_CATEGORIES for c in synthetic.COCO_CATEGORIES)
+    assert all(c.name in ICL_MSR_CATEGORIES for c in synthetic.coco.COCO_CATEGORIES)
     full = CocoObjects(tiny_data / "coco", "train", view="full")
     fg = CocoObjects(tiny_data / "coco", "train", view="foreground")
     doc = json.loads((tiny_data / "coco/annotations/instances_train2017.json").read_text())
@@ -218,7 +220,7 @@ def test_default_root_generates_once_atomically(tmp_path, monkeypatch):
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     root = tmp_path / "synthetic-tiny-seed3"
     assert outs == [str(root)] * 2
-    assert sorted(p.name for p in root.iterdir()) == sorted(synthetic.SETS)
+    assert sorted(p.name for p in root.iterdir()) == sorted(synthetic.GENERATORS)
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
     stamp = (root / "colorful_mnist/train.csv").stat().st_mtime_ns
     assert synthetic.default_root("tiny", seed=3) == root
@@ -285,16 +287,25 @@ def test_mpii_layout_errors_are_named(tiny_data, tmp_path):
     anns = json.loads(path.read_text())
     anns[0]["joints"] = anns[0]["joints"][:15]
     path.write_text(json.dumps(anns))
-    with pytest.raises(DataError, match=r"mpii_train\.json.*16 x 2"):
+    with pytest.raises(DataError, match=r"mpii_train\.json: entry 0 .*'joints' must be a numeric "
+                                        r"array of shape \(16, 2\)"):
         validate_mpii(root)
     del anns[0]["joints_vis"]
     path.write_text(json.dumps(anns))
     with pytest.raises(DataError, match=r"mpii_train\.json.*lacks field\(s\) joints_vis"):
         validate_mpii(root)
+    for key, value, message in (("scale", 0, "'scale' must be a positive number"),
+                                ("image", "person.jpg", "must be a number"),
+                                ("image", "999999999.jpg", "1 image file(s) it lists are missing")):
+        broken = json.loads((tiny_data / "mpii/annotations/mpii_train.json").read_text())
+        broken[1][key] = value
+        path.write_text(json.dumps(broken))
+        with pytest.raises(DataError, match=r"mpii_train\.json: .*" + re.escape(message)):
+            validate_mpii(root)
     shutil.copy(tiny_data / "mpii/annotations/mpii_train.json", path)
     savemat(root / "annotations/mpii_gt_val.mat", {"headboxes_src": np.zeros((2, 2, 3))})
-    with pytest.raises(DataError, match=r"mpii_gt_val\.mat: needs 'headboxes_src'"):
+    with pytest.raises(DataError, match=r"mpii_gt_val\.mat: 'headboxes_src' must have shape"):
         validate_mpii(root)
     (root / "annotations/mpii_gt_val.mat").unlink()
-    with pytest.raises(DataError, match=r"mpii_gt_val\.mat: missing head box file"):
+    with pytest.raises(DataError, match=r"mpii_gt_val\.mat: missing head-box file"):
         validate_mpii(root)

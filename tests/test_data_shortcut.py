@@ -14,12 +14,7 @@ import numpy as np
 from PIL import Image
 
 from pretrain.data import CocoObjects, FairFace
-from pretrain.synthetic import (
-    COCO_CATEGORIES,
-    generate_coco,
-    generate_colorful_mnist,
-    generate_fairface,
-)
+from pretrain.synthetic import coco, colorful_mnist, fairface
 
 REPO = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("shortcut_check",
@@ -33,7 +28,7 @@ def _pixels(img: Image.Image, side: int = 16) -> np.ndarray:
 
 
 def test_colorful_mnist_background_is_far_easier_than_digit(tmp_path):
-    root = generate_colorful_mnist(tmp_path / "cmnist", 1000, 400, seed=0)
+    root = colorful_mnist.generate(tmp_path / "cmnist", 1000, 400, seed=0)
     result = check.main(["--root", str(root), "--features", "pixels", "--pixels-size", "16"])
     print(f"pixel probe: background {result['background']:.1f}%, digit {result['digit']:.1f}%")
     assert result["background"] >= 80
@@ -41,7 +36,7 @@ def test_colorful_mnist_background_is_far_easier_than_digit(tmp_path):
 
 
 def test_fairface_race_is_the_easy_attribute(tmp_path):
-    root = generate_fairface(tmp_path / "fairface", 600, 300, seed=0)
+    root = fairface.generate(tmp_path / "fairface", 600, 300, seed=0)
     arrays = {}
     for split in ("train", "val"):
         ds = FairFace(root, split)
@@ -57,10 +52,10 @@ def test_fairface_race_is_the_easy_attribute(tmp_path):
 
 
 def test_coco_background_alone_predicts_the_category(tmp_path):
-    root = generate_coco(tmp_path / "coco", 400, 200, seed=0)
+    root = coco.generate(tmp_path / "coco", 400, 200, seed=0)
     arrays = {}
     for split in ("train", "val"):
-        ds = CocoObjects(root, split, categories=[c.name for c in COCO_CATEGORIES])
+        ds = CocoObjects(root, split, categories=[c.name for c in coco.COCO_CATEGORIES])
         xs = []
         for (img, _), (x, y, w, h) in zip(ds, ds.boxes):
             canvas = np.asarray(img).copy()

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 import transfer.compat  # noqa: F401  (before detectron2 / mmpose)
-from pretrain.synthetic import generate_coco
+from pretrain.synthetic import coco
 
 
 @pytest.fixture(scope="module")
 def two_image_coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_coco(tmp_path_factory.mktemp("coco2"), n_train=2, n_val=2, seed=1)
+    return coco.generate(tmp_path_factory.mktemp("coco2"), n_train=2, n_val=2, seed=1)
 
 
 def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:

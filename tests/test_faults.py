@@ -88,10 +88,12 @@ def _probe_argv(tiny_data: Path, weights: Path, out: Path, board: Path, cache: P
 @pytest.mark.slow
 def test_benchmark_killed_mid_run_then_rerun_writes_its_rows_once(tiny_data: Path,
                                                                   tmp_path: Path) -> None:
-    from benchmarks.suite import write_random_init
+    from pretrain.checkpoint import save_backbone
+    from pretrain.open_backbone import open_backbone
 
     weights = tmp_path / "random.safetensors"
-    write_random_init(weights, "resnet18")
+    control = open_backbone("random")
+    save_backbone(weights, control.model.state_dict(), control.meta)
     board = tmp_path / "leaderboard.csv"
     def argv(cache: str) -> list[str]:
         return _probe_argv(tiny_data, weights, tmp_path / "probe", board, tmp_path / cache)

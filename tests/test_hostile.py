@@ -312,7 +312,6 @@ def test_suite_checkpoint_names_never_become_paths_outside_out(
     def reached(*args) -> None:
         raise AssertionError("the suite started with an argument it should have refused")
 
-    monkeypatch.setattr(suite, "write_random_init", reached)
     monkeypatch.setattr(synthetic, "default_root", reached)
     sets = [f"--data={name}={tmp_path}" for name in ("coco", "mpii", "colorful_mnist")]
     named = "NAME becomes a folder name"

@@ -14,12 +14,7 @@ from pretrain.methods.byol import regression_loss
 from pretrain.methods.mocov2 import info_nce
 from pretrain.methods.simclr import nt_xent
 
-SMALL_HEADS = {
-    "simclr": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "byol": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "barlow_twins": {"proj_hidden_dim": 32, "proj_dim": 16},
-    "mocov2": {"proj_dim": 16, "queue_size": 24},
-}
+SMALL_HEADS = {name: method.SMALL_ARGS for name, method in METHODS.items()}
 
 
 def small_method(name: str) -> torch.nn.Module:
@@ -152,3 +147,13 @@ def test_bad_method_arguments_are_named() -> None:
         build_method("simsiam", build_resnet("resnet18"), 512)
     with pytest.raises(ValueError, match="bad --method-arg for simclr"):
         build_method("simclr", build_resnet("resnet18"), 512, queue_size=3)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_declares_small_test_heads(name: str) -> None:
+    """A method's file gives its small heads (SMALL_ARGS); the tests build it from them."""
+    assert METHODS[name].SMALL_ARGS
+    method = small_method(name)
+    heads = sum(p.numel() for n, p in method.named_parameters()  # trained, beside the backbone
+                if p.requires_grad and not n.startswith("backbone."))
+    assert 0 < heads < 300_000  # the papers' heads on 512-d features: 0.33M (SimCLR) to 138M

@@ -14,8 +14,9 @@ import torch
 import transfer.compat  # noqa: F401,I001  (before mmpose)
 from benchmarks.leaderboard import read_rows
 from pretrain.backbones import build_resnet, stage_outputs
+from pretrain.open_backbone import Backbone, open_backbone
 from transfer import mpii_pose
-from transfer.convert import convert_checkpoint
+from transfer.convert import export_backbone
 
 REPO = Path(__file__).resolve().parent.parent
 GROUPS = ("head", "shoulder", "elbow", "wrist", "hip", "knee", "ankle")
@@ -46,7 +47,7 @@ def test_converted_checkpoint_gives_mmpose_resnet_the_source_features(tmp_path):
     from mmpose.models.backbones import ResNet
 
     src = _torchvision_file(tmp_path / "r18.pth")
-    out = convert_checkpoint(src, to="mmpose", out=tmp_path / "r18_mmpose.pth")
+    out = export_backbone(open_backbone(src), "mmpose", tmp_path / "r18_mmpose.pth")
     backbone = ResNet(depth=18, out_indices=(0, 1, 2, 3),
                       init_cfg=dict(type="Pretrained", checkpoint=str(out)))
     backbone.init_weights()
@@ -100,7 +101,7 @@ def test_finetune_protocol_random_init_trains_backbone_and_resumes(tiny_data, tm
     out = tmp_path / "finetune"
     args = _args(tiny_data / "mpii", out, "random", "--protocol", "finetune", "--seed", "3")
     record = mpii_pose.run(mpii_pose.parse_args(args))
-    assert record["backbone"]["backbone_id"] == "random-resnet18-seed3"
+    assert record["backbone"]["backbone_id"] == "random-init-resnet18-imagenet-seed3"
     assert set(record["metrics"]) == {"PCKh@0.5", "PCKh@0.1", *(f"PCKh@0.5_{g}" for g in GROUPS)}
     rows = read_rows(out / "board.csv")[1]
     assert {r["protocol"] for r in rows} == {"finetune"} and len(rows) == 9
@@ -176,7 +177,7 @@ def _fails(capsys, argv: list[str], *expected: str) -> None:
 def test_missing_headbox_file_is_a_clear_error(mpii_copy, tmp_path, capsys):
     (mpii_copy / "annotations" / "mpii_gt_val.mat").unlink()
     _fails(capsys, _args(mpii_copy, tmp_path / "run", "random"),
-           "mpii_gt_val.mat", "head-box file")
+           "mpii_gt_val.mat: missing head-box file")
 
 
 def test_annotation_without_joints_is_a_clear_error(mpii_copy, tmp_path, capsys):
@@ -185,7 +186,7 @@ def test_annotation_without_joints_is_a_clear_error(mpii_copy, tmp_path, capsys)
     del anns[3]["joints"]
     path.write_text(json.dumps(anns))
     _fails(capsys, _args(mpii_copy, tmp_path / "run", "random"),
-           "mpii_val.json: entry 3", "['joints']")
+           "mpii_val.json: entry 3 lacks field(s) joints")
 
 
 def test_headbox_count_must_match_val_annotations(mpii_copy, tmp_path, capsys):
@@ -215,7 +216,9 @@ def test_mis_prefixed_mmpose_file_stops_before_training(tiny_data, tmp_path):
                                  backbone_file=bad, arch="resnet18", protocol="fixed",
                                  out_dir=tmp_path / "run", n_train=16, max_iters=1)
     runner = Runner.from_cfg(cfg)
-    runner.register_hook(mpii_pose.BackboneGuard(bad, frozen=True, resumed=False), "VERY_HIGH")
+    source = Backbone(model, {"arch": "resnet18", "stem": "imagenet"}, None, "in memory")
+    runner.register_hook(mpii_pose.BackboneGuard(source, bad, frozen=True, resumed=False),
+                         "VERY_HIGH")
     with pytest.raises(mpii_pose.MpiiPoseError, match="backbone was not loaded"):
         runner.train()
     assert not list((tmp_path / "run").glob("iter_*.pth"))

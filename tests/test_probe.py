@@ -1,4 +1,5 @@
-"""The probe engine: linear probe, weighted kNN, feature cache, backbone loading, fine-tuning."""
+"""The probe engine: linear probe, weighted kNN, feature cache, backbone loading, fine-tuning
+(benchmarks/protocols.py, benchmarks/features.py, benchmarks/probe.py)."""
 from __future__ import annotations
 
 import shutil
@@ -6,25 +7,26 @@ import shutil
 import pytest
 import torch
 
-from benchmarks.probe import (
+from benchmarks.features import (
     Features,
-    FinetuneRecipe,
-    LinearRecipe,
-    ProbeError,
     cached_features,
     eval_transform,
     feature_key,
+    train_transform,
+)
+from benchmarks.probe import summarize
+from benchmarks.protocols import (
+    FinetuneRecipe,
+    LinearRecipe,
     finetune,
     knn_accuracy,
     knn_predict,
     linear_probe,
-    load_backbone,
-    summarize,
-    train_transform,
 )
 from pretrain.backbones import build_resnet
 from pretrain.checkpoint import CheckpointError, save_backbone
 from pretrain.data import ColorfulMNIST
+from pretrain.open_backbone import open_backbone
 
 
 def planted(n: int, seed: int, dim: int = 32) -> Features:
@@ -104,9 +106,9 @@ def write_checkpoint(path, seed: int, **meta):
 
 
 def test_feature_cache_key_follows_checkpoint_transform_and_data(tmp_path, tiny_data):
-    a = load_backbone(str(write_checkpoint(tmp_path / "a.safetensors", 0)))
-    b = load_backbone(str(write_checkpoint(tmp_path / "b.safetensors", 1)))
-    same_as_a = load_backbone(str(write_checkpoint(tmp_path / "a2.safetensors", 0)))
+    a = open_backbone(write_checkpoint(tmp_path / "a.safetensors", 0))
+    b = open_backbone(write_checkpoint(tmp_path / "b.safetensors", 1))
+    same_as_a = open_backbone(write_checkpoint(tmp_path / "a2.safetensors", 0))
     data = ColorfulMNIST(tiny_data, "test", eval_transform(32))
     assert feature_key(a, data) == feature_key(same_as_a, data)
     assert feature_key(a, data) != feature_key(b, data)                  # checkpoint bytes
@@ -114,9 +116,9 @@ def test_feature_cache_key_follows_checkpoint_transform_and_data(tmp_path, tiny_
         a, ColorfulMNIST(tiny_data, "test", eval_transform(48)))          # transform
     assert feature_key(a, data) != feature_key(
         a, ColorfulMNIST(tiny_data, "train", eval_transform(32)))         # split
-    random = load_backbone("random", "resnet18", "imagenet", init_seed=0)
+    random = open_backbone("random", "resnet18", "imagenet", seed=0)
     assert feature_key(random, data) != feature_key(
-        load_backbone("random", "resnet18", "imagenet", init_seed=1), data)
+        open_backbone("random", "resnet18", "imagenet", seed=1), data)
 
     # A data file that changes is a new key too.
     copy = shutil.copytree(tiny_data / "colorful_mnist", tmp_path / "cm")
@@ -129,17 +131,17 @@ def test_cached_features_extract_once_and_reextract_on_change(tmp_path, tiny_dat
     path = write_checkpoint(tmp_path / "a.safetensors", 0)
     data = ColorfulMNIST(tiny_data, "test", eval_transform(32))
     timings: dict[str, float] = {}
-    first = cached_features(load_backbone(str(path)), data, tmp_path / "cache", "cpu",
+    first = cached_features(open_backbone(path), data, tmp_path / "cache", "cpu",
                             timings=timings, desc="first")
     assert "first" in timings and len(list((tmp_path / "cache" / "features").iterdir())) == 1
-    again = cached_features(load_backbone(str(path)), data, tmp_path / "cache", "cpu",
+    again = cached_features(open_backbone(path), data, tmp_path / "cache", "cpu",
                             timings=timings, desc="again")
     assert "again" not in timings                       # read from the cache
     assert torch.equal(first.x, again.x) and first.x.shape == (len(data), 512)
     assert torch.equal(first.labels["digit"], torch.tensor([s[1]["digit"]
                                                             for s in data.samples]))
     write_checkpoint(path, 1)                            # same path, new bytes
-    changed = cached_features(load_backbone(str(path)), data, tmp_path / "cache", "cpu",
+    changed = cached_features(open_backbone(path), data, tmp_path / "cache", "cpu",
                               timings=timings, desc="changed")
     assert "changed" in timings and not torch.equal(changed.x, first.x)
 
@@ -149,12 +151,12 @@ def test_partial_or_mismatched_checkpoint_is_an_error(tmp_path):
     state.pop("layer4.1.bn2.running_var")
     save_backbone(tmp_path / "partial.safetensors", state, {"arch": "resnet18"})
     with pytest.raises(CheckpointError, match="layer4.1.bn2.running_var"):  # the converter's
-        load_backbone(str(tmp_path / "partial.safetensors"))
+        open_backbone(tmp_path / "partial.safetensors")
     path = write_checkpoint(tmp_path / "ok.safetensors", 0)
-    with pytest.raises(ProbeError, match="--stem small"):
-        load_backbone(str(path), stem="small")
-    with pytest.raises(ProbeError, match="no such file"):
-        load_backbone(str(tmp_path / "absent.safetensors"))
+    with pytest.raises(CheckpointError, match="--stem small"):
+        open_backbone(path, stem="small")
+    with pytest.raises(CheckpointError, match="absent.safetensors: no such checkpoint file"):
+        open_backbone(tmp_path / "absent.safetensors")
 
 
 def test_finetune_is_deterministic_by_seed(tiny_data):
@@ -162,7 +164,7 @@ def test_finetune_is_deterministic_by_seed(tiny_data):
     recipe = FinetuneRecipe(epochs=1, batch_size=16)
     states = []
     for seed in (0, 0, 1):
-        model = load_backbone("random", "resnet18", "imagenet").model
+        model = open_backbone("random", "resnet18", "imagenet").model
         heads = finetune(model, data, {"digit": 10, "background": 10}, "cpu", recipe, seed)
         states.append(torch.cat([p.detach().flatten() for p in
                                  [*model.parameters(), *heads.parameters()]]))

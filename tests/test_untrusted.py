@@ -97,3 +97,13 @@ def test_detectron2_yaml_with_python_tags_is_not_executed(tmp_path: Path) -> Non
     with pytest.raises(coco_det.CocoDetError, match="cannot be read as YAML"):
         coco_det.load_config(config)
     assert not planted.exists()
+
+
+def test_runner_checkpoint_reader_is_the_restricted_unpickler(tmp_path: Path) -> None:
+    """mmengine Runner checkpoints (MPII --resume) go through the suite's one restricted
+    unpickler, widened by mmengine's log types only: a planted object is still refused."""
+    planted = tmp_path / "planted"
+    evil = _plant(tmp_path / "iter_1.pth", planted, as_torch=True)
+    with pytest.raises(mpii_pose.MpiiPoseError, match="does not resume from"):
+        mpii_pose.load_from_suite_resume(mpii_pose.RESUME_SCHEME + str(evil))
+    assert not planted.exists()

@@ -1,29 +1,34 @@
 """COCO Mask R-CNN transfer on detectron2, scored by pycocotools (box and mask AP).
 
-    python transfer/coco_det.py --weights FILE [--config YAML] [--data COCO_ROOT] [--out DIR]
-                                [--eval-only] [--resume] [--num-gpus N] [--opts KEY VALUE ...]
+    python transfer/coco_det.py --weights FILE [--config-file YAML] [--data COCO_ROOT] [--out DIR]
+                                [--eval-only] [--resume] [--num-gpus N] [KEY VALUE ...]
 
 Everything that trains and scores is detectron2's own: ``DefaultTrainer`` (its loop, hooks,
 checkpoints, TensorBoard and log), its COCO data loading, ``COCOEvaluator`` (pycocotools; the
 pure-Python path, ``use_fast_impl=False``, as this install has no ``detectron2._C``) and
-``launch`` for several GPUs or machines. This driver adds:
+``launch`` for several GPUs or machines, and its command line (``default_argument_parser``:
+``--config-file``, ``--resume``, ``--eval-only``, the launcher's flags and ``KEY VALUE`` config
+overrides at the end). This driver adds:
 
-- the backbone: ``--weights`` in any format ``transfer/convert.py`` reads, converted into the run
-  folder (``backbone_detectron2.pkl``) and verified against detectron2's own ResNet before
-  detectron2 sees it, so detectron2 only ever unpickles a file this suite wrote and re-read with
-  its arrays-only unpickler. ``--weights random`` is the random-init control (torchvision init
-  with ``zero_init_residual``, which keeps Mask R-CNN from diverging; ``--arch``, ``--seed``).
-  The depth (``RESNETS.DEPTH``, ``RES2_OUT_CHANNELS``) follows the weights; C4 needs a ResNet-50.
+- the backbone: ``--weights`` is opened once by ``pretrain/open_backbone.py`` (any checkpoint
+  format it reads, or ``random``: the suite's random-init control, whose zero-initialised residual
+  branches keep Mask R-CNN from diverging; ``--arch``, default resnet50, and ``--seed``), written
+  into the run folder (``backbone_detectron2.pkl``) and verified against detectron2's own ResNet
+  by ``transfer/convert.py`` before detectron2 sees it, so detectron2 only ever unpickles a file
+  this suite wrote and re-read with its arrays-only unpickler. The depth (``RESNETS.DEPTH``,
+  ``RES2_OUT_CHANNELS``, from ``pretrain/backbones.py``) follows the weights; C4 needs a ResNet-50.
 - configs (``transfer/configs``): MoCo's detection protocol on the zoo's Mask R-CNN R50-FPN 1x
   (``coco_R_50_FPN_1x_moco.yaml``, the default with ``--data``) and R50-C4 1x
   (``coco_R_50_C4_1x_moco.yaml``, with MoCo's ``Res5ROIHeadsExtraNorm``), and the embedded
-  default ``coco_cpu_FPN_128px.yaml`` (used when ``--data`` is absent). ``_BASE_:
+  default ``coco_cpu_FPN_128px.yaml`` (used when ``--data`` is absent) are the default
+  ``--config-file``. ``_BASE_:
   "model_zoo:<path>"`` names a file of detectron2's model zoo; other bases are relative paths.
   A base (and each base it names) must lie in the zoo or ``transfer/configs`` and is read with
   ``yaml.safe_load`` (``transfer/compat.py``).
 - the data: ``--data`` is a COCO root (``annotations/instances_{train,val}2017.json``,
   ``train2017/``, ``val2017/``); both files are checked first (fields, ids, image files) and
-  registered with ``register_coco_instances``; ``NUM_CLASSES`` follows the categories.
+  registered with ``register_coco_instances``; ``NUM_CLASSES`` follows the categories. The
+  checks are the COCO reader's (``pretrain/data.py``: fields, ids, image files).
   Without ``--data``: the embedded synthetic set (``pretrain.synthetic.default_root()/coco``).
 
 Outputs in ``--out`` (default ``runs/coco_det/<weights>-<config>-seed<seed>``): ``config.yaml``
@@ -35,10 +40,11 @@ per category, plus timings) and rows in the leaderboard CSV (task ``coco_det``, 
 
 ``--resume`` continues from the run folder's last checkpoint; ``--eval-only`` evaluates it.
 Several GPUs: ``--num-gpus 8``; several machines: ``--num-machines``, ``--machine-rank`` and
-``--dist-url`` as in detectron2's ``train_net.py``.
+``--dist-url`` as in detectron2's ``train_net.py``. The settings of a run are one frozen
+:class:`CocoDetConfig`.
 
 CPU: the embedded default (ResNet-50, 150 iterations of 4 images, 500 test images) used 434 s of
-CPU time (user + sys, one thread) on this 2-core machine. On a CPU shared with other jobs set
+CPU time (user + sys, one thread) on a 2-core CPU. On a CPU shared with other jobs set
 ``OMP_NUM_THREADS=1``: two threads under contention spent 3x the CPU time per iteration
 (5.9 s against 1.9 s) and ran 3x slower.
 """
@@ -49,6 +55,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +71,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
-from detectron2.engine import DefaultTrainer, default_setup, launch
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import COCOEvaluator
 from detectron2.layers import get_norm
 from detectron2.modeling import ROI_HEADS_REGISTRY
@@ -72,24 +79,27 @@ from detectron2.modeling.roi_heads import Res5ROIHeads
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-from pretrain.backbones import ARCHS, build_resnet
-from pretrain.checkpoint import CheckpointError, atomic_write, save_backbone
+from pretrain.backbones import RESNETS
+from pretrain.checkpoint import atomic_write
+from pretrain.cli import InputError, run_main
+from pretrain.data import coco_files, validate_coco
+from pretrain.open_backbone import add_backbone_arguments, is_random, open_backbone
 from transfer.compat import ZOO_PREFIX, UnsafeConfigError, detectron2_base
-from transfer.convert import ConversionError, convert_checkpoint, load_any_backbone
+from transfer.convert import export_backbone
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FULL_CONFIG = CONFIG_DIR / "coco_R_50_FPN_1x_moco.yaml"
 CPU_CONFIG = CONFIG_DIR / "coco_cpu_FPN_128px.yaml"
 TRAIN_SET, TEST_SET = "suite_coco_train", "suite_coco_val"
-SPLITS = {TRAIN_SET: "train2017", TEST_SET: "val2017"}
+SPLITS = {TRAIN_SET: "train", TEST_SET: "val"}
 TASK, PROTOCOL = "coco_det", "finetune"
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-RANDOM_WEIGHTS = "random"
+RANDOM_ARCH = "resnet50"  # the random-init control's default here: the C4 configs need it
 BACKBONE_FILE, BACKBONE_RECORD = "backbone_detectron2.pkl", "backbone.json"
 METRICS_FILE, TRAIN_LOG = "metrics.json", "train_log.json"
 
 
-class CocoDetError(ValueError):
+class CocoDetError(InputError):
     """Bad input to the driver (data, config, run folder); the message says what and how."""
 
 
@@ -164,64 +174,11 @@ def _merge_config(cfg: CfgNode, path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ data
-def validate_coco(json_file: Path, image_root: Path, masks: bool) -> list[int]:
-    """Check a COCO instances json and its images; return its sorted category ids."""
-    try:
-        doc = json.loads(json_file.read_text())
-    except FileNotFoundError as err:
-        raise CocoDetError(f"{json_file}: missing; --data must be a COCO root with "
-                           "annotations/instances_{train,val}2017.json") from err
-    except (OSError, ValueError) as err:
-        raise CocoDetError(f"{json_file}: not readable JSON ({err})") from err
-    absent = [k for k in ("images", "annotations", "categories")
-              if not isinstance(doc, dict) or not isinstance(doc.get(k), list)]
-    if absent:
-        raise CocoDetError(f"{json_file}: no list {absent} at the top level; not a COCO "
-                           "instances file")
-    problems = []
-
-    def need(items: list, what: str, fields: tuple[str, ...]) -> None:
-        for i, item in enumerate(items):
-            lacking = [f for f in fields if not isinstance(item, dict) or f not in item]
-            if lacking:
-                problems.append(f"{what}[{i}] lacks {lacking}")
-                return
-
-    need(doc["images"], "images", ("id", "file_name", "width", "height"))
-    need(doc["categories"], "categories", ("id", "name"))
-    need(doc["annotations"], "annotations",
-         ("id", "image_id", "category_id", "bbox") + (("segmentation",) if masks else ()))
-    if not doc["categories"]:
-        problems.append("no categories")
-    if not doc["images"]:
-        problems.append("no images")
-    if problems:
-        raise CocoDetError(f"{json_file}: {'; '.join(problems)}")
-    image_ids = {im["id"] for im in doc["images"]}
-    category_ids = sorted({c["id"] for c in doc["categories"]})
-    orphans = [a["id"] for a in doc["annotations"] if a["image_id"] not in image_ids
-               or a["category_id"] not in category_ids]
-    if orphans:
-        raise CocoDetError(f"{json_file}: {len(orphans)} annotation(s) refer to an unknown image "
-                           f"or category, e.g. ids {orphans[:5]}")
-    missing = [im["file_name"] for im in doc["images"]
-               if not (image_root / im["file_name"]).is_file()]
-    if missing:
-        raise CocoDetError(f"{image_root}: {len(missing)} image file(s) listed in {json_file} are "
-                           f"missing, e.g. {', '.join(missing[:5])}")
-    return category_ids
-
-
-def _coco_files(data: Path, dataset: str) -> tuple[Path, Path]:
-    split = SPLITS[dataset]
-    return data / "annotations" / f"instances_{split}.json", data / split
-
-
 def register_data(data: Path, val_json: Path | None = None) -> None:
     """Register train2017 and val2017 (or ``val_json``, a subset of it) with detectron2."""
     for name in SPLITS:
         if name not in DatasetCatalog.list():
-            json_file, image_root = _coco_files(data, name)
+            json_file, image_root = coco_files(data, SPLITS[name])
             if name == TEST_SET and val_json is not None:
                 json_file = val_json
             register_coco_instances(name, {}, str(json_file), str(image_root))
@@ -230,7 +187,7 @@ def register_data(data: Path, val_json: Path | None = None) -> None:
 def val_subset(data: Path, out: Path, n: int) -> Path:
     """The first ``n`` images of val2017 with their annotations, as a COCO json in the run
     folder (so pycocotools scores exactly the images evaluated)."""
-    doc = json.loads(_coco_files(data, TEST_SET)[0].read_text())
+    doc = json.loads(coco_files(data, "val")[0].read_text())
     doc["images"] = doc["images"][:n]
     kept = {image["id"] for image in doc["images"]}
     doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in kept]
@@ -239,80 +196,99 @@ def val_subset(data: Path, out: Path, n: int) -> Path:
     return path
 
 
+# ------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class CocoDetConfig:
+    """One run's settings: detectron2's own flags (``default_argument_parser``) and the driver's,
+    resolved once by :func:`parse_args` (config file, data root and run folder filled in) and
+    never changed after."""
+
+    weights: str | None
+    prefix: str | None
+    arch: str | None
+    stem: str | None
+    seed: int
+    config_file: Path
+    data: Path
+    out: Path
+    val_images: int | None
+    leaderboard: Path
+    resume: bool
+    eval_only: bool
+    num_gpus: int
+    num_machines: int
+    machine_rank: int
+    dist_url: str
+    opts: tuple[str, ...]
+
+
 # ------------------------------------------------------------------------------------ backbone
-def prepare_backbone(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def prepare_backbone(settings: CocoDetConfig) -> dict[str, Any]:
     """Convert ``--weights`` into the run folder (verified); return the backbone record."""
+    out = settings.out
     pkl = out / BACKBONE_FILE
-    if args.weights.lower() == RANDOM_WEIGHTS:
-        torch.manual_seed(args.seed)
-        source = out / f"random_{args.arch}_seed{args.seed}.safetensors"
-        meta = {"method": "random", "regularizer": "none", "arch": args.arch,
-                "stem": "imagenet", "seed": args.seed,
-                "backbone_id": f"random-{args.arch}-seed{args.seed}"}
-        save_backbone(source, build_resnet(args.arch, zero_init_residual=True).state_dict(), meta)
-        backbone_id_from_file = False
-    else:
-        source = Path(args.weights)
-        backbone_id_from_file = True
-    _, meta = load_any_backbone(source, prefix=args.prefix)
+    backbone = open_backbone(settings.weights, settings.arch, settings.stem, settings.seed,
+                             settings.prefix)
     start = time.perf_counter()
-    convert_checkpoint(source, "detectron2", pkl, prefix=args.prefix, verify=True)
-    record = {"source": str(source), "backbone_id_from_file": backbone_id_from_file,
+    export_backbone(backbone, "detectron2", pkl, verify=True)
+    record = {"source": backbone.origin, "backbone_id_from_file": backbone.weights is not None,
               "converted": str(pkl), "convert_seconds": round(time.perf_counter() - start, 2),
-              "meta": meta}
+              "meta": backbone.meta}
     atomic_write(out / BACKBONE_RECORD, lambda f: f.write(json.dumps(record, indent=2).encode()))
     return record
 
 
-def setup_cfg(args: argparse.Namespace, record: dict[str, Any], num_classes: int) -> CfgNode:
-    cfg = load_config(args.config)
+def setup_cfg(settings: CocoDetConfig, record: dict[str, Any], num_classes: int) -> CfgNode:
+    cfg = load_config(settings.config_file)
     if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"  # before --opts, which may still say otherwise
+        cfg.MODEL.DEVICE = "cpu"  # before the overrides, which may still say otherwise
     try:
-        cfg.merge_from_list(args.opts)
+        cfg.merge_from_list(list(settings.opts))
     except (KeyError, ValueError, AssertionError) as err:
-        raise CocoDetError(f"--opts {' '.join(args.opts)}: {err}") from err
-    depth = int(record["meta"]["arch"].removeprefix("resnet"))
-    if cfg.MODEL.ROI_HEADS.NAME.startswith("Res5") and depth != 50:
-        raise CocoDetError(f"{args.config}: a C4 config builds res5 in the ROI head from "
-                           f"Bottleneck blocks, so it needs a ResNet-50, not resnet{depth}; "
+        raise CocoDetError(f"config overrides {' '.join(settings.opts)}: {err}") from err
+    arch = record["meta"]["arch"]
+    if cfg.MODEL.ROI_HEADS.NAME.startswith("Res5") and not RESNETS[arch].bottleneck:
+        raise CocoDetError(f"{settings.config_file}: a C4 config builds res5 in the ROI head from "
+                           f"Bottleneck blocks, so it needs a ResNet-50, not {arch}; "
                            f"use {FULL_CONFIG.name} (FPN) for ResNet-18/34")
-    cfg.MODEL.RESNETS.DEPTH = depth
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth in (18, 34) else 256
+    cfg.MODEL.RESNETS.DEPTH = RESNETS[arch].depth
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = RESNETS[arch].res2_channels
     cfg.MODEL.WEIGHTS = record["converted"]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (TRAIN_SET,), (TEST_SET,)
-    cfg.OUTPUT_DIR = str(args.out)
-    cfg.SEED = args.seed
+    cfg.OUTPUT_DIR = str(settings.out)
+    cfg.SEED = settings.seed
     cfg.freeze()
     return cfg
 
 
 # ------------------------------------------------------------------------------------ run
-def worker(args: argparse.Namespace, record: dict[str, Any], num_classes: int) -> None:
+def worker(settings: CocoDetConfig, record: dict[str, Any], num_classes: int,
+           val_json: Path | None) -> None:
     """One process of the run (detectron2's ``launch`` starts one per GPU)."""
-    register_data(args.data, args.val_json)
-    cfg = setup_cfg(args, record, num_classes)
-    default_setup(cfg, argparse.Namespace(config_file=str(args.config),
-                                          eval_only=args.eval_only))
+    register_data(settings.data, val_json)
+    cfg = setup_cfg(settings, record, num_classes)
+    # detectron2 logs these settings and the config file (as a str path), as from its own parser
+    default_setup(cfg, argparse.Namespace(**{**asdict(settings),
+                                             "config_file": str(settings.config_file)}))
     start = time.perf_counter()
-    if args.eval_only:
+    if settings.eval_only:
         model = Trainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=True)
         results = Trainer.test(cfg, model)
     else:
         trainer = Trainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
+        trainer.resume_or_load(resume=settings.resume)
         trainer.train()  # ends with the EvalHook's evaluation
         results = getattr(trainer, "_last_eval_results", {})
     if comm.is_main_process():
         elapsed = time.perf_counter() - start
-        write_outputs(args, cfg, record, results, elapsed - Trainer.test_seconds,
+        write_outputs(settings, cfg, record, results, elapsed - Trainer.test_seconds,
                       Trainer.test_seconds)
 
 
-def write_outputs(args: argparse.Namespace, cfg: CfgNode, record: dict[str, Any],
+def write_outputs(settings: CocoDetConfig, cfg: CfgNode, record: dict[str, Any],
                   results: dict[str, dict[str, float]], train_seconds: float,
                   eval_seconds: float) -> dict[str, Any]:
     from benchmarks.leaderboard import backbone_fields, write_rows
@@ -325,14 +301,14 @@ def write_outputs(args: argparse.Namespace, cfg: CfgNode, record: dict[str, Any]
     summary = {"metrics": metrics, "iterations": cfg.SOLVER.MAX_ITER,
                "train_seconds": round(train_seconds, 1), "eval_seconds": round(eval_seconds, 1),
                "convert_seconds": record.get("convert_seconds"), "config": "config.yaml",
-               "weights": record["source"], "data": str(args.data), "seed": args.seed,
-               "val_images": args.val_images or "all"}
+               "weights": record["source"], "data": str(settings.data), "seed": settings.seed,
+               "val_images": settings.val_images or "all"}
     out = Path(cfg.OUTPUT_DIR)
     atomic_write(out / METRICS_FILE, lambda f: f.write(json.dumps(summary, indent=2).encode()))
     meta = record["meta"]
     fields = backbone_fields(record["source"] if record["backbone_id_from_file"] else None, meta)
     rows = [{**fields, "task": TASK, "protocol": PROTOCOL, "metric": f"{task}_{name}",
-             "value": metrics[task][name], "seed": args.seed}
+             "value": metrics[task][name], "seed": settings.seed}
             for task in metrics for name in METRICS if metrics[task].get(name) is not None]
     if not rows:  # pycocotools' -1 (detectron2's NaN): no detection to score at all
         raise CocoDetError(
@@ -341,24 +317,26 @@ def write_outputs(args: argparse.Namespace, cfg: CfgNode, record: dict[str, Any]
             f"and no leaderboard row was written ({out / METRICS_FILE} holds the NaNs); train "
             "longer (SOLVER.MAX_ITER) or evaluate again with --eval-only --opts "
             "MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0")
-    write_rows(args.leaderboard, rows)
+    write_rows(settings.leaderboard, rows)
     return summary
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(settings: CocoDetConfig) -> dict[str, Any]:
     """Check the data, convert the weights, then train and evaluate on every process (``launch``);
     returns metrics.json's content (on the first machine)."""
-    out = Path(args.out)
-    masks = load_config(args.config).MODEL.MASK_ON or "MODEL.MASK_ON" in args.opts
-    categories = [validate_coco(*_coco_files(args.data, name), masks=masks) for name in SPLITS]
+    out, data = settings.out, settings.data
+    masks = load_config(settings.config_file).MODEL.MASK_ON or "MODEL.MASK_ON" in settings.opts
+    categories = [sorted(c["id"] for c in validate_coco(*coco_files(data, split),
+                                                        masks=masks)["categories"])
+                  for split in SPLITS.values()]
     if categories[0] != categories[1]:
-        raise CocoDetError(f"{args.data}: train and val list different categories "
+        raise CocoDetError(f"{data}: train and val list different categories "
                            f"({categories[0]} vs {categories[1]})")
     has_checkpoint = (out / "last_checkpoint").is_file()
-    if args.eval_only or args.resume:
+    if settings.eval_only or settings.resume:
         if not has_checkpoint:
             raise CocoDetError(f"--out {out}: no detectron2 checkpoint (last_checkpoint) to "
-                               f"{'evaluate' if args.eval_only else 'resume'}")
+                               f"{'evaluate' if settings.eval_only else 'resume'}")
         record = json.loads((out / BACKBONE_RECORD).read_text())
     else:
         if has_checkpoint:
@@ -366,79 +344,74 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                "--resume to continue it, --eval-only to evaluate it, or another "
                                "--out")
         out.mkdir(parents=True, exist_ok=True)
-        record = prepare_backbone(args, out)
-    args.val_json = val_subset(args.data, out, args.val_images) if args.val_images else None
-    launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args, record, len(categories[0])))
-    return json.loads((out / METRICS_FILE).read_text()) if args.machine_rank == 0 else {}
+        record = prepare_backbone(settings)
+    val_json = val_subset(data, out, settings.val_images) if settings.val_images else None
+    launch(worker, settings.num_gpus, num_machines=settings.num_machines,
+           machine_rank=settings.machine_rank, dist_url=settings.dist_url,
+           args=(settings, record, len(categories[0]), val_json))
+    return json.loads((out / METRICS_FILE).read_text()) if settings.machine_rank == 0 else {}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """detectron2's ``default_argument_parser`` with the driver's flags added."""
     from benchmarks.leaderboard import DEFAULT_PATH
 
-    p = argparse.ArgumentParser(prog="python transfer/coco_det.py",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=None,
-                   help="backbone checkpoint in any format transfer/convert.py reads, or "
-                        "'random' for the random-init control (required unless --resume or "
-                        "--eval-only)")
-    p.add_argument("--prefix", default=None, help="key prefix of the backbone in --weights")
-    p.add_argument("--arch", choices=ARCHS, default="resnet50", help="for --weights random")
-    p.add_argument("--config", type=Path, default=None,
-                   help=f"detectron2 YAML (default: {CPU_CONFIG.name} without --data, "
-                        f"{FULL_CONFIG.name} with it)")
+    p = default_argument_parser(epilog=f"--config-file defaults to {CPU_CONFIG.name} without "
+                                f"--data, {FULL_CONFIG.name} with it (both in transfer/configs/)."
+                                " Config overrides KEY VALUE ... come last.")
+    p.prog, p.description = "python transfer/coco_det.py", __doc__.split("\n\n")[0]
+    p.set_defaults(dist_url="auto")  # a free port: two runs on one machine must not collide
+    add_backbone_arguments(p, random_arch=RANDOM_ARCH,
+                           weights_help=" (required unless --resume or --eval-only)")
     p.add_argument("--data", type=Path, default=None,
                    help="COCO root (annotations/instances_{train,val}2017.json, train2017/, "
                         "val2017/); default: the embedded synthetic set")
     p.add_argument("--out", type=Path, default=None, help="run folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-only", action="store_true",
-                   help="evaluate the last checkpoint of the run in --out")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the run (and of the random-init control)")
     p.add_argument("--val-images", type=int, default=None, metavar="N",
                    help="evaluate on the first N val2017 images only (a quick check; the "
                         "protocol evaluates all)")
     p.add_argument("--leaderboard", type=Path, default=DEFAULT_PATH, help="leaderboard CSV")
-    p.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine")
-    p.add_argument("--num-machines", type=int, default=1)
-    p.add_argument("--machine-rank", type=int, default=0)
-    p.add_argument("--dist-url", default="auto",
-                   help="e.g. tcp://HOST:PORT for several machines ('auto': a free local port)")
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                   help="detectron2 config overrides: KEY VALUE ... (must come last)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> CocoDetConfig:
+    """The command line, checked and resolved into the run's :class:`CocoDetConfig`."""
+    p = build_parser()
     args = p.parse_args(argv)
+    opts = tuple(args.opts or ())
     if args.weights is None and not (args.resume or args.eval_only):
         p.error("--weights is required (a backbone file, or 'random')")
     if args.val_images is not None and args.val_images < 1:
         p.error("--val-images must be at least 1")
-    if len(args.opts) % 2:
-        p.error(f"--opts takes KEY VALUE pairs; got {args.opts}")
-    if args.config is None:
-        args.config = FULL_CONFIG if args.data else CPU_CONFIG
-    if args.data is None:
+    if len(opts) % 2:
+        p.error(f"config overrides come as KEY VALUE pairs; got {' '.join(opts)}")
+    config_file = Path(args.config_file) if args.config_file else (
+        FULL_CONFIG if args.data else CPU_CONFIG)
+    data = args.data
+    if data is None:
         from pretrain.synthetic import default_root
 
-        args.data = default_root() / "coco"
-    if args.out is None:
-        name = Path(args.weights).stem if args.weights else "run"
-        args.out = Path("runs/coco_det") / f"{name}-{args.config.stem}-seed{args.seed}"
-    return args
+        data = default_root() / "coco"
+    name = Path(args.weights).stem if args.weights else "run"
+    return CocoDetConfig(**{
+        **vars(args), "opts": opts, "config_file": config_file, "data": data,
+        "arch": args.arch or (RANDOM_ARCH if is_random(args.weights) else None),
+        "out": args.out or Path("runs/coco_det") / f"{name}-{config_file.stem}-seed{args.seed}"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        summary = run(args)
-    except (CocoDetError, ConversionError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if summary:
-        print(json.dumps({k: summary[k] for k in ("metrics", "train_seconds", "eval_seconds",
-                                                 "convert_seconds")}, indent=2))
-        print(f"run folder: {args.out}")
-    return 0
+    settings = parse_args(argv)
+
+    def train_and_score() -> None:
+        summary = run(settings)
+        if summary:
+            print(json.dumps({k: summary[k] for k in ("metrics", "train_seconds", "eval_seconds",
+                                                     "convert_seconds")}, indent=2))
+            print(f"run folder: {settings.out}")
+
+    return run_main(train_and_score)
 
 
 if __name__ == "__main__":

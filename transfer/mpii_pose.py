@@ -11,13 +11,14 @@ PCKh@0.1). The config is ``configs/mpii_td-hm_res50_256x256.py`` (mmpose's
 embedded synthetic set (used when ``--data`` is absent); ``--config`` picks another.
 
 What this driver adds to the config:
-- the backbone: ``--weights`` in any format ``transfer/convert.py`` reads, converted into the run
-  folder (``backbone_mmpose.pth``) and loaded by mmpose's ``Pretrained`` init; after the Runner's
-  weight init, every backbone tensor is compared with that file, because mmpose only warns when
-  it loads nothing (a mis-prefixed file). ``--weights random`` is the random-init control
-  (torchvision init with ``zero_init_residual``, seeded by ``--seed``, ``--arch`` picks the size).
-  ResNet-18/34 get a 512-channel head, ResNet-50 a 2048-channel one. A small-image stem (3x3
-  conv1, no max-pool) is refused: mmpose's ResNet has no such stem.
+- the backbone: ``--weights`` is opened once by ``pretrain/open_backbone.py`` (any checkpoint
+  format it reads, or ``random``: the suite's random-init control, seeded by ``--seed``, ``--arch``
+  picks the size), written into the run folder in mmpose's format (``backbone_mmpose.pth``,
+  verified by ``transfer/convert.py``) and loaded by mmpose's ``Pretrained`` init; after the
+  Runner's weight init, every backbone tensor is compared with the opened backbone, because mmpose
+  only warns when it loads nothing (a mis-prefixed file). The head's width follows the arch
+  (``pretrain/backbones.py``). A small-image stem (3x3 conv1, no max-pool) is refused: mmpose's
+  ResNet has no such stem.
 - the protocol (RCL paper, Appendix D): ``fixed`` freezes the whole backbone (``frozen_stages=4``:
   no gradients; ``norm_eval``: BN statistics stay those of the checkpoint) and trains the head;
   after training every backbone tensor, BN buffers included, is checked to be unchanged.
@@ -42,7 +43,8 @@ Several GPUs: mmengine's launcher, e.g.
 first replays the data loader up to that iteration, for the same data order). Those files hold
 numpy arrays and mmengine's log buffers, which torch >= 2.6 refuses with ``weights_only=True``
 (mmengine 0.10 then fails to resume). They are read through a registered mmengine checkpoint
-scheme whose unpickler admits exactly those types and nothing that could run code.
+scheme with the suite's restricted unpickler (``pretrain/checkpoint.py``), widened by exactly
+those types and nothing that could run code.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ import os
 import pickle
 import sys
 import time
-import types
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,127 +65,39 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import transfer.compat  # noqa: F401,I001  (before mmpose: registers the mmcv._ext placeholder)
 
-import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from benchmarks.leaderboard import DEFAULT_PATH, backbone_fields, file_hash, write_rows
-from pretrain.backbones import ARCHS, FEATURE_DIMS, build_resnet
-from pretrain.checkpoint import CheckpointError, atomic_write, load_torch, save_state
+from benchmarks.leaderboard import DEFAULT_PATH, backbone_fields, write_rows
+from pretrain.backbones import RESNETS
+from pretrain.checkpoint import RestrictedUnpickler, atomic_write
+from pretrain.data import validate_mpii
+from pretrain.cli import InputError, run_main
+from pretrain.open_backbone import Backbone, add_backbone_arguments, open_backbone
+from transfer.convert import export_backbone
 
 TASK = "mpii_pose"
 PROTOCOLS = ("fixed", "finetune")
-RANDOM_WEIGHTS = ("random", "none")
 RESUME_SCHEME = "suite-resume://"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FULL_CONFIG = CONFIG_DIR / "mpii_td-hm_res50_256x256.py"
 CPU_CONFIG = CONFIG_DIR / "mpii_cpu_128x128.py"
-DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
-N_JOINTS = 16
 # mmpose's MpiiPCKAccuracy keys -> leaderboard metric names
 METRIC_NAMES = {"PCK": "PCKh@0.5", "PCK@0.1": "PCKh@0.1",
                 **{f"{g} PCK": f"PCKh@0.5_{g.lower()}"
                    for g in ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")}}
 
 
-class MpiiPoseError(ValueError):
+class MpiiPoseError(InputError):
     """Unusable input for the MPII driver; the message names the file or flag and the fix."""
 
 
-# ----------------------------------------------------------------------------- data
-def check_mpii_root(root: Path) -> dict[str, int]:
-    """Validate mmpose's MPII layout under ``root`` up front; return the split sizes.
-
-    mmpose itself fails late and obscurely on these (an ``assert`` on the head-box file, a
-    ``KeyError`` deep in a data-loader worker), so everything it will read is checked here.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise MpiiPoseError(f"--data {root}: no such folder (expected mmpose's MPII layout: "
-                            "annotations/mpii_{train,val}.json, annotations/mpii_gt_val.mat, "
-                            "images/)")
-    sizes = {split: len(_check_annotations(root, split)) for split in ("train", "val")}
-    _check_headboxes(root / "annotations" / "mpii_gt_val.mat", sizes["val"])
-    return sizes
-
-
-def _check_annotations(root: Path, split: str) -> list[dict]:
-    path = root / "annotations" / f"mpii_{split}.json"
-    if not path.is_file():
-        raise MpiiPoseError(f"{path}: missing MPII {split} annotations (mmpose's "
-                            f"mpii_{split}.json)")
-    try:
-        anns = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise MpiiPoseError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(anns, list) or not anns:
-        raise MpiiPoseError(f"{path}: expected a non-empty list of person annotations")
-    missing_images = []
-    for i, ann in enumerate(anns):
-        where = f"{path}: entry {i}" + (f" ({ann['image']})" if "image" in ann else "")
-        absent = [k for k in ("image", "joints", "joints_vis", "center", "scale") if k not in ann]
-        if absent:
-            raise MpiiPoseError(f"{where} lacks {absent}; every entry needs image, joints "
-                                f"({N_JOINTS}x2, 1-based pixels), joints_vis ({N_JOINTS}), "
-                                "center [x, y] and scale (person height / 200)")
-        for key, shape in (("joints", (N_JOINTS, 2)), ("joints_vis", (N_JOINTS,)),
-                           ("center", (2,))):
-            try:
-                value = np.asarray(ann[key], dtype=float)
-            except (TypeError, ValueError):
-                value = None
-            if value is None or value.shape != shape:
-                raise MpiiPoseError(f"{where}: '{key}' must be a numeric array of shape {shape}")
-        if not isinstance(ann["scale"], (int, float)) or ann["scale"] <= 0:
-            raise MpiiPoseError(f"{where}: 'scale' must be a positive number")
-        if not (root / "images" / ann["image"]).is_file():
-            missing_images.append(ann["image"])
-    if missing_images:
-        raise MpiiPoseError(f"{path}: {len(missing_images)} images missing from "
-                            f"{root / 'images'}, e.g. {missing_images[:3]}")
-    return anns
-
-
-def _check_headboxes(path: Path, n_val: int) -> None:
-    from scipy.io import loadmat
-
-    if not path.is_file():
-        raise MpiiPoseError(f"{path}: missing head-box file; PCKh normalizes by head size, "
-                            "which comes from 'headboxes_src' in mpii_gt_val.mat (MPII's "
-                            "evaluation file)")
-    try:
-        boxes = loadmat(str(path)).get("headboxes_src")
-    except (ValueError, OSError, TypeError) as err:
-        raise MpiiPoseError(f"{path}: not a readable MATLAB file ({err})") from err
-    if boxes is None or boxes.shape != (2, 2, n_val):
-        found = "absent" if boxes is None else f"shape {boxes.shape}"
-        raise MpiiPoseError(f"{path}: 'headboxes_src' must have shape (2, 2, {n_val}) to match "
-                            f"mpii_val.json, found {found}")
-
-
 # ----------------------------------------------------------------------------- backbone
-def prepare_backbone(weights: str, out_dir: Path, prefix: str | None = None,
-                     arch: str = "resnet18", seed: int = 0
-                     ) -> tuple[Path, str, dict[str, Any], Path | None]:
-    """Write the backbone in mmpose's format into ``out_dir``.
-
-    Returns (mmpose file, arch, meta, source file or None for the random control).
-    """
-    out = out_dir / "backbone_mmpose.pth"
-    if weights.lower() in RANDOM_WEIGHTS:
-        torch.manual_seed(seed)
-        state = build_resnet(arch, zero_init_residual=True).state_dict()
-        save_state(out, {"state_dict": state})
-        return out, arch, {"method": "random", "regularizer": "none", "arch": arch,
-                           "stem": "imagenet", "backbone_id": f"random-{arch}-seed{seed}"}, None
-    from transfer.convert import convert_checkpoint, load_any_backbone
-
-    source = Path(weights)
-    _, meta = load_any_backbone(source, prefix=prefix)  # arch, stem and the suite's meta
-    # Refuses a small-image stem and any partial load, verifying the file in mmpose's ResNet.
-    convert_checkpoint(source, to="mmpose", out=out, prefix=prefix, verify=True)
-    return out, meta["arch"], meta, source
+def prepare_backbone(backbone: Backbone, out_dir: Path) -> Path:
+    """Write ``backbone`` in mmpose's format into ``out_dir`` (verified in mmpose's ResNet,
+    which refuses a small-image stem and any partial load); returns the file."""
+    return export_backbone(backbone, "mmpose", out_dir / "backbone_mmpose.pth", verify=True)
 
 
 def _backbone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -202,7 +116,9 @@ class BackboneGuard(Hook):
 
     priority = "VERY_HIGH"
 
-    def __init__(self, checkpoint: Path, frozen: bool, resumed: bool) -> None:
+    def __init__(self, backbone: Backbone, checkpoint: Path, frozen: bool, resumed: bool) -> None:
+        self.expected = {k: v for k, v in backbone.model.state_dict().items()
+                         if not k.endswith("num_batches_tracked")}
         self.checkpoint, self.frozen, self.resumed = checkpoint, frozen, resumed
         self.start: dict[str, torch.Tensor] = {}
         self.metrics: dict[str, float] = {}
@@ -213,10 +129,8 @@ class BackboneGuard(Hook):
         self.start = _backbone_state(backbone)
         if self.resumed and not self.frozen:  # it holds the resumed run's weights, by design
             return
-        expected = load_torch(self.checkpoint)["state_dict"]
-        expected = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
-        wrong = _differences(self.start, expected)
-        missing = [k for k in self.start if k not in expected
+        wrong = _differences(self.start, self.expected)
+        missing = [k for k in self.start if k not in self.expected
                    and not k.endswith("num_batches_tracked")]
         if wrong or missing:
             raise MpiiPoseError(
@@ -262,12 +176,12 @@ def build_config(config: Path, *, data_root: Path, backbone_file: Path, arch: st
         cfg.env_cfg.dist_cfg = dict(backend="gloo")
 
     backbone = cfg.model.backbone
-    backbone.depth = DEPTHS[arch]
+    backbone.depth = RESNETS[arch].depth
     backbone.init_cfg = dict(type="Pretrained", checkpoint=str(backbone_file))
     if protocol == "fixed":
         backbone.frozen_stages = 4  # stem + all four stages: requires_grad False, BN in eval
         backbone.norm_eval = True  # BN statistics stay those of the checkpoint
-    cfg.model.head.in_channels = FEATURE_DIMS[arch]
+    cfg.model.head.in_channels = RESNETS[arch].feature_dim
 
     root = Path(data_root).resolve()
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
@@ -313,39 +227,64 @@ def _iteration_schedule(cfg: Config, n_train: int, max_iters: int | None) -> Non
     cfg.log_processor.by_epoch = False
 
 
+# ----------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class MpiiPoseConfig:
+    """One run's settings, parsed from the command line by :func:`parse_args`; never changed
+    (what it leaves unset, data root, config and run folder, :func:`run` derives)."""
+
+    weights: str
+    prefix: str | None = None
+    arch: str | None = None
+    stem: str | None = None
+    protocol: str = "fixed"
+    data: Path | None = None
+    out: Path | None = None
+    name: str | None = None
+    max_iters: int | None = None
+    batch_size: int | None = None
+    val_images: int | None = None
+    config: Path | None = None
+    seed: int = 0
+    leaderboard: Path = DEFAULT_PATH
+    launcher: str = "none"
+    resume: bool = False
+
+
 # ----------------------------------------------------------------------------- run
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(settings: MpiiPoseConfig) -> dict[str, Any]:
     """Train and score one backbone; write metrics.json and leaderboard rows. Returns the record."""
     from mmengine.dist import is_main_process
     from mmengine.runner import Runner
 
-    data = Path(args.data) if args.data else _default_data()
-    sizes = check_mpii_root(data)
-    config = Path(args.config) if args.config else (FULL_CONFIG if args.data else CPU_CONFIG)
+    # everything mmpose will read, checked up front (pretrain/data.py)
+    data, sizes = validate_mpii(settings.data or _default_data())
+    config = settings.config or (FULL_CONFIG if settings.data else CPU_CONFIG)
     if not config.is_file():
         raise MpiiPoseError(f"--config {config}: no such file")
     if not config.resolve().is_relative_to(CONFIG_DIR):
         # mmengine runs a config's Python (and reads its YAML with the full loader) to load it.
         raise MpiiPoseError(f"--config {config}: mmengine configs execute code when loaded, so "
                             f"only those in {CONFIG_DIR} are loaded; review it and copy it there")
-    if args.weights.lower() not in RANDOM_WEIGHTS and not Path(args.weights).is_file():
-        raise MpiiPoseError(f"--weights {args.weights}: no such file (give a backbone checkpoint, "
-                            "or 'random' for the random-init control)")
-    backbone = (f"random-{args.arch}-seed{args.seed}" if args.weights.lower() in RANDOM_WEIGHTS
-                else f"{Path(args.weights).stem}-{file_hash(args.weights, 8)}")
-    name = args.name or f"{backbone}-{args.protocol}"
-    out = Path(args.out) if args.out else Path("runs") / TASK / name
+    backbone = open_backbone(settings.weights, settings.arch, settings.stem, settings.seed,
+                             settings.prefix)
+    protocol = settings.protocol
+    name = settings.name or (f"{backbone.meta['backbone_id']}-{protocol}"
+                             if backbone.weights is None else
+                             f"{backbone.weights.stem}-{backbone.key[:8]}-{protocol}")
+    out = settings.out or Path("runs") / TASK / name
     out.mkdir(parents=True, exist_ok=True)
 
-    backbone_file, arch, meta, source = prepare_backbone(args.weights, out, args.prefix,
-                                                         args.arch, args.seed)
+    backbone_file = prepare_backbone(backbone, out)
+    arch = backbone.meta["arch"]
     cfg = build_config(config, data_root=data, backbone_file=backbone_file, arch=arch,
-                       protocol=args.protocol, out_dir=out, n_train=sizes["train"],
-                       max_iters=args.max_iters, batch_size=args.batch_size,
-                       val_images=args.val_images, seed=args.seed,
-                       launcher=args.launcher, resume=args.resume)
+                       protocol=protocol, out_dir=out, n_train=sizes["train"],
+                       max_iters=settings.max_iters, batch_size=settings.batch_size,
+                       val_images=settings.val_images, seed=settings.seed,
+                       launcher=settings.launcher, resume=settings.resume)
     runner = Runner.from_cfg(cfg)
-    guard = BackboneGuard(backbone_file, frozen=args.protocol == "fixed", resumed=args.resume)
+    guard = BackboneGuard(backbone, backbone_file, frozen=protocol == "fixed",
+                          resumed=settings.resume)
     runner.register_hook(guard, "VERY_HIGH")
     start = time.perf_counter()
     runner.train()
@@ -358,23 +297,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     batch = cfg.train_dataloader.batch_size * runner.world_size
     group = runner.optim_wrapper.optimizer.param_groups[0]
     record = {
-        "task": TASK, "protocol": args.protocol, "weights": str(args.weights),
+        "task": TASK, "protocol": protocol, "weights": settings.weights,
         "backbone_file": str(backbone_file), "arch": arch, "data": str(data),
         "config": str(config), "work_dir": str(out), "log_dir": str(runner.log_dir),
         "iterations": cfg.train_cfg["max_iters"],
-        "batch_size": batch, "seed": args.seed, "val_images": args.val_images or "all",
+        "batch_size": batch, "seed": settings.seed, "val_images": settings.val_images or "all",
         "lr": group.get("initial_lr", group["lr"]),  # after auto_scale_lr, before schedules
         "train_seconds": round(seconds - guard.val_seconds, 1),
         "eval_seconds": round(guard.val_seconds, 1),
         "metrics": metrics, "mmpose_metrics": {k: float(v) for k, v in guard.metrics.items()},
-        "backbone": backbone_fields(source, meta),
+        "backbone": backbone_fields(backbone.weights, backbone.meta),
     }
     if is_main_process():
         atomic_write(out / "metrics.json",
                      lambda f: f.write(json.dumps(record, indent=2).encode()))
-        base = {**record["backbone"], "task": TASK, "protocol": args.protocol, "seed": args.seed}
-        write_rows(args.leaderboard, [{**base, "metric": m, "value": v}
-                                      for m, v in metrics.items()])
+        base = {**record["backbone"], "task": TASK, "protocol": protocol, "seed": settings.seed}
+        write_rows(settings.leaderboard, [{**base, "metric": m, "value": v}
+                                          for m, v in metrics.items()])
     return record
 
 
@@ -384,16 +323,13 @@ def _default_data() -> Path:
     return default_root("default") / "mpii"
 
 
-# The globals a Runner checkpoint of this driver holds: tensors, numpy arrays/scalars (log
-# values, dataset meta), Counter (MultiStepLR milestones) and mmengine's HistoryBuffer (log
+# The globals a Runner checkpoint of this driver holds beyond numpy arrays/scalars (log values,
+# dataset meta): tensors, Counter (MultiStepLR milestones) and mmengine's HistoryBuffer (log
 # smoothing), whose statistics methods are pickled as getattr(HistoryBuffer, name).
-_RESUME_GLOBALS = {
-    ("torch._utils", "_rebuild_tensor_v2"), ("collections", "OrderedDict"),
-    ("collections", "Counter"), ("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
+_RESUME_GLOBALS = frozenset({
+    ("torch._utils", "_rebuild_tensor_v2"), ("collections", "Counter"),
     ("mmengine.logging.history_buffer", "HistoryBuffer"),
-}
+})
 
 
 def _history_buffer_method(owner: type, name: str) -> Any:
@@ -406,26 +342,22 @@ def _history_buffer_method(owner: type, name: str) -> Any:
     return getattr(HistoryBuffer, name)
 
 
-class _RunnerCheckpointUnpickler(pickle.Unpickler):
-    """Reads a Runner checkpoint admitting only ``_RESUME_GLOBALS`` (torch >= 2.6's
-    ``weights_only`` loader refuses these files; ``weights_only=False`` would run any code)."""
+class _RunnerCheckpointUnpickler(RestrictedUnpickler):
+    """Reads a Runner checkpoint admitting only the suite's array types and ``_RESUME_GLOBALS``
+    (torch >= 2.6's ``weights_only`` loader refuses these files; ``weights_only=False`` would run
+    any code)."""
 
-    def find_class(self, module: str, name: str) -> Any:
-        if module in ("builtins", "__builtin__") and name == "getattr":
-            return _history_buffer_method
-        if (module, name) in _RESUME_GLOBALS or module == "numpy.dtypes":
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+    ALLOWED = RestrictedUnpickler.ALLOWED | _RESUME_GLOBALS
+    REPLACED = {("builtins", "getattr"): _history_buffer_method,
+                ("__builtin__", "getattr"): _history_buffer_method}
 
 
 def load_from_suite_resume(filename: str, map_location: Any = None) -> dict:
     # mmengine logs the scheme's name as this function's name minus 'load_from_'
     path = filename[len(RESUME_SCHEME):]
-    restricted = types.SimpleNamespace(__name__="restricted_pickle", load=pickle.load,
-                                       Unpickler=_RunnerCheckpointUnpickler)
     try:
         return torch.load(path, map_location=map_location, weights_only=False,
-                          pickle_module=restricted)
+                          pickle_module=_RunnerCheckpointUnpickler.pickle_module())
     except pickle.UnpicklingError as err:
         raise MpiiPoseError(f"--resume: {path} holds objects this driver does not resume from "
                             f"({err}); only Runner checkpoints written by transfer/mpii_pose.py "
@@ -448,17 +380,17 @@ def resume_checkpoint(out_dir: Path) -> str:
     return RESUME_SCHEME + str(path)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
+    """The command line, checked, as the run's :class:`MpiiPoseConfig`."""
+    p = argparse.ArgumentParser(prog="python transfer/mpii_pose.py",
+                                description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True,
-                   help="backbone checkpoint in any format transfer/convert.py reads, or "
-                        "'random' for the random-init control")
+    add_backbone_arguments(p)
     p.add_argument("--protocol", choices=PROTOCOLS, default="fixed",
                    help="fixed: frozen backbone (BN in eval), train the head; finetune: train all")
-    p.add_argument("--data", help="MPII root in mmpose's layout; default: the embedded "
+    p.add_argument("--data", type=Path, help="MPII root in mmpose's layout; default: the embedded "
                                   "synthetic set (generated on first use)")
-    p.add_argument("--out", help="run folder; default runs/mpii_pose/<name>, name = "
+    p.add_argument("--out", type=Path, help="run folder; default runs/mpii_pose/<name>, name = "
                                  "<weights' stem>-<8 hex of its hash>-<protocol>")
     p.add_argument("--name", help="run name under runs/mpii_pose when --out is not given")
     p.add_argument("--max-iters", type=int,
@@ -467,38 +399,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-images", type=int, metavar="N",
                    help="evaluate on the first N val people only (a quick check; the protocol "
                         "evaluates all)")
-    p.add_argument("--config", help="mmengine config, from transfer/configs/ only (loading one "
-                                    "runs its code); default configs/mpii_cpu_128x128.py "
-                                    "without --data, configs/mpii_td-hm_res50_256x256.py with")
-    p.add_argument("--prefix", help="key prefix of the backbone inside --weights "
-                                    "(e.g. 'backbone.' or 'module.encoder.')")
-    p.add_argument("--arch", choices=ARCHS, default="resnet18",
-                   help="ResNet of --weights random (a checkpoint's own arch is read from it)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--leaderboard", default=str(DEFAULT_PATH), help="leaderboard CSV to update")
+    p.add_argument("--config", type=Path,
+                   help="mmengine config, from transfer/configs/ only (loading one runs its "
+                        "code); default configs/mpii_cpu_128x128.py without --data, "
+                        "configs/mpii_td-hm_res50_256x256.py with")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the run (and of the random-init control)")
+    p.add_argument("--leaderboard", type=Path, default=DEFAULT_PATH,
+                   help="leaderboard CSV to update")
     p.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"), default="none",
                    help="mmengine's distributed launcher (pytorch: under torchrun)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint in the run folder")
     args = p.parse_args(argv)
+    if args.weights is None:
+        p.error("--weights is required (a backbone checkpoint, or 'random')")
     for flag in ("max_iters", "val_images"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be at least 1")
-    return args
+    return MpiiPoseConfig(**vars(args))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transfer.convert import ConversionError
+    settings = parse_args(argv)
 
-    args = parse_args(argv)
-    try:
-        record = run(args)
-    except (MpiiPoseError, ConversionError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps({"metrics": record["metrics"], "train_seconds": record["train_seconds"],
-                      "eval_seconds": record["eval_seconds"]}, indent=2))
-    return 0
+    def train_and_score() -> None:
+        record = run(settings)
+        print(json.dumps({"metrics": record["metrics"], "train_seconds": record["train_seconds"],
+                          "eval_seconds": record["eval_seconds"]}, indent=2))
+
+    return run_main(train_and_score)
 
 
 if __name__ == "__main__":

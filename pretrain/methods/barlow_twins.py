@@ -29,6 +29,7 @@ def barlow_loss(z1: torch.Tensor, z2: torch.Tensor, off_diagonal_weight: float) 
 
 class BarlowTwins(Method):
     DEFAULTS = {"optimizer": "lars", "lr": 0.2, "weight_decay": 1.5e-6, "warmup_epochs": 10}
+    SMALL_ARGS = {"proj_hidden_dim": 32, "proj_dim": 16}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, proj_hidden_dim: int = 8192,
                  proj_dim: int = 8192, off_diagonal_weight: float = 5e-3) -> None:

@@ -31,6 +31,7 @@ def regression_loss(p: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 class BYOL(Method):
     DEFAULTS = {"optimizer": "lars", "lr": 0.2, "weight_decay": 1.5e-6, "warmup_epochs": 10}
+    SMALL_ARGS = {"proj_hidden_dim": 32, "proj_dim": 16}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, proj_hidden_dim: int = 4096,
                  proj_dim: int = 256, base_momentum: float = 0.99) -> None:

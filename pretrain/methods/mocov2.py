@@ -36,6 +36,7 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
 
 class MoCoV2(Method):
     DEFAULTS = {"optimizer": "sgd", "lr": 0.03, "weight_decay": 1e-4, "warmup_epochs": 0}
+    SMALL_ARGS = {"proj_dim": 16, "queue_size": 24}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, proj_dim: int = 128,
                  temperature: float = 0.2, queue_size: int = 65536, momentum: float = 0.999

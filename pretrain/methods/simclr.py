@@ -32,6 +32,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 class SimCLR(Method):
     DEFAULTS = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "warmup_epochs": 10}
+    SMALL_ARGS = {"proj_hidden_dim": 32, "proj_dim": 16}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, proj_hidden_dim: int | None = None,
                  proj_dim: int = 128, temperature: float = 0.5) -> None:

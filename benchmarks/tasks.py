@@ -1,0 +1,127 @@
+"""The suite's table of tasks: one entry per task, read by the suite runner's plan, its
+``--tasks`` list and its report (the leaderboard's shortcut gaps).
+
+An entry names the leaderboard task, the script that runs it (the suite starts it as the command a
+user would type), the protocols the suite runs (one stage each), and the data layout it reads: a
+key of :data:`pretrain.data.LAYOUTS` (its reader, which checks a root: :attr:`SuiteTask.reader`)
+and of :data:`pretrain.synthetic.GENERATORS` (its generator, which writes the embedded default the
+suite uses for every layout given no ``--data``). Readers and generators are registered per
+layout, not per task, because several tasks share one layout (COCO) and pretraining, which may not
+import this module, reads the same layouts. The flags each suite budget adds, the engine's small
+config for the embedded set and the shortcut gap its rows show are the task's too.
+
+Adding a task: its script, its entry here, its test.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pretrain.data import LAYOUTS
+
+# Flags per suite budget and protocol. "cpu" sizes every stage so that the README's default panel
+# fits a 2-core CPU in 20 minutes: every stage runs for real, but far too briefly for its numbers
+# to rank backbones. Detections of any score: 30 iterations leave none above detectron2's 0.05,
+# and COCO AP undefined. "full" is each engine's own protocol (hours on GPUs).
+Budgets = Mapping[str, Mapping[str, tuple[str, ...]]]
+PROBE_FINETUNE: Budgets = {"cpu": {"finetune": ("--epochs", "0.25")},
+                           "smoke": {"finetune": ("--epochs", "0.05")}}
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A task's shortcut gap: mean of ``plus`` metrics minus mean of ``minus`` metrics. A large
+    negative gap: the backbone learned the easy cue (background, race, context), not the other."""
+
+    name: str
+    plus: tuple[str, ...]
+    minus: tuple[str, ...]
+
+    def of(self, means: Mapping[str, float]) -> float | None:
+        """The gap of one result (metric -> mean); None when a metric it needs is absent."""
+        if not all(m in means for m in self.plus + self.minus):
+            return None
+        return (sum(means[m] for m in self.plus) / len(self.plus)
+                - sum(means[m] for m in self.minus) / len(self.minus))
+
+
+@dataclass(frozen=True)
+class SuiteTask:
+    name: str                          # the leaderboard's task
+    script: str                        # its command: a script, from the repository root
+    protocols: tuple[str, ...]         # one suite stage per protocol (the script's --protocol)
+    data: str                          # data key: --data KEY=ROOT, layout and embedded set
+    budgets: Budgets = field(default_factory=dict)   # extra flags per budget and protocol
+    stage: str = ""                    # prefix of its stage names (default: name)
+    synthetic_flags: tuple[str, ...] = ()   # for the embedded set (an engine's small config)
+    gpus_flag: str = ""                # its flag for GPUs per stage, if it takes several
+    gap: Gap | None = None
+
+    @property
+    def reader(self) -> Callable[[Path], Path]:
+        """Checks a root of the task's data layout (:class:`pretrain.data.DataError`)."""
+        return LAYOUTS[self.data].check
+
+    def stages(self) -> dict[str, str]:
+        """{suite stage name: protocol}; a task with one protocol is one stage of its name."""
+        prefix = self.stage or self.name
+        if len(self.protocols) == 1:
+            return {prefix: self.protocols[0]}
+        return {f"{prefix}_{protocol}": protocol for protocol in self.protocols}
+
+    def protocol_flags(self, protocol: str) -> list[str]:
+        """How its script is told the protocol (nothing for a script of one protocol)."""
+        return ["--protocol", protocol] if len(self.protocols) > 1 else []
+
+    def budget_flags(self, budget: str, protocol: str) -> list[str]:
+        """What ``budget`` adds to the stage of ``protocol`` (the suite puts these last: an
+        engine's config overrides, detectron2's ``KEY VALUE`` pairs, end the command line)."""
+        return list(self.budgets.get(budget, {}).get(protocol, ()))
+
+
+TASKS = {task.name: task for task in (
+    SuiteTask("coco_det", "transfer/coco_det.py", ("finetune",), "coco",
+              budgets={"cpu": {"finetune": (
+                           "--val-images", "50", "SOLVER.MAX_ITER", "30",
+                           "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")},
+                       "smoke": {"finetune": (
+                           "--val-images", "4", "SOLVER.MAX_ITER", "2",
+                           "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")}},
+              synthetic_flags=("--config-file", "transfer/configs/coco_cpu_FPN_128px.yaml"),
+              gpus_flag="--num-gpus"),
+    SuiteTask("mpii_pose", "transfer/mpii_pose.py", ("fixed", "finetune"), "mpii", stage="mpii",
+              budgets={"cpu": dict.fromkeys(("fixed", "finetune"), (
+                           "--max-iters", "20", "--batch-size", "16", "--val-images", "64")),
+                       "smoke": dict.fromkeys(("fixed", "finetune"), (
+                           "--max-iters", "2", "--val-images", "8"))},
+              synthetic_flags=("--config", "transfer/configs/mpii_cpu_128x128.py")),
+    SuiteTask("fairface", "benchmarks/fairface.py", ("fixed", "finetune"), "fairface",
+              budgets=PROBE_FINETUNE,
+              gap=Gap("age,gender-race", ("age_top1", "gender_top1"), ("race_top1",))),
+    SuiteTask("colorful_mnist", "benchmarks/colorful_mnist.py", ("fixed", "finetune"),
+              "colorful_mnist", budgets=PROBE_FINETUNE,
+              gap=Gap("digit-bkgd", ("digit_top1",), ("background_top1",))),
+    SuiteTask("coco_fgbg", "benchmarks/coco_fgbg.py", ("fixed",), "coco",
+              budgets={"cpu": {"fixed": ("--image-size", "64")},
+                       "smoke": {"fixed": ("--image-size", "32")}},
+              gap=Gap("fg-full", ("train_fg_test_fg_top1",), ("train_full_test_full_top1",))),
+)}
+
+
+def suite_stages() -> dict[str, tuple[SuiteTask, str]]:
+    """{stage name: (task, protocol)} of every task, in the table's order: the suite's
+    ``--tasks`` choices."""
+    return {stage: (task, protocol) for task in TASKS.values()
+            for stage, protocol in task.stages().items()}
+
+
+def data_sets() -> tuple[str, ...]:
+    """The data keys the table's tasks read (the suite's ``--data`` sets), in order."""
+    return tuple(dict.fromkeys(task.data for task in TASKS.values()))
+
+
+def gap_of(task: str) -> Gap | None:
+    """The shortcut gap of the leaderboard task ``task``, if it has one."""
+    entry = TASKS.get(task)
+    return entry.gap if entry is not None else None

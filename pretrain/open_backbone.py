@@ -1,0 +1,111 @@
+"""The one place that opens a backbone: a checkpoint file of any supported format, or the
+random-init control.
+
+    backbone = open_backbone(weights or RANDOM, arch, stem, seed, prefix)
+
+A file is read once (:func:`pretrain.foreign.read_backbone`: the suite's checkpoint or a ResNet
+trained elsewhere, never executing code from it), rebuilt with its own arch and stem and loaded
+strictly; ``arch`` and ``stem``, when given, must agree with it. ``RANDOM`` is the random-init
+control, the same everywhere: torchvision's init with ``zero_init_residual=True``, seeded by
+``seed``, named ``random-init-<arch>-<stem>-seed<seed>``. Zero-initialised residual branches
+(Goyal et al. 2017, torchvision's ``zero_init_residual``) are what the control needs in detection:
+from a plain random init with frozen BN, detectron2's Mask R-CNN diverges within about nine
+iterations ("Predicted boxes or scores contain Inf/NaN").
+
+Every probe, both engine drivers, the converter and the suite runner open backbones here.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pretrain.backbones import ARCHS, STEMS, build_resnet
+from pretrain.checkpoint import CheckpointError
+from pretrain.foreign import read_backbone
+
+RANDOM = "random"
+RANDOM_METHOD = "random-init"
+DEFAULT_ARCH, DEFAULT_STEM = "resnet18", "imagenet"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    model: nn.Module
+    meta: dict[str, Any]   # arch, stem, and the checkpoint's own metadata when it has some
+    weights: Path | None   # the file read; None for the random-init control
+    key: str               # identity: the file's sha256, or the random-init recipe
+
+    @property
+    def origin(self) -> str:
+        """The file it came from, or the random-init control's name (for records and errors)."""
+        return str(self.weights) if self.weights is not None else self.meta["backbone_id"]
+
+
+def is_random(weights: str | os.PathLike | None) -> bool:
+    """Whether ``weights`` asks for the random-init control (``random``, any case)."""
+    return str(weights).lower() == RANDOM
+
+
+def random_init_id(arch: str, stem: str, seed: int) -> str:
+    """The random-init control's one name, its backbone id on the leaderboard."""
+    return f"{RANDOM_METHOD}-{arch}-{stem}-seed{seed}"
+
+
+def open_backbone(weights: str | os.PathLike = RANDOM, arch: str | None = None,
+                  stem: str | None = None, seed: int = 0, prefix: str | None = None) -> Backbone:
+    """``weights``: a checkpoint file (the suite's format or any :mod:`pretrain.foreign` reads)
+    or ``random``. ``arch``/``stem`` choose the random-init control (default resnet18, imagenet
+    stem) and ``seed`` seeds it; for a file they are read from it. ``prefix`` selects the backbone
+    inside a file that holds several."""
+    if is_random(weights):
+        arch, stem = arch or DEFAULT_ARCH, stem or DEFAULT_STEM
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_resnet(arch, stem, zero_init_residual=True)
+        name = random_init_id(arch, stem, seed)
+        meta = {"method": RANDOM_METHOD, "regularizer": "none", "arch": arch, "stem": stem,
+                "data": "", "epochs": 0, "steps": 0, "seed": seed, "backbone_id": name}
+        return Backbone(model, meta, None,
+                        f"{name}-zero_init_residual-torch{torch.__version__}")
+    path = Path(weights)
+    state, meta = read_backbone(path, prefix)
+    for name, wanted in (("arch", arch), ("stem", stem)):
+        if wanted and wanted != meta[name]:
+            raise CheckpointError(f"--{name} {wanted}: {path} holds a {meta['arch']} with the "
+                                  f"{meta['stem']} stem; --arch and --stem only choose the "
+                                  "random-init control")
+    model = build_resnet(meta["arch"], meta["stem"])
+    model.load_state_dict(state, strict=True)
+    return Backbone(model, meta, path, file_sha256(path))
+
+
+def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str = DEFAULT_ARCH,
+                           random_stem: str = DEFAULT_STEM, weights_help: str = "") -> None:
+    """The flags that choose a backbone, the same in every stage that opens one. ``random_arch``
+    and ``random_stem`` name the stage's defaults for the random-init control (for the help)."""
+    parser.add_argument("--weights", help="backbone checkpoint (the suite's format or any "
+                        "format pretrain/foreign.py reads: torchvision, timm, MoCo, solo-learn, "
+                        "mmselfsup, VISSL, lightly, detectron2), or 'random' for the random-init "
+                        "control" + weights_help)
+    parser.add_argument("--prefix", help="key prefix of the backbone inside a checkpoint that "
+                        "holds several (e.g. 'module.encoder_q.'); found automatically otherwise")
+    parser.add_argument("--arch", choices=ARCHS, help="the random-init control's arch (default "
+                        f"{random_arch}; a checkpoint's own is read from it)")
+    parser.add_argument("--stem", choices=STEMS, help="the random-init control's stem "
+                        f"(default {random_stem}; a checkpoint's own is read from it)")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's bytes: a checkpoint's identity."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
