@@ -489,7 +489,8 @@ def prepare(task: Task, args: argparse.Namespace, protocol: str) -> Run:
     stem = args.stem
     if is_random(weights) and stem is None:
         stem = "small" if image_size <= 64 else "imagenet"
-    backbone = open_backbone(weights, args.arch, stem, args.init_seed, args.prefix)
+    backbone = open_backbone(weights, args.arch, stem, args.init_seed, args.prefix,
+                             args.stride_in_1x1)
     name = backbone_fields(backbone)["backbone_id"]
     out = args.out or Path("runs/benchmarks") / task.name / name / protocol.replace(":", "_")
     _setup_logging(out)
@@ -627,6 +628,7 @@ def _supervised(task: Task, run: Run, attrs: list[str], protocol: str) -> dict:
         save_backbone(path, model.state_dict(), {
             "method": "supervised", "regularizer": "none", "arch": run.backbone.meta["arch"],
             "stem": run.backbone.meta["stem"], "data": f"{task.name}:{'+'.join(attrs)}",
+            "stride_in_1x1": run.backbone.meta["stride_in_1x1"],
             "epochs": recipe.epochs, "seed": seed, "init": init, "commit": git_commit()})
         trained = open_backbone(path)
         result = _fixed(task, run, trained, 1)[0]

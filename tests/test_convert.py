@@ -144,14 +144,15 @@ def _formats(state: dict[str, torch.Tensor]) -> dict[str, tuple[object, str, str
                                        **pre("module.momentum_encoder.", {**bb, **mlp}),
                                        "module.predictor.0.weight": torch.zeros(4, 4)}},
                        "moco-v3", None),
-        "solo_learn.ckpt": ({"state_dict": {**pre("backbone.", bb),
+        "solo_learn.ckpt": ({"state_dict": {**pre("backbone.", bb),  # BYOL: a predictor
                                             **pre("momentum_backbone.", bb),
+                                            "predictor.0.weight": torch.zeros(8, 8),
                                             "projector.0.weight": torch.zeros(8, 512),
                                             "classifier.weight": torch.zeros(10, 512)},
-                             "epoch": 99}, "solo-learn/mmselfsup/lightly", None),
+                             "epoch": 99}, "solo-learn/mmpretrain/lightly", None),
         "mmselfsup.pth": ({"meta": {"epoch": 200}, "state_dict": {
             **pre("backbone.", bb), "neck.mlp.0.weight": torch.zeros(8, 512),
-            "head.loss.weight": torch.zeros(1)}}, "solo-learn/mmselfsup/lightly", None),
+            "head.loss.weight": torch.zeros(1)}}, "solo-learn/mmpretrain/lightly", None),
         "vissl.torch": ({"classy_state_dict": {"base_model": {"model": {
             "trunk": pre("_feature_blocks.", bb), "heads": {"0.clf.0.weight": torch.zeros(8)}}}},
             "phase_idx": 3}, "vissl", None),
@@ -211,7 +212,7 @@ def test_wrong_prefix_names_the_prefixes_found(resnet18: dict, tmp_path: Path) -
     src = tmp_path / "moco.pth"
     torch.save({"state_dict": {"module.encoder_q." + k: v for k, v in resnet18.items()}}, src)
     message = _error(src, tmp_path, prefix="module.encoder.")
-    assert "module.encoder." in message and "'module.encoder_q.'" in message
+    assert "module.encoder." in message and "'state_dict.module.encoder_q.'" in message
 
 
 def test_two_resnets_need_a_prefix(resnet18: dict, tmp_path: Path) -> None:

@@ -240,7 +240,8 @@ def val_subset(data: Path, out: Path, n: int) -> Path:
 def prepare_backbone(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Convert ``--weights`` into the run folder (verified); return the backbone record."""
     pkl = out / BACKBONE_FILE
-    backbone = open_backbone(args.weights, args.arch, args.stem, args.seed, args.prefix)
+    backbone = open_backbone(args.weights, args.arch, args.stem, args.seed, args.prefix,
+                             args.stride_in_1x1)
     start = time.perf_counter()
     export_backbone(backbone, "detectron2", pkl, verify=True)
     record = {"source": backbone.origin, "backbone_id_from_file": backbone.weights is not None,
@@ -265,6 +266,8 @@ def setup_cfg(args: argparse.Namespace, record: dict[str, Any], num_classes: int
                            f"use {FULL_CONFIG.name} (FPN) for ResNet-18/34")
     cfg.MODEL.RESNETS.DEPTH = RESNETS[arch].depth
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = RESNETS[arch].res2_channels
+    # the convention the weights were trained with, recorded by transfer/convert.py
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = record["meta"].get("stride_in_1x1", False)
     cfg.MODEL.WEIGHTS = record["converted"]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (TRAIN_SET,), (TEST_SET,)

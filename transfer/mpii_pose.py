@@ -74,7 +74,7 @@ from pretrain.backbones import RESNETS
 from pretrain.checkpoint import RestrictedUnpickler, atomic_write
 from pretrain.cli import InputError, run_main
 from pretrain.open_backbone import Backbone, add_backbone_arguments, open_backbone
-from transfer.convert import export_backbone
+from transfer.convert import export_backbone, mmpose_style
 
 TASK = "mpii_pose"
 PROTOCOLS = ("fixed", "finetune")
@@ -233,7 +233,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def build_config(config: Path, *, data_root: Path, backbone_file: Path, arch: str, protocol: str,
                  out_dir: Path, n_train: int, max_iters: int | None = None,
                  batch_size: int | None = None, val_images: int | None = None, seed: int = 0,
-                 launcher: str = "none", resume: bool = False) -> Config:
+                 launcher: str = "none", resume: bool = False, style: str = "pytorch") -> Config:
     """The mmengine config of one run: ``config`` plus backbone, protocol, data and schedule."""
     if protocol not in PROTOCOLS:
         raise MpiiPoseError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
@@ -248,6 +248,7 @@ def build_config(config: Path, *, data_root: Path, backbone_file: Path, arch: st
 
     backbone = cfg.model.backbone
     backbone.depth = RESNETS[arch].depth
+    backbone.style = style  # 'caffe': stride in the 1x1 conv, as the weights were trained
     backbone.init_cfg = dict(type="Pretrained", checkpoint=str(backbone_file))
     if protocol == "fixed":
         backbone.frozen_stages = 4  # stem + all four stages: requires_grad False, BN in eval
@@ -313,7 +314,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # mmengine runs a config's Python (and reads its YAML with the full loader) to load it.
         raise MpiiPoseError(f"--config {config}: mmengine configs execute code when loaded, so "
                             f"only those in {CONFIG_DIR} are loaded; review it and copy it there")
-    backbone = open_backbone(args.weights, args.arch, args.stem, args.seed, args.prefix)
+    backbone = open_backbone(args.weights, args.arch, args.stem, args.seed, args.prefix,
+                             args.stride_in_1x1)
     name = args.name or (f"{backbone.meta['backbone_id']}-{args.protocol}"
                          if backbone.weights is None else
                          f"{backbone.weights.stem}-{backbone.key[:8]}-{args.protocol}")
@@ -326,7 +328,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        protocol=args.protocol, out_dir=out, n_train=sizes["train"],
                        max_iters=args.max_iters, batch_size=args.batch_size,
                        val_images=args.val_images, seed=args.seed,
-                       launcher=args.launcher, resume=args.resume)
+                       launcher=args.launcher, resume=args.resume,
+                       style=mmpose_style(backbone.meta))
     runner = Runner.from_cfg(cfg)
     guard = BackboneGuard(backbone, backbone_file, frozen=args.protocol == "fixed",
                           resumed=args.resume)
