@@ -550,7 +550,7 @@ def _choose(path: Path, tensors: dict[tuple[str, str], Any], prefix: str | None,
 def _pick(path: Path, tensors: dict[tuple[str, str], Any],
           candidates: list[tuple[str, str, str]]) -> tuple[tuple[str, str, str], str]:
     """The copy a known rule selects (see the module docstring), and the rule in words."""
-    name = {c: repr(c[0] + c[1]) for c in candidates}
+    name = {c: repr(c[0] + c[1]) if c[0] + c[1] else "the top-level keys" for c in candidates}
     ema = [c for c in candidates if _role(c[0] + c[1]) == "ema"]
     kept = [c for c in candidates if c not in ema]
     ignored = f"; EMA copy {', '.join(name[c] for c in ema)} not used (--prefix chooses it)" \

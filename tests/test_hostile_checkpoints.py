@@ -20,6 +20,7 @@ from test_checkpoint import _PlantsAFile
 from test_untrusted import ENTRY_POINTS
 
 import transfer.compat  # noqa: F401,I001  (before detectron2 and mmpose)
+from pretrain import foreign
 from pretrain.checkpoint import RestrictedUnpickler, save_backbone
 from pretrain.foreign import MAX_DEPTH, TRAINING_FILE_GLOBALS
 from transfer import convert
@@ -159,6 +160,15 @@ def test_containers_nested_too_deep_are_not_searched(resnet18: dict, tmp_path: P
     torch.save(content, tmp_path / "deep.pth")
     line = _convert_error(tmp_path / "deep.pth", tmp_path, capsys)
     assert f"nested deeper than {MAX_DEPTH} levels were not searched" in line
+
+
+def test_a_file_too_large_for_any_resnet_checkpoint_is_refused(
+        resnet18: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.save(resnet18, tmp_path / "big.pth")
+    monkeypatch.setattr(foreign, "MAX_FILE_BYTES", 1 << 20)  # 1 MiB stands for 4 GiB here
+    assert "larger than any ResNet-18/34/50 training checkpoint" in _convert_error(
+        tmp_path / "big.pth", tmp_path, capsys)
 
 
 def _suite_file(path: Path, state: dict, meta: str) -> Path:

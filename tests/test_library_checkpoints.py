@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -175,6 +176,12 @@ class _TwoViews(torch.utils.data.Dataset):
         return [torch.randn(3, 32, 32, generator=g), torch.randn(3, 32, 32, generator=g)], 0, str(i)
 
 
+def _lightly_and_lightning() -> Any:
+    """pytorch_lightning, once lightly is known to be installed (a guard: CI installs both)."""
+    pytest.importorskip("lightly")
+    return pytest.importorskip("pytorch_lightning")
+
+
 def _fit_and_save(module: nn.Module, folder: Path) -> Path:
     """Train one step with PyTorch Lightning and keep its ModelCheckpoint file, as lightly's
     examples do (``pl.Trainer(max_epochs=...).fit(model, dataloader)``)."""
@@ -191,8 +198,7 @@ def lightly_dino(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
     """lightly 1.6's examples/pytorch_lightning/dino.py: student_backbone/student_head and a
     deep-copied teacher_backbone/teacher_head, the backbone an nn.Sequential of a torchvision
     ResNet's children; the teacher follows the student by update_momentum."""
-    pytest.importorskip("lightly")
-    pl = pytest.importorskip("pytorch_lightning")
+    pl = _lightly_and_lightning()
     from lightly.loss import DINOLoss
     from lightly.models.modules import DINOProjectionHead
     from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -236,8 +242,7 @@ def lightly_dino(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
 def lightly_byol(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
     """lightly 1.6's examples/pytorch_lightning/byol.py: backbone, projection_head,
     prediction_head and the momentum copies backbone_momentum, projection_head_momentum."""
-    pytest.importorskip("lightly")
-    pl = pytest.importorskip("pytorch_lightning")
+    pl = _lightly_and_lightning()
     from lightly.loss import NegativeCosineSimilarity
     from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
     from lightly.models.utils import deactivate_requires_grad, update_momentum
@@ -391,22 +396,31 @@ def _solo_backbone(seed: int) -> nn.Module:
     return randomize_norms(backbone, seed).to(memory_format=torch.channels_last)
 
 
-@pytest.fixture(scope="module")
-def solo_byol(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
-    """solo-learn BYOL (solo/methods/byol.py: projector, predictor, momentum_projector; solo/
-    methods/base.py BaseMomentumMethod: momentum_backbone; BaseMethod: classifier)."""
-    online, momentum = _solo_backbone(10), _solo_backbone(11)
+def _solo_file(factory: pytest.TempPathFactory, method: str, online: nn.Module,
+               momentum: nn.Module, heads: dict[str, nn.Module], evaluated: nn.Module,
+               rule: str) -> LibraryFile:
+    """A solo-learn method's module (BaseMethod: backbone, classifier; BaseMomentumMethod:
+    momentum_backbone; the method's heads) saved in Lightning's checkpoint layout."""
     module = nn.Module()
     module.backbone, module.classifier = online, nn.Linear(512, 10)
-    module.projector = nn.Sequential(nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(),
-                                     nn.Linear(64, 16))
-    module.predictor = nn.Sequential(nn.Linear(16, 64), nn.BatchNorm1d(64), nn.ReLU(),
-                                     nn.Linear(64, 16))
-    module.momentum_backbone, module.momentum_projector = momentum, copy.deepcopy(module.projector)
-    path = tmp_path_factory.mktemp("solo_byol") / "byol-cifar-ep=99.ckpt"
+    module.momentum_backbone = momentum
+    for name, head in heads.items():
+        module.add_module(name, head)
+    path = factory.mktemp(f"solo_{method}") / f"{method}-cifar-ep=99.ckpt"
     torch.save(_lightning_checkpoint(module.state_dict()), path)
-    return LibraryFile(path, "resnet18", torchvision_stages(online),
-                       "the online encoder 'state_dict.backbone.'")
+    return LibraryFile(path, "resnet18", torchvision_stages(evaluated), rule)
+
+
+@pytest.fixture(scope="module")
+def solo_byol(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
+    """solo-learn BYOL (solo/methods/byol.py: projector, predictor, momentum_projector)."""
+    online = _solo_backbone(10)
+    projector = nn.Sequential(nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 16))
+    predictor = nn.Sequential(nn.Linear(16, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 16))
+    return _solo_file(tmp_path_factory, "byol", online, _solo_backbone(11),
+                      {"projector": projector, "predictor": predictor,
+                       "momentum_projector": copy.deepcopy(projector)},
+                      online, "the online encoder 'state_dict.backbone.'")
 
 
 @pytest.fixture(scope="module")
@@ -414,21 +428,16 @@ def solo_dino(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
     """solo-learn DINO (solo/methods/dino.py): ``self.head = DINOHead(...)`` whose
     ``last_layer = nn.utils.weight_norm(nn.Linear(bottleneck_dim, num_prototypes, bias=False))``,
     ``self.momentum_head`` likewise; the teacher is BaseMomentumMethod's momentum_backbone."""
-    student, teacher = _solo_backbone(12), _solo_backbone(13)
-
     def dino_head() -> nn.Module:
         head = nn.Module()
         head.mlp = nn.Sequential(nn.Linear(512, 64), nn.GELU(), nn.Linear(64, 16))
         head.last_layer = nn.utils.weight_norm(nn.Linear(16, 32, bias=False))
         return head
 
-    module = nn.Module()
-    module.backbone, module.classifier = student, nn.Linear(512, 10)
-    module.head, module.momentum_backbone, module.momentum_head = dino_head(), teacher, dino_head()
-    path = tmp_path_factory.mktemp("solo_dino") / "dino-cifar-ep=99.ckpt"
-    torch.save(_lightning_checkpoint(module.state_dict()), path)
-    return LibraryFile(path, "resnet18", torchvision_stages(teacher),
-                       "the momentum copy 'state_dict.momentum_backbone.', the teacher")
+    teacher = _solo_backbone(13)
+    return _solo_file(tmp_path_factory, "dino", _solo_backbone(12), teacher,
+                      {"head": dino_head(), "momentum_head": dino_head()}, teacher,
+                      "the momentum copy 'state_dict.momentum_backbone.', the teacher")
 
 
 # ------------------------------------------------------------------------------------ VISSL
