@@ -151,13 +151,12 @@ def source_features(backbone: Backbone, images: torch.Tensor) -> dict[str, torch
         try:
             with torch.device("meta"):  # every tensor is loaded: skip the random init
                 network = _detectron2_resnet(meta["arch"], meta["stride_in_1x1"], norm="BN")
-        except ImportError:  # no detectron2 here: its layout is a torchvision ResNet's
-            network = None
-        if network is not None:
-            network = network.to_empty(device="cpu")
-            _load_source(backbone, network)
-            with torch.no_grad():
-                return network.eval()(images)
+        except ImportError:  # mmpose only here: the suite's model, built in the same convention
+            return _eval_stages(backbone.model, images)
+        network = network.to_empty(device="cpu")
+        _load_source(backbone, network)
+        with torch.no_grad():
+            return network.eval()(images)
     model = resnet_skeleton(meta["arch"], meta["stem"]).to_empty(device="cpu")
     for name, buffer in model.named_buffers():  # frozen BN has none to load
         if name.endswith("num_batches_tracked"):
