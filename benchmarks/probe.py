@@ -99,6 +99,7 @@ class ProbeConfig:
 
     weights: str | None = None
     prefix: str | None = None
+    stride_in_1x1: bool | None = None
     arch: str | None = None
     stem: str | None = None
     init_seed: int = 0
@@ -242,7 +243,7 @@ def prepare(task: Task, argv: list[str] | None, protocol: str | None = None) -> 
     protocol = protocol or (f"supervised:{'+'.join(attrs)}" if attrs else
                             cfg.protocol or "fixed")
     backbone = open_backbone(cfg.weights or RANDOM, cfg.arch, cfg.stem, cfg.init_seed,
-                             cfg.prefix)
+                             cfg.prefix, cfg.stride_in_1x1)
     name = backbone_fields(backbone)["backbone_id"]
     out = cfg.out or Path("runs/benchmarks") / task.name / name / protocol.replace(":", "_")
     _setup_logging(out)
@@ -365,6 +366,7 @@ def _supervised(run: Run, attrs: list[str]) -> dict:
         save_backbone(path, model.state_dict(), {
             "method": "supervised", "regularizer": "none", "arch": run.backbone.meta["arch"],
             "stem": run.backbone.meta["stem"], "data": f"{task.name}:{'+'.join(attrs)}",
+            "stride_in_1x1": run.backbone.meta["stride_in_1x1"],
             "epochs": recipe.epochs, "seed": seed, "init": init, "commit": git_commit()})
         trained = open_backbone(path)
         result = _fixed(run, trained, 1)[0]

@@ -202,9 +202,11 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     @classmethod
     def pickle_module(cls) -> Any:
-        """This unpickler as the ``pickle_module`` of ``torch.load(..., weights_only=False)``."""
-        return types.SimpleNamespace(__name__="restricted_pickle", load=pickle.load,
-                                     Unpickler=cls)
+        """This unpickler as the ``pickle_module`` of ``torch.load(..., weights_only=False)``.
+        Its ``load`` is restricted too: torch's legacy (non-zip) format reads its header objects
+        with ``pickle_module.load``, so a plain ``pickle.load`` there would run a planted file."""
+        return types.SimpleNamespace(__name__="restricted_pickle", Unpickler=cls,
+                                     load=lambda file, **kwargs: cls(file, **kwargs).load())
 
 
 def load_pickle_arrays(source: str | os.PathLike | IO[bytes]) -> Any:

@@ -3,9 +3,11 @@ random-init control.
 
     backbone = open_backbone(weights or RANDOM, arch, stem, seed, prefix)
 
-A file is read once (:func:`pretrain.foreign.read_backbone`: the suite's checkpoint or a ResNet
-trained elsewhere, never executing code from it), rebuilt with its own arch and stem and loaded
-strictly; ``arch`` and ``stem``, when given, must agree with it. ``RANDOM`` is the random-init
+A file is read once (:func:`pretrain.foreign.read_source`: the suite's checkpoint or a ResNet
+trained elsewhere, never executing code from it), rebuilt with its own arch, stem and stride
+convention (a network trained with its stride in the 1x1 conv, detectron2's default, is built so:
+:func:`move_stride_to_1x1`) and loaded strictly; ``arch`` and ``stem``, when given, must agree
+with it. ``RANDOM`` is the random-init
 control, the same everywhere: torchvision's init with ``zero_init_residual=True``, seeded by
 ``seed``, named ``random-init-<arch>-<stem>-seed<seed>``. Zero-initialised residual branches
 (Goyal et al. 2017, torchvision's ``zero_init_residual``) are what the control needs in detection:
@@ -25,10 +27,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.models.resnet import Bottleneck
 
 from pretrain.backbones import ARCHS, STEMS, build_resnet
 from pretrain.checkpoint import CheckpointError
-from pretrain.foreign import read_backbone
+from pretrain.foreign import ForeignBackbone, parse_bool, read_source, resnet_skeleton
 
 RANDOM = "random"
 RANDOM_METHOD = "random-init"
@@ -40,7 +43,9 @@ class Backbone:
     model: nn.Module
     meta: dict[str, Any]   # arch, stem, and the checkpoint's own metadata when it has some
     weights: Path | None   # the file read; None for the random-init control
-    key: str               # identity: the file's sha256, or the random-init recipe
+    key: str               # identity: the file's sha256 (+ the copy and convention read from
+                           # it, when not the defaults), or the random-init recipe
+    source: ForeignBackbone | None = None  # the file's own tensors, for verifying conversions
 
     @property
     def origin(self) -> str:
@@ -59,31 +64,55 @@ def random_init_id(arch: str, stem: str, seed: int) -> str:
 
 
 def open_backbone(weights: str | os.PathLike = RANDOM, arch: str | None = None,
-                  stem: str | None = None, seed: int = 0, prefix: str | None = None) -> Backbone:
+                  stem: str | None = None, seed: int = 0, prefix: str | None = None,
+                  stride_in_1x1: bool | None = None) -> Backbone:
     """``weights``: a checkpoint file (the suite's format or any :mod:`pretrain.foreign` reads)
     or ``random``. ``arch``/``stem`` choose the random-init control (default resnet18, imagenet
     stem) and ``seed`` seeds it; for a file they are read from it. ``prefix`` selects the backbone
-    inside a file that holds several."""
+    inside a file that holds several; ``stride_in_1x1`` gives the stride convention of a
+    bottleneck ResNet whose file does not say it."""
     if is_random(weights):
+        if stride_in_1x1 is not None:
+            raise CheckpointError("--stride-in-1x1: the random-init control has torchvision's "
+                                  "convention; the flag describes a checkpoint file")
         arch, stem = arch or DEFAULT_ARCH, stem or DEFAULT_STEM
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = build_resnet(arch, stem, zero_init_residual=True)
         name = random_init_id(arch, stem, seed)
         meta = {"method": RANDOM_METHOD, "regularizer": "none", "arch": arch, "stem": stem,
-                "data": "", "epochs": 0, "steps": 0, "seed": seed, "backbone_id": name}
+                "data": "", "epochs": 0, "steps": 0, "seed": seed, "backbone_id": name,
+                "stride_in_1x1": False}
         return Backbone(model, meta, None,
                         f"{name}-zero_init_residual-torch{torch.__version__}")
     path = Path(weights)
-    state, meta = read_backbone(path, prefix)
+    source = read_source(path, prefix, stride_in_1x1)
+    meta = source.meta
     for name, wanted in (("arch", arch), ("stem", stem)):
         if wanted and wanted != meta[name]:
             raise CheckpointError(f"--{name} {wanted}: {path} holds a {meta['arch']} with the "
                                   f"{meta['stem']} stem; --arch and --stem only choose the "
                                   "random-init control")
-    model = build_resnet(meta["arch"], meta["stem"])
-    model.load_state_dict(state, strict=True)
-    return Backbone(model, meta, path, file_sha256(path))
+    model = resnet_skeleton(meta["arch"], meta["stem"]).to_empty(device="cpu")
+    model.load_state_dict(source.state, strict=True)  # every tensor, so no init is needed
+    key = file_sha256(path)
+    if meta["stride_in_1x1"]:
+        move_stride_to_1x1(model)
+        key += "+stride_in_1x1"
+    if meta["source_prefix"]:  # one file may hold several backbones (student/teacher, EMA)
+        key += f"+{meta['source_prefix']}"
+    return Backbone(model, meta, path, key, source)
+
+
+def move_stride_to_1x1(model: nn.Module) -> nn.Module:
+    """Give a torchvision ResNet's bottlenecks the stride-in-1x1 convention of detectron2's
+    ``STRIDE_IN_1X1=True`` and mmcv's ``style='caffe'``: conv1 (1x1) takes the block's stride,
+    conv2 (3x3) keeps stride 1. The output sizes are those of torchvision's convention
+    (ceil(H/2) both ways), so the same weights load and only the features change."""
+    for module in model.modules():
+        if isinstance(module, Bottleneck) and module.conv2.stride != (1, 1):
+            module.conv1.stride, module.conv2.stride = module.conv2.stride, (1, 1)
+    return model
 
 
 def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str = DEFAULT_ARCH,
@@ -96,6 +125,10 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str 
                         "control" + weights_help)
     parser.add_argument("--prefix", help="key prefix of the backbone inside a checkpoint that "
                         "holds several (e.g. 'module.encoder_q.'); found automatically otherwise")
+    parser.add_argument("--stride-in-1x1", type=parse_bool, metavar="true|false",
+                        help="the stride convention of a ResNet-50 whose file does not say it: "
+                        "true if trained with detectron2's default (stride in the first 1x1 "
+                        "conv of a bottleneck), false for torchvision's (stride in the 3x3)")
     parser.add_argument("--arch", choices=ARCHS, help="the random-init control's arch (default "
                         f"{random_arch}; a checkpoint's own is read from it)")
     parser.add_argument("--stem", choices=STEMS, help="the random-init control's stem "

@@ -144,14 +144,15 @@ def _formats(state: dict[str, torch.Tensor]) -> dict[str, tuple[object, str, str
                                        **pre("module.momentum_encoder.", {**bb, **mlp}),
                                        "module.predictor.0.weight": torch.zeros(4, 4)}},
                        "moco-v3", None),
-        "solo_learn.ckpt": ({"state_dict": {**pre("backbone.", bb),
+        "solo_learn.ckpt": ({"state_dict": {**pre("backbone.", bb),  # BYOL: a predictor
                                             **pre("momentum_backbone.", bb),
+                                            "predictor.0.weight": torch.zeros(8, 8),
                                             "projector.0.weight": torch.zeros(8, 512),
                                             "classifier.weight": torch.zeros(10, 512)},
-                             "epoch": 99}, "solo-learn/mmselfsup/lightly", None),
+                             "epoch": 99}, "solo-learn/mmpretrain/lightly", None),
         "mmselfsup.pth": ({"meta": {"epoch": 200}, "state_dict": {
             **pre("backbone.", bb), "neck.mlp.0.weight": torch.zeros(8, 512),
-            "head.loss.weight": torch.zeros(1)}}, "solo-learn/mmselfsup/lightly", None),
+            "head.loss.weight": torch.zeros(1)}}, "solo-learn/mmpretrain/lightly", None),
         "vissl.torch": ({"classy_state_dict": {"base_model": {"model": {
             "trunk": pre("_feature_blocks.", bb), "heads": {"0.clf.0.weight": torch.zeros(8)}}}},
             "phase_idx": 3}, "vissl", None),
@@ -211,7 +212,7 @@ def test_wrong_prefix_names_the_prefixes_found(resnet18: dict, tmp_path: Path) -
     src = tmp_path / "moco.pth"
     torch.save({"state_dict": {"module.encoder_q." + k: v for k, v in resnet18.items()}}, src)
     message = _error(src, tmp_path, prefix="module.encoder.")
-    assert "module.encoder." in message and "'module.encoder_q.'" in message
+    assert "module.encoder." in message and "'state_dict.module.encoder_q.'" in message
 
 
 def test_two_resnets_need_a_prefix(resnet18: dict, tmp_path: Path) -> None:
@@ -219,6 +220,43 @@ def test_two_resnets_need_a_prefix(resnet18: dict, tmp_path: Path) -> None:
     torch.save({f"{p}.{k}": v for p in ("student", "online") for k, v in resnet18.items()}, src)
     message = _error(src, tmp_path)
     assert "--prefix" in message and "'online.'" in message and "'student.'" in message
+
+
+def test_momentum_copy_without_evidence_of_the_method_is_refused(resnet18: dict,
+                                                                 tmp_path: Path) -> None:
+    """backbone + momentum_backbone is MoCo/BYOL (evaluate the online one) or solo-learn's DINO
+    (evaluate the momentum teacher): with no head that shows which, the choice is the user's."""
+    bb = _backbone(resnet18)
+    src = tmp_path / "solo.ckpt"
+    torch.save({"state_dict": {**{f"backbone.{k}": v for k, v in bb.items()},
+                               **{f"momentum_backbone.{k}": v for k, v in bb.items()},
+                               "projector.0.weight": torch.zeros(8, 512)}}, src)
+    message = _error(src, tmp_path)
+    assert "'state_dict.backbone.'" in message and "'state_dict.momentum_backbone.'" in message
+    assert "--prefix" in message
+    state, meta = read_backbone(src, prefix="state_dict.momentum_backbone.")
+    assert meta["copy"] == "'state_dict.momentum_backbone.', chosen by --prefix"
+
+
+@pytest.mark.parametrize("names, chosen", [
+    (("module.encoder_q.", "module.encoder_k."), "module.encoder_q."),  # MoCo v1/v2
+    (("online_network.", "target_network."), "online_network."),  # BYOL reimplementations
+    (("student.backbone.", "teacher.backbone."), "teacher.backbone."),  # DINO's own checkpoints
+    (("model.", "model_ema."), "model."),  # an EMA copy is never chosen unasked
+])
+def test_the_copy_rule_by_name(names: tuple[str, str], chosen: str, resnet18: dict,
+                               tmp_path: Path) -> None:
+    src = tmp_path / "two.pth"
+    torch.save({name + k: v for name in names for k, v in _backbone(resnet18).items()}, src)
+    meta = read_backbone(src)[1]
+    assert meta["source_prefix"] == chosen and chosen in meta["copy"]
+
+
+def test_an_ema_copy_alone_is_read_only_when_asked(resnet18: dict, tmp_path: Path) -> None:
+    src = tmp_path / "ema.pth"
+    torch.save({"model_ema": _backbone(resnet18)}, src)
+    assert "--prefix 'model_ema.'" in _error(src, tmp_path)
+    assert read_backbone(src, prefix="model_ema.")[1]["source_prefix"] == "model_ema."
 
 
 def test_missing_tensors_are_listed(resnet18: dict, tmp_path: Path) -> None:

@@ -205,6 +205,7 @@ class CocoDetConfig:
 
     weights: str | None
     prefix: str | None
+    stride_in_1x1: bool | None
     arch: str | None
     stem: str | None
     seed: int
@@ -228,7 +229,7 @@ def prepare_backbone(settings: CocoDetConfig) -> dict[str, Any]:
     out = settings.out
     pkl = out / BACKBONE_FILE
     backbone = open_backbone(settings.weights, settings.arch, settings.stem, settings.seed,
-                             settings.prefix)
+                             settings.prefix, settings.stride_in_1x1)
     start = time.perf_counter()
     export_backbone(backbone, "detectron2", pkl, verify=True)
     record = {"source": backbone.origin, "backbone_id_from_file": backbone.weights is not None,
@@ -253,6 +254,8 @@ def setup_cfg(settings: CocoDetConfig, record: dict[str, Any], num_classes: int)
                            f"use {FULL_CONFIG.name} (FPN) for ResNet-18/34")
     cfg.MODEL.RESNETS.DEPTH = RESNETS[arch].depth
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = RESNETS[arch].res2_channels
+    # the convention the weights were trained with, recorded by transfer/convert.py
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = record["meta"].get("stride_in_1x1", False)
     cfg.MODEL.WEIGHTS = record["converted"]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (TRAIN_SET,), (TEST_SET,)

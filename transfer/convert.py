@@ -1,6 +1,7 @@
 """Writing a backbone in an engine's format, verified by that engine.
 
-    python transfer/convert.py SRC --to detectron2|mmpose --out FILE [--prefix P] [--no-verify]
+    python transfer/convert.py SRC --to detectron2|mmpose --out FILE [--prefix P]
+                               [--stride-in-1x1 true|false] [--no-verify]
 
 The source is opened by :func:`pretrain.open_backbone.open_backbone` (the suite's checkpoint, a
 ResNet trained elsewhere in any format :mod:`pretrain.foreign` reads, or ``random``), then written
@@ -14,13 +15,24 @@ ResNet trained elsewhere in any format :mod:`pretrain.foreign` reads, or ``rando
 - mmpose: ``torch.save({"state_dict": torchvision keys without fc, "meta": {...}})``, which
   ``init_cfg=dict(type='Pretrained', checkpoint=FILE)`` loads without a ``prefix``.
 
+A bottleneck ResNet trained with its stride in the 1x1 conv (``meta["stride_in_1x1"]``, read by
+:mod:`pretrain.foreign` or given with ``--stride-in-1x1``) is written as such: the detectron2 file
+records ``stride_in_1x1`` in its ``suite_meta`` (``transfer/coco_det.py`` sets
+``MODEL.RESNETS.STRIDE_IN_1X1`` from it; by hand, set it in your config), the mmpose file records
+``style='caffe'`` in its ``meta`` (``transfer/mpii_pose.py`` builds its ResNet so).
+
 The file is written (atomically) to a hidden temporary name beside ``--out`` and verified there:
-the engine's own ResNet is built (detectron2 ``build_resnet_backbone`` with MoCo's detection
-settings, or mmpose ``ResNet`` with a ``Pretrained`` init_cfg), the file is loaded the way the
-engine loads it, every tensor is compared with the source, and res2..res5 on a fixed input are
-compared with the source torchvision model. Only then is it renamed to ``--out``; on any failure
-the temporary file is removed and an existing ``--out`` is left untouched. A small-image stem
-(3x3 conv1, no max-pool) is refused for both engines: their ResNets have only the ImageNet stem.
+the engine's own ResNet is built the way the file says (detectron2 ``build_resnet_backbone`` with
+MoCo's detection settings and the recorded ``STRIDE_IN_1X1``, or mmpose ``ResNet`` with the
+recorded style and a ``Pretrained`` init_cfg), the file is loaded the way the engine loads it,
+every tensor is compared with the source, and res2..res5 on a fixed input are compared with the
+**source network as it was trained**: built from the file's own tensors under their own names in
+the source's library layout and convention (detectron2's ResNet for detectron2 names, lightly's
+``nn.Sequential``, a torchvision ResNet), not rebuilt from the converted weights. The suite's own
+torchvision model (what the probes use) is held to the same source network. Only then is the file
+renamed to ``--out``; on any failure the temporary file is removed and an existing ``--out`` is
+left untouched. A small-image stem (3x3 conv1, no max-pool) is refused for both engines: their
+ResNets have only the ImageNet stem.
 """
 from __future__ import annotations
 
@@ -44,10 +56,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import transfer.compat  # noqa: F401,I001  (shims; before any detectron2 or mmpose import)
 
 from pretrain.backbones import RESNETS, STAGES, stage_outputs
-from pretrain.checkpoint import CheckpointError, atomic_write, load_pickle_arrays
+from pretrain.checkpoint import META_KEY, CheckpointError, atomic_write, load_pickle_arrays
 from pretrain.cli import run_main
-from pretrain.foreign import preview
-from pretrain.open_backbone import Backbone, open_backbone
+from pretrain.foreign import parse_bool, preview, resnet_skeleton
+from pretrain.open_backbone import Backbone, move_stride_to_1x1, open_backbone
 
 TARGETS = ("detectron2", "mmpose")
 DETECTRON2_AUTHOR = "ssl-transfer-suite transfer/convert.py"
@@ -80,15 +92,22 @@ def _detectron2_bytes(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> b
 
 def _mmpose_bytes(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
-    torch.save({"state_dict": state, "meta": {"suite_meta": json.dumps(meta)}}, buffer)
+    torch.save({"state_dict": state, "meta": {META_KEY: json.dumps(meta),
+                                              "style": mmpose_style(meta)}}, buffer)
     return buffer.getvalue()
 
 
-def export_backbone(backbone: Backbone, to: str, out: str | os.PathLike,
-                    verify: bool = True) -> Path:
+def mmpose_style(meta: dict[str, Any]) -> str:
+    """mmpose's (mmcv's) ResNet ``style`` of a backbone: 'caffe' puts the stride in the 1x1."""
+    return "caffe" if meta.get("stride_in_1x1") else "pytorch"
+
+
+def export_backbone(backbone: Backbone, to: str, out: str | os.PathLike, verify: bool = True,
+                    differences: dict[str, float] | None = None) -> Path:
     """Write ``backbone`` (opened by :func:`~pretrain.open_backbone.open_backbone`) for ``to``
-    (detectron2 or mmpose) into ``out``, verified unless ``verify=False``. On any failure nothing
-    new is left at ``out`` (an older file stays)."""
+    (detectron2 or mmpose) into ``out``, verified unless ``verify=False``; ``differences``, when
+    given, receives the max abs difference of each stage from the source network. On any failure
+    nothing new is left at ``out`` (an older file stays)."""
     if to not in TARGETS:
         raise ValueError(f"unknown target {to!r}; choose one of {', '.join(TARGETS)}")
     if backbone.meta["stem"] == "small":
@@ -106,7 +125,9 @@ def export_backbone(backbone: Backbone, to: str, out: str | os.PathLike,
     try:
         atomic_write(tmp, lambda f: f.write(payload))
         if verify:
-            (verify_detectron2 if to == "detectron2" else verify_mmpose)(tmp, backbone)
+            found = (verify_detectron2 if to == "detectron2" else verify_mmpose)(tmp, backbone)
+            if differences is not None:
+                differences.update(found)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -118,46 +139,106 @@ def _fixed_input() -> torch.Tensor:
     return torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
 
 
-def _source_features(backbone: Backbone) -> dict[str, torch.Tensor]:
-    model = backbone.model
+def source_features(backbone: Backbone, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """res2..res5 of the source network as it was trained: built from the file's own tensors
+    under their own names, in its library's layout (detectron2's ResNet, lightly's
+    ``nn.Sequential``, a torchvision ResNet) and stride convention. The random-init control is
+    its own source."""
+    source, meta = backbone.source, backbone.meta
+    if source is None:
+        return _eval_stages(backbone.model, images)
+    if source.naming == "detectron2":
+        try:
+            with torch.device("meta"):  # every tensor is loaded: skip the random init
+                network = _detectron2_resnet(meta["arch"], meta["stride_in_1x1"], norm="BN")
+        except ImportError:  # mmpose only here: the suite's model, built in the same convention
+            return _eval_stages(backbone.model, images)
+        network = network.to_empty(device="cpu")
+        _load_source(backbone, network)
+        with torch.no_grad():
+            return network.eval()(images)
+    model = resnet_skeleton(meta["arch"], meta["stem"]).to_empty(device="cpu")
+    for name, buffer in model.named_buffers():  # frozen BN has none to load
+        if name.endswith("num_batches_tracked"):
+            buffer.zero_()
+    if meta["stride_in_1x1"]:
+        move_stride_to_1x1(model)
+    if source.naming == "sequential":  # lightly: nn.Sequential(*list(resnet.children())[:-1])
+        network = torch.nn.Sequential(*list(model.children())[:-1])
+        _load_source(backbone, network)
+        outputs, x = {}, images
+        with torch.no_grad():
+            for index, module in enumerate(network.eval()):
+                x = module(x)
+                if 4 <= index <= 7:
+                    outputs[STAGES[index - 4]] = x
+        return outputs
+    _load_source(backbone, model)
+    return _eval_stages(model, images)
+
+
+def _eval_stages(model: torch.nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
     training = model.training
     try:
         with torch.no_grad():
-            return stage_outputs(model.eval(), _fixed_input())
+            return stage_outputs(model.eval(), images)
     finally:
         model.train(training)
 
 
+def _load_source(backbone: Backbone, network: torch.nn.Module) -> None:
+    """Load the file's own tensors into ``network`` (its library's layout); every tensor must
+    fit (``num_batches_tracked`` aside: frozen BN has none)."""
+    result = network.load_state_dict(backbone.source.source_state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise ConversionError(
+            f"{backbone.origin}: the source network ({backbone.source.naming} layout) does not "
+            f"take the file's tensors: missing {preview(missing)}; unexpected "
+            f"{preview(result.unexpected_keys)}")
+
+
 def _compare(path: Path, engine: str, loaded: dict[str, torch.Tensor],
              expected: dict[str, torch.Tensor], features: dict[str, torch.Tensor],
-             reference: dict[str, torch.Tensor]) -> None:
-    """Fail unless every expected tensor was loaded exactly and every stage output matches."""
+             backbone: Backbone) -> dict[str, float]:
+    """Fail unless every expected tensor was loaded exactly and every stage output of the engine,
+    and of the suite's torchvision model, matches the source network; returns the engine's max
+    abs difference per stage."""
     not_loaded = [k for k, v in expected.items()
                   if k not in loaded or loaded[k].shape != v.shape or not torch.equal(loaded[k], v)]
     if not_loaded:
         raise ConversionError(f"{path}: {engine} did not load {len(not_loaded)} backbone "
                               f"tensor(s) as written: {preview(not_loaded, 12)}")
-    errors = {}
-    for stage in STAGES:
-        got, ref = features[stage], reference[stage]
-        if got.shape != ref.shape:
-            raise ConversionError(f"{path}: {engine} {stage} has shape {tuple(got.shape)}, the "
-                                  f"source model {tuple(ref.shape)}")
-        errors[stage] = float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
-    bad = {s: e for s, e in errors.items() if not e <= FEATURE_RTOL}
-    if bad:
-        raise ConversionError(f"{path}: {engine} features differ from the source model beyond "
-                              f"tolerance {FEATURE_RTOL} (relative max error per stage: {bad})")
+    reference = source_features(backbone, _fixed_input())
+    for name, got in ((engine, features),
+                      ("the suite's torchvision model", _eval_stages(backbone.model,
+                                                                     _fixed_input()))):
+        errors = {}
+        for stage in STAGES:
+            if got[stage].shape != reference[stage].shape:
+                raise ConversionError(f"{path}: {name} {stage} has shape "
+                                      f"{tuple(got[stage].shape)}, the source network "
+                                      f"{tuple(reference[stage].shape)}")
+            errors[stage] = float((got[stage] - reference[stage]).abs().max()
+                                  / reference[stage].abs().max().clamp_min(1e-12))
+        bad = {s: e for s, e in errors.items() if not e <= FEATURE_RTOL}
+        if bad:
+            raise ConversionError(
+                f"{path}: {name} features differ from the source network as trained beyond "
+                f"tolerance {FEATURE_RTOL} (relative max error per stage: {bad}; stride in the "
+                f"1x1 conv: {backbone.meta.get('stride_in_1x1', False)})")
+    return {stage: float((features[stage] - reference[stage]).abs().max()) for stage in STAGES}
 
 
-def detectron2_resnet_cfg(arch: str) -> Any:
-    """detectron2 cfg for a torchvision-style ResNet under MoCo's detection protocol."""
+def detectron2_resnet_cfg(arch: str, stride_in_1x1: bool = False) -> Any:
+    """detectron2 cfg for a ResNet under MoCo's detection protocol (RGB, torchvision's
+    normalisation), with the stride convention the weights were trained with."""
     from detectron2.config import get_cfg
 
     cfg = get_cfg()
     cfg.MODEL.RESNETS.DEPTH = RESNETS[arch].depth
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = RESNETS[arch].res2_channels
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = stride_in_1x1
     cfg.MODEL.RESNETS.NORM = "SyncBN"
     cfg.MODEL.RESNETS.OUT_FEATURES = list(STAGES)
     cfg.MODEL.BACKBONE.FREEZE_AT = 0
@@ -166,9 +247,33 @@ def detectron2_resnet_cfg(arch: str) -> Any:
     return cfg
 
 
-def verify_detectron2(path: str | os.PathLike, backbone: Backbone) -> None:
-    """Load ``path`` into detectron2's ResNet the way its DetectionCheckpointer does and compare
-    tensors and res2..res5 with ``backbone``'s torchvision model."""
+def _detectron2_resnet(arch: str, stride_in_1x1: bool, norm: str = "SyncBN") -> torch.nn.Module:
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+    cfg = detectron2_resnet_cfg(arch, stride_in_1x1)
+    cfg.MODEL.RESNETS.NORM = norm
+    return build_resnet_backbone(cfg, ShapeSpec(channels=3))
+
+
+def written_meta(path: Path, data: Any) -> dict[str, Any]:
+    """The suite meta a converted file carries (detectron2: top level; mmpose: under meta)."""
+    raw = data.get(META_KEY) if isinstance(data, dict) else None
+    if raw is None and isinstance(data, dict) and isinstance(data.get("meta"), dict):
+        raw = data["meta"].get(META_KEY)
+    try:
+        meta = json.loads(raw)
+    except (TypeError, ValueError) as err:
+        raise ConversionError(f"{path}: its '{META_KEY}' is not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise ConversionError(f"{path}: its '{META_KEY}' is not a JSON object")
+    return meta
+
+
+def verify_detectron2(path: str | os.PathLike, backbone: Backbone) -> dict[str, float]:
+    """Load ``path`` into detectron2's ResNet, built with the stride convention the file records,
+    the way its DetectionCheckpointer does; compare tensors and res2..res5 with the source
+    network. Returns the max abs difference per stage."""
     path = Path(path)
     data = load_pickle_arrays(path)  # proves the file is arrays-only before detectron2 unpickles
     if not (isinstance(data, dict) and isinstance(data.get("model"), dict)
@@ -176,11 +281,9 @@ def verify_detectron2(path: str | os.PathLike, backbone: Backbone) -> None:
         raise ConversionError(f"{path}: not a detectron2 weights file with 'model', "
                               "'__author__' and matching_heuristics=True")
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.layers import ShapeSpec
-    from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-    cfg = detectron2_resnet_cfg(backbone.meta["arch"])
-    engine_resnet = build_resnet_backbone(cfg, ShapeSpec(channels=3))
+    engine_resnet = _detectron2_resnet(backbone.meta["arch"],
+                                       written_meta(path, data).get("stride_in_1x1") is True)
     checkpointer = DetectionCheckpointer(engine_resnet)
     incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
     missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]
@@ -193,20 +296,24 @@ def verify_detectron2(path: str | os.PathLike, backbone: Backbone) -> None:
                 if not k.endswith("num_batches_tracked")}
     with torch.no_grad():
         features = engine_resnet.eval()(_fixed_input())
-    _compare(path, "detectron2", engine_resnet.state_dict(), expected, features,
-             _source_features(backbone))
+    return _compare(path, "detectron2", engine_resnet.state_dict(), expected, features, backbone)
 
 
-def verify_mmpose(path: str | os.PathLike, backbone: Backbone) -> None:
-    """Build mmpose's ResNet with ``init_cfg=dict(type='Pretrained', checkpoint=path)``, run its
-    weight init (what mmpose's Runner does) and compare tensors and the four stage outputs with
-    ``backbone``'s."""
+def verify_mmpose(path: str | os.PathLike, backbone: Backbone) -> dict[str, float]:
+    """Build mmpose's ResNet in the style the file records with ``init_cfg=dict(type=
+    'Pretrained', checkpoint=path)``, run its weight init (what mmpose's Runner does) and compare
+    tensors and the four stage outputs with the source network. Returns the max abs difference
+    per stage."""
     path = Path(path)
     from mmengine.logging import MMLogger
     from mmpose.models.backbones import ResNet
 
+    written = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
+    style = written.get("style") if isinstance(written, dict) else None
+    if style not in ("pytorch", "caffe"):
+        raise ConversionError(f"{path}: its meta does not record mmpose's ResNet style")
     engine_resnet = ResNet(depth=RESNETS[backbone.meta["arch"]].depth, out_indices=(0, 1, 2, 3),
-                           init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+                           style=style, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)  # init_weights logs every tensor's init at INFO
@@ -222,7 +329,7 @@ def verify_mmpose(path: str | os.PathLike, backbone: Backbone) -> None:
     if unexpected:
         raise ConversionError(f"{path}: mmpose's ResNet has tensors the source lacks: "
                               f"{preview(unexpected)}")
-    _compare(path, "mmpose", loaded, state, features, _source_features(backbone))
+    return _compare(path, "mmpose", loaded, state, features, backbone)
 
 
 # ------------------------------------------------------------------------------------ command line
@@ -239,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default=None,
                         help="key prefix of the backbone inside the file, e.g. 'module.encoder_q.'"
                              " (default: detected)")
+    parser.add_argument("--stride-in-1x1", type=parse_bool, metavar="true|false",
+                        help="for a ResNet-50 whose file does not say its stride convention: "
+                             "true if trained with detectron2's default (stride in the first 1x1 "
+                             "conv of a bottleneck), false for torchvision's (stride in the 3x3)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip loading the result into the engine (for machines without it)")
     args = parser.parse_args(argv)
@@ -248,15 +359,30 @@ def main(argv: list[str] | None = None) -> int:
 
     def convert() -> None:
         start = time.perf_counter()
-        backbone = open_backbone(args.src, prefix=args.prefix)
-        out = export_backbone(backbone, args.to, args.out, verify=not args.no_verify)
-        meta = backbone.meta
-        verified = "verified" if not args.no_verify else "NOT verified (--no-verify)"
-        print(f"{out}: {meta['arch']} from {meta.get('source_format', 'random')} "
-              f"(prefix {meta.get('source_prefix', '')!r}), {verified}, "
-              f"{time.perf_counter() - start:.1f} s")
+        backbone = open_backbone(args.src, prefix=args.prefix, stride_in_1x1=args.stride_in_1x1)
+        differences: dict[str, float] = {}
+        out = export_backbone(backbone, args.to, args.out, verify=not args.no_verify,
+                              differences=differences)
+        print(f"{out}: {describe(backbone, args.to)}; " + (
+            f"verified against the source network (max abs difference res5 "
+            f"{differences['res5']:.3g})" if differences else "NOT verified (--no-verify)")
+            + f", {time.perf_counter() - start:.1f} s")
 
     return run_main(convert)
+
+
+def describe(backbone: Backbone, to: str) -> str:
+    """What was read and how the engine must build it, in words (for the command's output)."""
+    meta = backbone.meta
+    if backbone.weights is None:
+        return f"{meta['arch']} random-init control"
+    text = (f"{meta['arch']} from {meta['source_format']}, copy {meta['copy']}; stride in the "
+            f"{'1x1' if meta['stride_in_1x1'] else '3x3'} conv ({meta['stride_from']})")
+    if meta["stride_in_1x1"]:
+        text += ("; set MODEL.RESNETS.STRIDE_IN_1X1 True in the detectron2 config "
+                 "(transfer/coco_det.py does)" if to == "detectron2" else
+                 "; build mmpose's ResNet with style='caffe' (transfer/mpii_pose.py does)")
+    return text
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ from pretrain.checkpoint import RestrictedUnpickler, atomic_write
 from pretrain.data import validate_mpii
 from pretrain.cli import InputError, run_main
 from pretrain.open_backbone import Backbone, add_backbone_arguments, open_backbone
-from transfer.convert import export_backbone
+from transfer.convert import export_backbone, mmpose_style
 
 TASK = "mpii_pose"
 PROTOCOLS = ("fixed", "finetune")
@@ -162,7 +162,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def build_config(config: Path, *, data_root: Path, backbone_file: Path, arch: str, protocol: str,
                  out_dir: Path, n_train: int, max_iters: int | None = None,
                  batch_size: int | None = None, val_images: int | None = None, seed: int = 0,
-                 launcher: str = "none", resume: bool = False) -> Config:
+                 launcher: str = "none", resume: bool = False, style: str = "pytorch") -> Config:
     """The mmengine config of one run: ``config`` plus backbone, protocol, data and schedule."""
     if protocol not in PROTOCOLS:
         raise MpiiPoseError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
@@ -177,6 +177,7 @@ def build_config(config: Path, *, data_root: Path, backbone_file: Path, arch: st
 
     backbone = cfg.model.backbone
     backbone.depth = RESNETS[arch].depth
+    backbone.style = style  # 'caffe': stride in the 1x1 conv, as the weights were trained
     backbone.init_cfg = dict(type="Pretrained", checkpoint=str(backbone_file))
     if protocol == "fixed":
         backbone.frozen_stages = 4  # stem + all four stages: requires_grad False, BN in eval
@@ -235,6 +236,7 @@ class MpiiPoseConfig:
 
     weights: str
     prefix: str | None = None
+    stride_in_1x1: bool | None = None
     arch: str | None = None
     stem: str | None = None
     protocol: str = "fixed"
@@ -267,7 +269,7 @@ def run(settings: MpiiPoseConfig) -> dict[str, Any]:
         raise MpiiPoseError(f"--config {config}: mmengine configs execute code when loaded, so "
                             f"only those in {CONFIG_DIR} are loaded; review it and copy it there")
     backbone = open_backbone(settings.weights, settings.arch, settings.stem, settings.seed,
-                             settings.prefix)
+                             settings.prefix, settings.stride_in_1x1)
     protocol = settings.protocol
     name = settings.name or (f"{backbone.meta['backbone_id']}-{protocol}"
                              if backbone.weights is None else
@@ -281,7 +283,8 @@ def run(settings: MpiiPoseConfig) -> dict[str, Any]:
                        protocol=protocol, out_dir=out, n_train=sizes["train"],
                        max_iters=settings.max_iters, batch_size=settings.batch_size,
                        val_images=settings.val_images, seed=settings.seed,
-                       launcher=settings.launcher, resume=settings.resume)
+                       launcher=settings.launcher, resume=settings.resume,
+                       style=mmpose_style(backbone.meta))
     runner = Runner.from_cfg(cfg)
     guard = BackboneGuard(backbone, backbone_file, frozen=protocol == "fixed",
                           resumed=settings.resume)
