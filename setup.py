@@ -7,7 +7,8 @@ Extras:
   convert    - checkpoint conversion only (torch + numpy + safetensors)
   detection  - what detectron2 0.6 imports (detectron2 itself is placed by tools/bootstrap.sh)
   pose       - the mmpose 1.3.2 stack (mmpose itself is installed --no-deps by tools/bootstrap.sh)
-  dev        - tests and lint
+  cluster    - submitit, for running the suite's stages as Slurm jobs
+  dev        - tests and lint, plus timm and lightly, whose own checkpoints the import tests write
 """
 from setuptools import find_packages, setup
 
@@ -46,6 +47,7 @@ POSE = [
     "opencv-python",
     "Cython",
 ]
+CLUSTER = ["submitit==1.5.4"]
 
 setup(
     name="ssl-transfer-suite",
@@ -61,7 +63,8 @@ setup(
         "train": CORE,
         "detection": CORE + DETECTION,
         "pose": CORE + POSE,
-        "all": CORE + DETECTION + POSE,
-        "dev": ["pytest>=7", "ruff"],
+        "cluster": CLUSTER,
+        "all": CORE + DETECTION + POSE + CLUSTER,
+        "dev": ["pytest>=7", "ruff", "timm==1.0.31", "lightly==1.6.0"],
     },
 )

@@ -7,7 +7,7 @@
 # Installs torch 2.14.1 / torchvision 0.29.1, the suite (editable, with all extras), detectron2 0.6
 # (an official install is used untouched if present; otherwise the hash-pinned pb1-detectron2 sdist,
 # placed on sys.path without building its C++ extension) and mmpose 1.3.2 on mmengine 0.10.7 /
-# mmcv-lite 2.1.0 / mmdet 3.3.0. Facts behind each pin: ../shared/DEPENDENCIES.md and transfer/compat.py.
+# mmcv-lite 2.1.0 / mmdet 3.3.0. The facts behind each pin are in the comments below and transfer/compat.py.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"

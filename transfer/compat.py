@@ -176,7 +176,7 @@ def mmcv_missing_ext() -> bool:
     return _install_placeholder(
         "mmcv", "_ext",
         "mmcv-lite has no compiled ops. Use models without them or install full mmcv 2.1.0 "
-        "(see ../shared/DEPENDENCIES.md).")
+        "(the pins and the reasons for them: tools/bootstrap.sh).")
 
 
 # ----------------------------------------------------------------------------- guards
