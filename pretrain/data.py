@@ -150,7 +150,7 @@ def _read_json(path: Path) -> Any:
     except json.JSONDecodeError as e:
         # an annotation file is an object or a list: one that does not end as one was cut off
         ending = "" if text.rstrip().endswith(("}", "]")) else " (it ends mid-document: truncated?)"
-        raise DataError(f"{path}, line {e.lineno} column {e.colno}: not valid JSON "
+        raise DataError(f"{path}: not valid JSON at line {e.lineno} column {e.colno} "
                         f"({e.msg}){ending}; re-download or regenerate it") from e
     except RecursionError as e:
         raise DataError(f"{path}: JSON nested too deeply to be an annotation file") from e

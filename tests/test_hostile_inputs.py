@@ -197,6 +197,7 @@ def test_coco_det_keeps_its_metrics_when_the_append_fails(tmp_path: Path) -> Non
     assert json.loads((tmp_path / "metrics.json").read_text())["metrics"]["bbox"]["AP"] == 1.0
 
 
+@pytest.mark.slow  # mmpose builds and trains a SimpleBaseline for one iteration
 def test_mpii_pose_keeps_its_metrics_when_the_append_fails(tiny_data: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "board.csv").write_text("name,score\n")
@@ -256,7 +257,7 @@ def _coco_doc(root: Path, edit: Callable[[dict], None]) -> Path:
 def _truncated_json(root: Path) -> tuple[Path, tuple[str, ...]]:
     path = root / "annotations" / "instances_val2017.json"
     path.write_bytes(path.read_bytes()[:-40])
-    return root, ("instances_val2017.json, line 1", "not valid JSON", "truncated")
+    return root, ("instances_val2017.json: not valid JSON at line 1 column", "truncated")
 
 
 def _wrong_field_type(field: str, value: object, where: str) -> Callable:
@@ -326,7 +327,7 @@ def test_bad_data_files_end_each_entry_point_in_one_line(tiny_data: Path, tmp_pa
     _one_error_line(capsys.readouterr().err, "fairface_label_train.csv, line 4")
     assert coco_det.main(["--weights", "random", "--data", str(coco),
                           "--out", str(tmp_path / "det")]) == 2
-    _one_error_line(capsys.readouterr().err, "instances_val2017.json, line 1")
+    _one_error_line(capsys.readouterr().err, "instances_val2017.json: not valid JSON at line 1")
     assert mpii_pose.main(["--weights", "random", "--data", str(mpii),
                            "--out", str(tmp_path / "pose")]) == 2
     _one_error_line(capsys.readouterr().err, "mpii_gt_val.mat")
