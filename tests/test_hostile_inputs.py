@@ -98,8 +98,9 @@ def test_benchmark_out_on_another_commands_folder_is_refused(
 def test_a_benchmark_reruns_into_its_own_folder(tiny_data: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
-    assert _probe(colorful_mnist.TASK, tmp_path, tiny_data / "colorful_mnist",
-                  "--out", str(out)) == 0
+    for _ in range(2):  # made, then its own
+        assert _probe(colorful_mnist.TASK, tmp_path, tiny_data / "colorful_mnist",
+                      "--out", str(out)) == 0
     assert json.loads((out / OUTPUT_MARK).read_text()) == {
         "command": "benchmarks/colorful_mnist.py fixed"}
     (out / OUTPUT_MARK).unlink()  # a run folder made before folders were marked
@@ -281,6 +282,11 @@ def _mpii_image_type(root: Path) -> tuple[Path, tuple[str, ...]]:
     return root, ("mpii_train.json", "entry 0", "'image' must be str")
 
 
+def _mat_empty(root: Path) -> tuple[Path, tuple[str, ...]]:
+    (root / "annotations" / "mpii_gt_val.mat").write_bytes(b"")
+    return root, ("mpii_gt_val.mat", "not a readable MATLAB file", "appears to be truncated")
+
+
 def _mat_garbage(root: Path) -> tuple[Path, tuple[str, ...]]:
     mat = root / "annotations" / "mpii_gt_val.mat"
     mat.write_bytes(mat.read_bytes()[:150])
@@ -301,6 +307,7 @@ BAD_FILES: dict[str, tuple[str, Callable[[Path], tuple[Path, tuple[str, ...]]]]]
     "MPII json in Latin-1": ("mpii", _mpii_latin1),
     "MPII image a number": ("mpii", _mpii_image_type),
     "MPII head boxes truncated": ("mpii", _mat_garbage),
+    "MPII head boxes empty": ("mpii", _mat_empty),
 }
 
 
@@ -409,10 +416,13 @@ def test_bad_numeric_flags_are_one_line_at_parse_time(entry: str, tmp_path: Path
                                                       capsys: pytest.CaptureFixture) -> None:
     main, cases = BAD_FLAGS[entry]
     before = _checksums(tmp_path)
+    # data that does not exist: past the flags, a command stops there at once (not a real run)
+    absent = tmp_path / "absent"
     for flags in cases:
         with pytest.raises(SystemExit) as exited:
-            main(["--weights", "random", "--out", str(tmp_path / "out"), *flags]
-                 if entry != "suite" else ["--out", str(tmp_path / "out"), *flags])
+            main(["--weights", "random", "--out", str(tmp_path / "out"), "--data", str(absent),
+                  *flags] if entry != "suite" else
+                 ["--out", str(tmp_path / "out"), f"--data=coco={absent}", *flags])
         assert exited.value.code == 2, flags
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "usage:" not in err, err

@@ -417,9 +417,8 @@ def parse_args(argv: list[str] | None = None) -> CocoDetConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = parse_args(argv)
-
     def train_and_score() -> None:
+        settings = parse_args(argv)  # inside: making the default data may fail (a full disk)
         summary = run(settings)
         if summary:
             print(json.dumps({k: summary[k] for k in ("metrics", "train_seconds", "eval_seconds",

@@ -423,10 +423,8 @@ def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = parse_args(argv)
-
     def train_and_score() -> None:
-        record = run(settings)
+        record = run(parse_args(argv))
         print(json.dumps({"metrics": record["metrics"], "train_seconds": record["train_seconds"],
                           "eval_seconds": record["eval_seconds"]}, indent=2))
 
