@@ -34,6 +34,7 @@ from benchmarks import leaderboard
 from benchmarks.tasks import TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
 from pretrain.checkpoint import atomic_write, git_commit
+from pretrain.cli import number, one_line_errors
 from pretrain.data import DataError
 from pretrain.open_backbone import RANDOM, RANDOM_METHOD
 
@@ -346,6 +347,7 @@ def check_sources(checkpoints: list[str], data: list[str], panel: list[str]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    one_line_errors(parser)  # a bad flag is one line, exit 2
     parser.add_argument("--out", default="runs/suite", help="output folder (default runs/suite)")
     parser.add_argument("--size", default="default", choices=["default", "tiny"],
                         help="embedded synthetic data size, for sets without --data")
@@ -357,15 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", default=[], metavar="SET=ROOT",
                         help=f"real data root for {', '.join(data_sets())}")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS)
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs per stage (detectron2 launch)")
-    parser.add_argument("--jobs", type=int, default=None,
+    parser.add_argument("--gpus", type=number(), default=1,
+                        help="GPUs per stage (detectron2 launch)")
+    parser.add_argument("--jobs", type=number(), default=None,
                         help="stages run at once, each on its share of the CPU cores "
                              "(default: 2 on a CPU-only machine, where it is about 1.5x faster "
                              "than one stage on both cores; 1 with a GPU)")
     parser.add_argument("--budget", default="cpu", choices=sorted(PRETRAIN_BUDGETS),
                         help="cpu: sized for a 2-core CPU; smoke: a few steps each (tests); "
                              "full: the engines' own protocols")
-    parser.add_argument("--pretrain-steps", type=int, default=None,
+    parser.add_argument("--pretrain-steps", type=number(), default=None,
                         help="pretraining steps per backbone (default: the budget's)")
     stages = suite_stages()
     parser.add_argument("--tasks", default=",".join(stages),

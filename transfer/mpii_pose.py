@@ -69,11 +69,11 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from benchmarks.leaderboard import DEFAULT_PATH, backbone_fields, write_rows
+from benchmarks.leaderboard import DEFAULT_PATH, LeaderboardError, backbone_fields, write_rows
 from pretrain.backbones import RESNETS
 from pretrain.checkpoint import RestrictedUnpickler, atomic_write
 from pretrain.data import validate_mpii
-from pretrain.cli import InputError, run_main
+from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
 from pretrain.open_backbone import Backbone, add_backbone_arguments, open_backbone
 from transfer.convert import export_backbone, mmpose_style
 
@@ -275,7 +275,8 @@ def run(settings: MpiiPoseConfig) -> dict[str, Any]:
                              if backbone.weights is None else
                              f"{backbone.weights.stem}-{backbone.key[:8]}-{protocol}")
     out = settings.out or Path("runs") / TASK / name
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output(out, f"transfer/mpii_pose.py {protocol}",
+                 own=lambda folder: (folder / "backbone_mmpose.pth").is_file())
 
     backbone_file = prepare_backbone(backbone, out)
     arch = backbone.meta["arch"]
@@ -315,8 +316,9 @@ def run(settings: MpiiPoseConfig) -> dict[str, Any]:
         atomic_write(out / "metrics.json",
                      lambda f: f.write(json.dumps(record, indent=2).encode()))
         base = {**record["backbone"], "task": TASK, "protocol": protocol, "seed": settings.seed}
-        write_rows(settings.leaderboard, [{**base, "metric": m, "value": v}
-                                          for m, v in metrics.items()])
+        with keeping(out / "metrics.json"):
+            write_rows(settings.leaderboard, [{**base, "metric": m, "value": v}
+                                              for m, v in metrics.items()])
     return record
 
 
@@ -385,9 +387,9 @@ def resume_checkpoint(out_dir: Path) -> str:
 
 def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
     """The command line, checked, as the run's :class:`MpiiPoseConfig`."""
-    p = argparse.ArgumentParser(prog="python transfer/mpii_pose.py",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = one_line_errors(argparse.ArgumentParser(
+        prog="python transfer/mpii_pose.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     add_backbone_arguments(p)
     p.add_argument("--protocol", choices=PROTOCOLS, default="fixed",
                    help="fixed: frozen backbone (BN in eval), train the head; finetune: train all")
@@ -396,10 +398,10 @@ def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
     p.add_argument("--out", type=Path, help="run folder; default runs/mpii_pose/<name>, name = "
                                  "<weights' stem>-<8 hex of its hash>-<protocol>")
     p.add_argument("--name", help="run name under runs/mpii_pose when --out is not given")
-    p.add_argument("--max-iters", type=int,
+    p.add_argument("--max-iters", type=number(),
                    help="train N iterations, the whole schedule scaled to fit")
-    p.add_argument("--batch-size", type=int, help="per-process batch (lr follows the total)")
-    p.add_argument("--val-images", type=int, metavar="N",
+    p.add_argument("--batch-size", type=number(), help="per-process batch (lr follows the total)")
+    p.add_argument("--val-images", type=number(), metavar="N",
                    help="evaluate on the first N val people only (a quick check; the protocol "
                         "evaluates all)")
     p.add_argument("--config", type=Path,
@@ -417,21 +419,16 @@ def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
     args = p.parse_args(argv)
     if args.weights is None:
         p.error("--weights is required (a backbone checkpoint, or 'random')")
-    for flag in ("max_iters", "val_images"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            p.error(f"--{flag.replace('_', '-')} must be at least 1")
     return MpiiPoseConfig(**vars(args))
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = parse_args(argv)
-
     def train_and_score() -> None:
-        record = run(settings)
+        record = run(parse_args(argv))
         print(json.dumps({"metrics": record["metrics"], "train_seconds": record["train_seconds"],
                           "eval_seconds": record["eval_seconds"]}, indent=2))
 
-    return run_main(train_and_score)
+    return run_main(train_and_score, statuses={LeaderboardError: 2})
 
 
 if __name__ == "__main__":
