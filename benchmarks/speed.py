@@ -145,14 +145,12 @@ THREADS_RATIO = 1.9
 #       adds the input pipeline's 5.3 one-thread reference images, SimCLR's 37.3 - 32)
 # Each stage cost is one measurement (random-init weights; a stage's cost does not depend on
 # them). coco_det was measured at 30 iterations and 50 val images (51.1): 9.4% start, 57.3%
-# training, 32.1% inference, 1.2% scoring of its wall time; 10 and 20 give 21.7. Not measured
-# for lack of time (estimates, to be measured): mpii_finetune, colorful_mnist_finetune,
-# coco_fgbg, and the MoCo v2+RCL step (RCL's added cost with SimCLR, 1.6 SimCLR steps, the
-# README's table). Runner overheads from the README's figures: the data generation ("~17 s on 2
-# cores"), the reference step (about 3 s) with the imports before it, the report and its plot.
+# training, 32.1% inference, 1.2% scoring of its wall time; 10 and 20 give 21.7. coco_fgbg is
+# an estimate (to be measured). Runner overheads from the README's figures: the data generation
+# ("~17 s on 2 cores"), the reference step (about 3 s) with the imports before it, the report.
 _STEP_OVER_REFERENCE = {"simclr": 1.0, "simclr+metamask": 2.31, "byol": 1.07, "byol+msr": 2.40,
                         "barlow_twins": 1.13, "barlow_twins+mcr": 2.21, "mocov2": 0.65,
-                        "mocov2+rcl": 2.25}
+                        "mocov2+rcl": 1.67}
 COSTS = {
     "cpu": BudgetCosts(
         pretrain_start=4.2,
@@ -160,9 +158,9 @@ COSTS = {
                                     / REFERENCE_IMAGES_PER_S, 2)
                        for entry, factor in _STEP_OVER_REFERENCE.items()},
         regularized=2.3,
-        stages={"coco_det": 21.7, "mpii_fixed": 16.3, "mpii_finetune": 18.0,
+        stages={"coco_det": 21.7, "mpii_fixed": 16.3, "mpii_finetune": 23.0,
                 "fairface_fixed": 16.6, "fairface_finetune": 14.7,
-                "colorful_mnist_fixed": 24.2, "colorful_mnist_finetune": 22.0,
+                "colorful_mnist_fixed": 24.2, "colorful_mnist_finetune": 21.9,
                 "coco_fgbg": 15.0},
         start=7.0, data=17.0, report=5.0,
         measured_by="python -m benchmarks.suite --calibrate ...; python -m benchmarks.speed "
@@ -354,7 +352,27 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=main.__doc__)
     parser.add_argument("--step-costs", action="store_true")
+    parser.add_argument("--at", type=float, metavar="IMAGES_PER_S",
+                        help="print the default main job's expected wall time at this reference "
+                             "speed (--jobs 2, data generated first) instead of measuring")
     args = parser.parse_args(argv)
+    if args.at:
+        from benchmarks.suite import plan
+        from benchmarks.tasks import data_sets, suite_stages
+
+        data = {key: key for key in data_sets()}
+        stages = plan(argparse.Namespace(
+            panel=list(DEFAULT_PANEL), arch="resnet18", budget="cpu", pretrain_steps=None,
+            checkpoint=[], data=data, synthetic=set(data), gpus=1, tasks=list(suite_stages())),
+            Path("runs/suite"))
+        table = COSTS["cpu"]
+        costs, left = estimate(stages, "cpu", True, 2, args.at, {})
+        total = left + (table.start + table.data) * seconds_per_cost(args.at, 2)
+        pretraining = sum(c for s, c in zip(stages, costs) if s.name == "pretrain") / sum(costs)
+        print(f"default main job, --budget cpu, {len(stages)} stages, --jobs 2: expected "
+              f"{total / 60:.1f} min at {args.at:g} images/s (of which stages and report "
+              f"{left / 60:.1f} min; pretraining {pretraining:.0%} of the stage time)")
+        return 0
     if args.step_costs:
         extras = PRETRAIN_EXTRAS["cpu"]
         for entry in DEFAULT_PANEL:
