@@ -7,16 +7,19 @@ The reference benchmark is the pretraining step the CPU budget was sized on::
 
 (SimCLR's training step on a ResNet-18, ImageNet stem, 64 px random tensors, batch 32, LARS, every
 CPU thread torch uses by default). :func:`measure_reference_speed` runs that same step, the same 2
-untimed and 8 timed steps, in the suite's own process before any stage starts (about 3 s on a
-machine at the reference speed, 7 s on one 2.5x slower) and returns images/s.
+untimed and up to 8 timed steps (4 s at most), in the suite's own process before any stage starts
+and returns images/s; the suite measures it on every thread (the figure the budget is sized on)
+and on one (the share of each of the two stages ``--jobs 2`` runs at once, which the estimate
+uses: on a machine loaded by others the step on every thread can lose many times more).
 
 Every stage's cost is stored in *reference seconds*: its wall seconds on a machine that runs the
 benchmark at :data:`REFERENCE_IMAGES_PER_S`, two stages at a time on 2 cores (the suite's default
-``--jobs 2``). A machine at ``s`` images/s takes ``cost * REFERENCE_IMAGES_PER_S / s`` seconds per
-stage; :func:`expected_left` lays the stages out as the runner starts them (in order, up to
-``jobs`` at once, a stage after the one making its input) and returns the wall time until the last
-ends. The progress line's ETA is the same function, its costs scaled by observed / predicted of the
-stages finished so far. The work never depends on the speed: only the estimate does.
+``--jobs 2``). A machine at ``s`` images/s on one thread takes ``cost * REFERENCE_IMAGES_PER_S /
+(s * THREADS_RATIO)`` seconds per stage (:func:`seconds_per_cost`); :func:`expected_left` lays
+the stages out as the runner starts them (in order, up to ``jobs`` at once, a stage after the one
+making its input) and returns the wall time until the last ends. The progress line's ETA is the
+same function, its costs scaled by observed / predicted of the stages finished so far. The work
+never depends on the speed: only the estimate does.
 """
 from __future__ import annotations
 
@@ -180,12 +183,12 @@ def stage_costs(stages: Sequence, budget: str, applies: bool) -> list[float | No
     return [table.stage(s.name, s.backbone, last_int(s.argv, "--steps")) for s in stages]
 
 
-def estimate(stages: Sequence, budget: str, applies: bool, jobs: int, images_per_s: float,
+def estimate(stages: Sequence, budget: str, applies: bool, jobs: int, one_thread: float,
              done: Mapping[int, float | None]) -> tuple[list[float | None], float | None]:
     """The stages' costs and the wall seconds left until the report is written (None without a
     cost table for these flags), the ``done`` stages excluded."""
     costs = stage_costs(stages, budget, applies)
-    scale = seconds_per_cost(images_per_s, jobs)
+    scale = seconds_per_cost(one_thread, jobs)
     left = expected_left(costs, after_of(stages), jobs, scale, done=done)
     report = COSTS[budget].report if applies and budget in COSTS else 0.0
     return costs, None if left is None else left + report * scale
@@ -249,9 +252,13 @@ def expected_left(costs: Sequence[float | None], after: Sequence[int | None], jo
     return max([0.0, *ends.values()])
 
 
-def seconds_per_cost(images_per_s: float, jobs: int) -> float:
-    """Wall seconds per reference second on a machine at ``images_per_s``, ``jobs`` at a time."""
-    return REFERENCE_IMAGES_PER_S / images_per_s / SPEEDUP_ALONE.get(jobs, 1.0)
+def seconds_per_cost(one_thread: float, jobs: int) -> float:
+    """Wall seconds per reference second, ``jobs`` stages at a time, on a machine that runs the
+    reference step at ``one_thread`` images/s on one thread, the share of a stage at ``--jobs
+    2`` (its cost was measured so: the estimate does not rest on :data:`THREADS_RATIO`, and on a
+    machine loaded by others it sees what the stages will get, where the step on every thread
+    can lose many times more)."""
+    return REFERENCE_IMAGES_PER_S / (one_thread * THREADS_RATIO) / SPEEDUP_ALONE.get(jobs, 1.0)
 
 
 def record(out: Path, **fields: object) -> dict:
@@ -327,7 +334,8 @@ def report_lines(out: Path) -> list[str]:
     run = json.loads(path.read_text())
     lines = ["## Speed", "",
              f"Reference speed of this machine: {run['images_per_s']:.1f} images/s "
-             f"(`{run['reference_benchmark']}`); the `{run['budget']}` budget is sized for "
+             f"(`{run['reference_benchmark']}`; {run['one_thread']:.1f} on one thread, which "
+             f"the estimate uses); the `{run['budget']}` budget is sized for "
              f"{run['reference_images_per_s']:.0f} images/s or more. Divide a time by "
              f"reference speed / {run['reference_images_per_s']:.0f} to compare machines."]
     if run.get("expected_s") is not None:
@@ -366,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint=[], data=data, synthetic=set(data), gpus=1, tasks=list(suite_stages())),
             Path("runs/suite"))
         table = COSTS["cpu"]
-        costs, left = estimate(stages, "cpu", True, 2, args.at, {})
-        total = left + (table.start + table.data) * seconds_per_cost(args.at, 2)
+        one_thread = args.at / THREADS_RATIO
+        costs, left = estimate(stages, "cpu", True, 2, one_thread, {})
+        total = left + (table.start + table.data) * seconds_per_cost(one_thread, 2)
         pretraining = sum(c for s, c in zip(stages, costs) if s.name == "pretrain") / sum(costs)
         print(f"default main job, --budget cpu, {len(stages)} stages, --jobs 2: expected "
               f"{total / 60:.1f} min at {args.at:g} images/s (of which stages and report "

@@ -402,8 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     t0 = time.monotonic()
     images_per_s = speed.measure_reference_speed()  # first: the estimate's unit
+    one_thread = speed.measure_reference_speed(threads=1)  # a stage's share at --jobs 2
     print(f"[suite] reference speed {images_per_s:.1f} images/s (the budget is sized for "
-          f"{speed.REFERENCE_IMAGES_PER_S:.0f}: {speed.REFERENCE_BENCHMARK})", flush=True)
+          f"{speed.REFERENCE_IMAGES_PER_S:.0f}: {speed.REFERENCE_BENCHMARK}); "
+          f"one thread {one_thread:.1f}", flush=True)
     args.synthetic = set(data_sets()) - set(args.data)
     if args.synthetic:
         from pretrain.synthetic import default_root
@@ -425,19 +427,19 @@ def main(argv: list[str] | None = None) -> int:
     costs, left = speed.estimate(stages, args.budget, args.size == "default"
                                  and args.arch == "resnet18" and args.data.keys() == args.synthetic
                                  and args.gpus == 1 and jobs <= 2
-                                 and not torch.cuda.is_available(), jobs, images_per_s, done)
+                                 and not torch.cuda.is_available(), jobs, one_thread, done)
     expected = None if left is None else time.monotonic() - t0 + left
     print(f"[suite] {len(stages) - len(done)} stages to run; expected wall time "
           + (f"{expected / 60:.1f} min" if expected is not None
              else "? (no cost table for these flags; the ETA learns from finished stages)"),
           flush=True)
-    speed.record(out, images_per_s=round(images_per_s, 1),
+    speed.record(out, images_per_s=round(images_per_s, 1), one_thread=round(one_thread, 1),
                  reference_images_per_s=speed.REFERENCE_IMAGES_PER_S,
                  reference_benchmark=speed.REFERENCE_BENCHMARK, budget=args.budget, jobs=jobs,
                  expected_s=expected and round(expected),
                  path_checks=speed.path_checks(stages, args.budget))
     try:
-        records = run(stages, out, jobs, costs, speed.seconds_per_cost(images_per_s, jobs))
+        records = run(stages, out, jobs, costs, speed.seconds_per_cost(one_thread, jobs))
     except SuiteInterrupted as err:
         print(f"[suite] {err}: its running stages were ended; rerun the same command to "
               "continue", file=sys.stderr, flush=True)

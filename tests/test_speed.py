@@ -44,18 +44,27 @@ def test_unknown_costs_are_learned_from_the_finished_stages() -> None:
     assert speed.expected_left(costs, after, 1, 1.0, done={0: 7.0}) == 14.0
 
 
-def test_the_progress_line_prints_the_model(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture) -> None:
+def test_the_progress_line_prints_the_model(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     made = tmp_path / "made"
-    stages = [Stage("a", "pretrain", [sys.executable, "-c", f"open({str(made)!r}, 'w')"],
-                    outputs=[str(made)]),
+    stages = [Stage("a", "pretrain", [sys.executable, "-c", "import time; time.sleep(5); "
+                                      f"open({str(made)!r}, 'w')"], outputs=[str(made)]),
               Stage("a", "task", [sys.executable, "-c", "pass"], needs=str(made)),
-              Stage("b", "task", [sys.executable, "-c", "pass"])]
-    costs = [300.0, 120.0, 60.0]
-    suite.run(stages, tmp_path / "out", jobs=2, costs=costs, seconds_per_cost=0.5)
+              Stage("b", "task", [sys.executable, "-c", "pass"]),
+              Stage("c", "task", [sys.executable, "-c", "pass"])]
+    calls = []
+    model = speed.expected_left
+    monkeypatch.setattr(speed, "expected_left", lambda *a, **k: calls.append(k) or model(*a, **k))
+    suite.run(stages, tmp_path / "out", jobs=2, costs=[300.0, 120.0, 60.0, 60.0],
+              seconds_per_cost=0.5)
     first = capsys.readouterr().out.splitlines()[0]
-    # 0 and 2 at once (150 s, 30 s), then 1 after 0: 150 + 60 s = 3.5 min
+    # 0 and 2 at once (150 s, 30 s), 3 after 2, then 1 after 0: 150 + 60 s = 3.5 min
     assert re.search(r"\| ETA 3\.5 min\] a: pretrain$", first), first
+    # c starts while a's pretraining runs: the model is told how long it has run, and that b
+    # ended, with its observed time
+    at_c = calls[2]
+    assert set(at_c["running"]) == {0} and at_c["running"][0] > 0
+    assert set(at_c["done"]) == {2} and at_c["done"][2] > 0
 
 
 def _args(tmp_path: Path, **overrides: object) -> argparse.Namespace:
@@ -101,8 +110,9 @@ def test_the_cpu_budget_is_priced_and_fits_8_minutes_at_the_reference_speed(
     stages = suite.plan(_args(tmp_path), tmp_path / "out")
     costs = speed.stage_costs(stages, "cpu", applies=True)
     assert None not in costs, [s.name for s, c in zip(stages, costs) if c is None]
+    at_reference = speed.REFERENCE_IMAGES_PER_S / speed.THREADS_RATIO  # on one thread
     wall = speed.expected_left(costs, speed.after_of(stages), 2,
-                               speed.seconds_per_cost(speed.REFERENCE_IMAGES_PER_S, 2))
+                               speed.seconds_per_cost(at_reference, 2))
     table = speed.COSTS["cpu"]
     assert wall + table.start + table.data + table.report <= 8 * 60
     # --pretrain-steps is priced: the step count is read from the stage's own command line
@@ -119,7 +129,7 @@ def test_the_work_does_not_depend_on_the_measured_speed(tmp_path: Path, tiny_dat
     monkeypatch.setattr(pretrain.synthetic, "default_root", lambda size: tiny_data)
     planned, printed = [], []
     for images_per_s in (30.0, 300.0):
-        monkeypatch.setattr(speed, "measure_reference_speed", lambda v=images_per_s: v)
+        monkeypatch.setattr(speed, "measure_reference_speed", lambda v=images_per_s, **_: v)
         monkeypatch.setattr(suite, "run", lambda stages, *_: planned.append(
             [s.argv for s in stages]) or [])
         assert suite.main(["--out", str(tmp_path / "out"), "--jobs", "2"]) == 0
