@@ -148,8 +148,8 @@ THREADS_RATIO = 1.9
 #       adds the input pipeline's 5.3 one-thread reference images, SimCLR's 37.3 - 32)
 # Each stage cost is one measurement (random-init weights; a stage's cost does not depend on
 # them). coco_det was measured at 30 iterations and 50 val images (51.1): 9.4% start, 57.3%
-# training, 32.1% inference, 1.2% scoring of its wall time; 10 and 20 give 21.7. coco_fgbg is
-# an estimate (to be measured). Runner overheads from the README's figures: the data generation
+# training, 32.1% inference, 1.2% scoring of its wall time; 10 and 20 give 21.7 (derived, to
+# be measured). Runner overheads from the README's figures: the data generation
 # ("~17 s on 2 cores"), the reference step (about 3 s) with the imports before it, the report.
 _STEP_OVER_REFERENCE = {"simclr": 1.0, "simclr+metamask": 2.31, "byol": 1.07, "byol+msr": 2.40,
                         "barlow_twins": 1.13, "barlow_twins+mcr": 2.21, "mocov2": 0.65,
@@ -164,7 +164,7 @@ COSTS = {
         stages={"coco_det": 21.7, "mpii_fixed": 16.3, "mpii_finetune": 23.0,
                 "fairface_fixed": 16.6, "fairface_finetune": 14.7,
                 "colorful_mnist_fixed": 24.2, "colorful_mnist_finetune": 21.9,
-                "coco_fgbg": 15.0},
+                "coco_fgbg": 22.3},
         start=7.0, data=17.0, report=5.0,
         measured_by="python -m benchmarks.suite --calibrate ...; python -m benchmarks.speed "
                     "--step-costs (see the comment above)"),
