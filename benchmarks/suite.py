@@ -22,7 +22,6 @@ import json
 import os
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import leaderboard
+from benchmarks import leaderboard, speed
 from benchmarks.tasks import TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
 from pretrain.checkpoint import atomic_write, git_commit
@@ -39,16 +38,20 @@ from pretrain.data import DataError
 from pretrain.open_backbone import RANDOM, RANDOM_METHOD
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PANEL = ("simclr", "simclr+rcl", "simclr+metamask", "byol+msr", "barlow_twins+mcr")
+# Each regularizer beside the base method its paper's claims use (RCL's contrastive branch is
+# MoCo's training scheme, RCL Implementation); the first is also the path stages' backbone.
+DEFAULT_PANEL = ("simclr", "simclr+metamask", "byol", "byol+msr", "barlow_twins",
+                 "barlow_twins+mcr", "mocov2", "mocov2+rcl")
 
 # Pretraining's flags per budget (each task's own are in benchmarks/tasks.py). "cpu" sizes every
-# stage so that the whole default panel fits a 2-core CPU in 20 minutes: every stage runs for real,
-# but far too briefly for its numbers to rank backbones (see the README). Its pretraining extras,
+# stage so that the whole default panel takes at most 8 minutes on 2 cores at the reference speed
+# (its costs: benchmarks/speed.py), 20 on a machine 2.5x slower: every stage runs for real, but
+# far too briefly for its numbers to rank backbones (see the README). Its pretraining extras,
 # by method or regularizer: a 2048-d Barlow Twins projector (the paper's 8192-d one alone costs
 # 3.9 s a step on 2 cores) and the bi-level regularizers' meta step every 4th step (each costs 3-4
 # regular steps). "full" is each engine's own protocol (hours on GPUs).
 PRETRAIN_BUDGETS = {
-    "cpu": ["--steps", "50", "--batch-size", "32"],
+    "cpu": ["--steps", "40", "--batch-size", "32"],
     "smoke": ["--steps", "2", "--batch-size", "8"],
     "full": [],
 }
@@ -88,13 +91,17 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
         stages.append(Stage(entry, "pretrain", argv, outputs=[weights[entry]]))
     weights[RANDOM_METHOD] = RANDOM
     weights.update(dict(args.checkpoint))
+    # a path check below the full budget runs on one backbone: the first pretrained (its
+    # conversion is on the path), else the control
+    path_backbone = next((b for b in weights if b != RANDOM_METHOD), RANDOM_METHOD)
 
     for backbone, path in weights.items():
         # the random-init control: the same one in every stage (pretrain/open_backbone.py)
         chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
                   if path == RANDOM else ["--weights", path])
         for name, (task, protocol) in suite_stages().items():
-            if name not in args.tasks:
+            if name not in args.tasks or (protocol in task.path_checks and args.budget != "full"
+                                          and backbone != path_backbone):
                 continue
             argv = [sys.executable, str(ROOT / task.script),
                     *_gpus(args, task.gpus_flag),
@@ -122,9 +129,11 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_GRACE_SECONDS = 10.0  # a stage's processes get this long to exit on SIGTERM, then SIGKILL
 
 
-def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
+def run(stages: list[Stage], out: Path, jobs: int = 1, costs: list[float | None] | None = None,
+        seconds_per_cost: float = 1.0) -> list[dict]:
     """Run the stages not yet done, up to ``jobs`` at once (a stage starts once the stage making
-    its input has ended); return one record per stage, in order (status, seconds, log).
+    its input has ended); return one record per stage, in order (status, seconds, log). The
+    progress line's ETA is :func:`benchmarks.speed.expected_left` of the stages' ``costs``.
 
     Each stage runs in its own session (process group). SIGTERM or SIGINT ends every running
     stage's whole group and raises :class:`SuiteInterrupted`; so does any error of the runner.
@@ -136,7 +145,8 @@ def run(stages: list[Stage], out: Path, jobs: int = 1) -> list[dict]:
                     for sig in STOP_SIGNALS}
     running: dict[int, tuple[subprocess.Popen, float]] = {}
     try:
-        records = _run(stages, out, jobs, running, stop)
+        records = _run(stages, out, jobs, running, stop,
+                       costs or [None] * len(stages), seconds_per_cost)
     finally:
         _end_stages([proc for proc, _ in running.values()])
         for sig, handler in handlers.items():
@@ -163,7 +173,8 @@ def _end_stages(procs: list[subprocess.Popen]) -> None:
 
 
 def _run(stages: list[Stage], out: Path, jobs: int,
-         running: dict[int, tuple[subprocess.Popen, float]], stop: list[int]) -> list[dict]:
+         running: dict[int, tuple[subprocess.Popen, float]], stop: list[int],
+         costs: list[float | None], seconds_per_cost: float) -> list[dict]:
     records: dict[int, dict] = {}
     waiting: list[int] = []
     for i, stage in enumerate(stages):
@@ -173,24 +184,26 @@ def _run(stages: list[Stage], out: Path, jobs: int,
             records[i] = record
         else:
             waiting.append(i)
-    made_by = {path: i for i, stage in enumerate(stages) for path in stage.outputs}
+    after = speed.after_of(stages)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if jobs > 1:  # one share of the cores each, unless the caller chose
         threads = str(max(1, (os.cpu_count() or 1) // jobs))
         env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **env}
-    durations: list[float] = []
+    observed: dict[int, float] = {}  # seconds of the stages done in this run
     started = time.monotonic()
 
     def ready(i: int) -> bool:
-        maker = made_by.get(stages[i].needs or "")
-        return maker is None or maker in records
+        return after[i] is None or after[i] in records
 
     while (waiting or running) and not stop:
         for i in [i for i in waiting if ready(i)][:max(0, jobs - len(running))]:
             waiting.remove(i)
             stage = stages[i]
-            left = (len(waiting) + len(running) + 1) / jobs
-            eta = f"{left * statistics.mean(durations) / 60:.0f} min" if durations else "?"
+            now = time.monotonic()
+            left = speed.expected_left(costs, after, jobs, seconds_per_cost,
+                                       done={j: observed.get(j) for j in records},
+                                       running={j: now - t0 for j, (_, t0) in running.items()})
+            eta = f"{left / 60:.1f} min" if left is not None else "?"
             print(f"[suite {len(records) + len(running) + 1}/{len(stages)} | "
                   f"{(time.monotonic() - started) / 60:.1f} min | ETA {eta}] "
                   f"{stage.backbone}: {stage.name}", flush=True)
@@ -209,7 +222,8 @@ def _run(stages: list[Stage], out: Path, jobs: int,
                 continue
             del running[i]
             seconds = time.monotonic() - t0
-            durations.append(seconds)
+            if proc.returncode == 0:
+                observed[i] = seconds
             extra = {}
             if proc.returncode != 0:
                 extra["reason"] = (f"exit {proc.returncode}: "
@@ -280,6 +294,7 @@ def report(out: Path, records: list[dict]) -> Path:
     if rows:
         leaderboard.plot(leaderboard.with_references(rows), out / "panel.png")
         lines += ["![panel](panel.png)", ""]
+    lines += speed.report_lines(out)
     total = sum(r.get("seconds", 0.0) for r in records)
     lines += [f"## Timings (total {total / 60:.1f} min of stage time)", "",
               "| backbone | stage | status | seconds |", "|---|---|---|---|"]
@@ -370,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                              "full: the engines' own protocols")
     parser.add_argument("--pretrain-steps", type=number(), default=None,
                         help="pretraining steps per backbone (default: the budget's)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="measure each planned stage's cost in reference seconds, one at a "
+                             "time on one thread (benchmarks/speed.py), instead of the run")
     stages = suite_stages()
     parser.add_argument("--tasks", default=",".join(stages),
                         help=f"comma-separated subset of {', '.join(stages)}")
@@ -386,6 +404,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
+    images_per_s = speed.measure_reference_speed()  # first: the estimate's unit
+    one_thread = speed.measure_reference_speed(threads=1)  # a stage's share at --jobs 2
+    print(f"[suite] reference speed {images_per_s:.1f} images/s (the budget is sized for "
+          f"{speed.REFERENCE_IMAGES_PER_S:.0f}: {speed.REFERENCE_BENCHMARK}); "
+          f"one thread {one_thread:.1f}", flush=True)
     args.synthetic = set(data_sets()) - set(args.data)
     if args.synthetic:
         from pretrain.synthetic import default_root
@@ -393,16 +416,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[suite] embedded synthetic data ({args.size})", flush=True)
         synthetic = default_root(args.size)
         args.data = {key: str(synthetic / key) for key in args.synthetic} | args.data
-    if args.jobs is None:
-        import torch
+    import torch
 
+    if args.jobs is None:
         args.jobs = 1 if torch.cuda.is_available() else 2
+    stages = plan(args, out)
+    if args.calibrate:
+        speed.calibrate(stages, out)
+        return 0
+    jobs = max(1, args.jobs)
+    done = {i: None for i, stage in enumerate(stages) if _marker(out, stage).exists()
+            and json.loads(_marker(out, stage).read_text()).get("status") == "done"}
+    costs, left = speed.estimate(stages, args.budget, args.size == "default"
+                                 and args.arch == "resnet18" and args.data.keys() == args.synthetic
+                                 and args.gpus == 1 and jobs <= 2
+                                 and not torch.cuda.is_available(), jobs, one_thread, done)
+    expected = None if left is None else time.monotonic() - t0 + left
+    print(f"[suite] {len(stages) - len(done)} stages to run; expected wall time "
+          + (f"{expected / 60:.1f} min" if expected is not None
+             else "? (no cost table for these flags; the ETA learns from finished stages)"),
+          flush=True)
+    speed.record(out, images_per_s=round(images_per_s, 1), one_thread=round(one_thread, 1),
+                 reference_images_per_s=speed.REFERENCE_IMAGES_PER_S,
+                 reference_benchmark=speed.REFERENCE_BENCHMARK, budget=args.budget, jobs=jobs,
+                 expected_s=expected and round(expected),
+                 path_checks=speed.path_checks(stages, args.budget))
     try:
-        records = run(plan(args, out), out, max(1, args.jobs))
+        records = run(stages, out, jobs, costs, speed.seconds_per_cost(one_thread, jobs))
     except SuiteInterrupted as err:
         print(f"[suite] {err}: its running stages were ended; rerun the same command to "
               "continue", file=sys.stderr, flush=True)
         return 128 + err.signum
+    speed.record(out, wall_s=round(time.monotonic() - t0, 1))
     path = report(out, records)
     failed = sum(r["status"] != "done" for r in records)
     print(f"[suite] {len(records) - failed}/{len(records)} stages done in "

@@ -21,9 +21,10 @@ from pathlib import Path
 from pretrain.data import LAYOUTS
 
 # Flags per suite budget and protocol. "cpu" sizes every stage so that the README's default panel
-# fits a 2-core CPU in 20 minutes: every stage runs for real, but far too briefly for its numbers
-# to rank backbones. Detections of any score: 30 iterations leave none above detectron2's 0.05,
-# and COCO AP undefined. "full" is each engine's own protocol (hours on GPUs).
+# takes at most 8 minutes on 2 cores at the reference speed (benchmarks/speed.py): every stage runs
+# for real, but far too briefly for its numbers to rank backbones. Detections of any score: 10
+# iterations leave none above detectron2's 0.05, and COCO AP undefined. "full" is each engine's
+# own protocol (hours on GPUs).
 Budgets = Mapping[str, Mapping[str, tuple[str, ...]]]
 PROBE_FINETUNE: Budgets = {"cpu": {"finetune": ("--epochs", "0.25")},
                            "smoke": {"finetune": ("--epochs", "0.05")}}
@@ -57,6 +58,11 @@ class SuiteTask:
     synthetic_flags: tuple[str, ...] = ()   # for the embedded set (an engine's small config)
     gpus_flag: str = ""                # its flag for GPUs per stage, if it takes several
     gap: Gap | None = None
+    # Protocols whose stage, below the full budget, only proves that its path works (a few
+    # iterations of an engine, a fraction of an epoch of fine-tuning: numbers that cannot rank
+    # backbones), so it runs on one backbone: the panel's first (else the first --checkpoint,
+    # else the random-init control). Every other stage runs on every backbone.
+    path_checks: tuple[str, ...] = ()
 
     @property
     def reader(self) -> Callable[[Path], Path]:
@@ -83,29 +89,32 @@ class SuiteTask:
 TASKS = {task.name: task for task in (
     SuiteTask("coco_det", "transfer/coco_det.py", ("finetune",), "coco",
               budgets={"cpu": {"finetune": (
-                           "--val-images", "50", "SOLVER.MAX_ITER", "30",
+                           "--val-images", "20", "SOLVER.MAX_ITER", "10",
                            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")},
                        "smoke": {"finetune": (
                            "--val-images", "4", "SOLVER.MAX_ITER", "2",
                            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")}},
               synthetic_flags=("--config-file", "transfer/configs/coco_cpu_FPN_128px.yaml"),
-              gpus_flag="--num-gpus"),
+              gpus_flag="--num-gpus", path_checks=("finetune",)),
     SuiteTask("mpii_pose", "transfer/mpii_pose.py", ("fixed", "finetune"), "mpii", stage="mpii",
               budgets={"cpu": dict.fromkeys(("fixed", "finetune"), (
                            "--max-iters", "20", "--batch-size", "16", "--val-images", "64")),
                        "smoke": dict.fromkeys(("fixed", "finetune"), (
                            "--max-iters", "2", "--val-images", "8"))},
-              synthetic_flags=("--config", "transfer/configs/mpii_cpu_128x128.py")),
+              synthetic_flags=("--config", "transfer/configs/mpii_cpu_128x128.py"),
+              path_checks=("fixed", "finetune")),
     SuiteTask("fairface", "benchmarks/fairface.py", ("fixed", "finetune"), "fairface",
               budgets=PROBE_FINETUNE,
+              path_checks=("finetune",),
               gap=Gap("age,gender-race", ("age_top1", "gender_top1"), ("race_top1",))),
     SuiteTask("colorful_mnist", "benchmarks/colorful_mnist.py", ("fixed", "finetune"),
-              "colorful_mnist", budgets=PROBE_FINETUNE,
+              "colorful_mnist", budgets=PROBE_FINETUNE, path_checks=("finetune",),
               gap=Gap("digit-bkgd", ("digit_top1",), ("background_top1",))),
     SuiteTask("coco_fgbg", "benchmarks/coco_fgbg.py", ("fixed",), "coco",
               budgets={"cpu": {"fixed": ("--image-size", "64")},
                        "smoke": {"fixed": ("--image-size", "32")}},
-              gap=Gap("fg-full", ("train_fg_test_fg_top1",), ("train_full_test_full_top1",))),
+              gap=Gap("fg-full", ("train_fg_test_fg_top1",), ("train_full_test_full_top1",)),
+              path_checks=("fixed",)),
 )}
 
 

@@ -37,7 +37,7 @@ def _args(tmp_path: Path, **overrides: object) -> argparse.Namespace:
 
 
 def test_plan_gives_the_control_one_set_of_flags_in_every_stage(tmp_path: Path) -> None:
-    stages = suite.plan(_args(tmp_path), tmp_path / "out")
+    stages = suite.plan(_args(tmp_path, budget="full"), tmp_path / "out")  # every stage on all
     by_backbone: dict[str, list[suite.Stage]] = {}
     for stage in stages:
         by_backbone.setdefault(stage.backbone, []).append(stage)

@@ -1,0 +1,409 @@
+"""The machine's reference speed and the suite's expected wall time, from one cost model.
+
+The reference benchmark is the pretraining step the CPU budget was sized on::
+
+    .venv/bin/python tools/bench_pretrain.py --methods simclr --sources synthetic \\
+        --batch-size 32 --steps 8 --warmup 2
+
+(SimCLR's training step on a ResNet-18, ImageNet stem, 64 px random tensors, batch 32, LARS, every
+CPU thread torch uses by default). :func:`measure_reference_speed` runs that same step, the same 2
+untimed and up to 8 timed steps (4 s at most), in the suite's own process before any stage starts
+and returns images/s; the suite measures it on every thread (the figure the budget is sized on)
+and on one (the share of each of the two stages ``--jobs 2`` runs at once, which the estimate
+uses: on a machine loaded by others the step on every thread can lose many times more).
+
+Every stage's cost is stored in *reference seconds*: its wall seconds on a machine that runs the
+benchmark at :data:`REFERENCE_IMAGES_PER_S`, two stages at a time on 2 cores (the suite's default
+``--jobs 2``). A machine at ``s`` images/s on one thread takes ``cost * REFERENCE_IMAGES_PER_S /
+(s * THREADS_RATIO)`` seconds per stage (:func:`seconds_per_cost`); :func:`expected_left` lays
+the stages out as the runner starts them (in order, up to ``jobs`` at once, a stage after the one
+making its input) and returns the wall time until the last ends. The progress line's ETA is the
+same function, its costs scaled by observed / predicted of the stages finished so far. The work
+never depends on the speed: only the estimate does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REFERENCE_IMAGES_PER_S = 120.0   # the budget is sized for a machine at least this fast (issue 21)
+REFERENCE_BENCHMARK = ("tools/bench_pretrain.py --methods simclr --sources synthetic "
+                       "--batch-size 32 --steps 8 --warmup 2")
+BATCH, IMAGE_SIZE, WARMUP_STEPS, TIMED_STEPS = 32, 64, 2, 8
+MAX_TIMED_SECONDS = 4.0  # a loaded machine stops timing here, after 2 timed steps at least
+
+
+def measure_reference_speed(steps: int = TIMED_STEPS, warmup: int = WARMUP_STEPS,
+                            threads: int | None = None, clock: str = "wall") -> float:
+    """Images/s of the reference benchmark's training step on this machine's CPU, measured here
+    on ``threads`` torch threads (default: torch's, as the benchmark), per second of ``clock``:
+    ``wall`` (the benchmark's) or ``cpu`` (this process's CPU time, which others' load on the
+    machine hardly changes). The process's random state and thread count are left as they were.
+    """
+    return measure_step("simclr", steps=steps, warmup=warmup, threads=threads, clock=clock)
+
+
+def measure_step(entry: str, flags: Sequence[str] = (), steps: int = TIMED_STEPS,
+                 warmup: int = WARMUP_STEPS, threads: int | None = None,
+                 clock: str = "wall", max_seconds: float | None = MAX_TIMED_SECONDS) -> float:
+    """Images/s of the training step of ``entry`` (METHOD[+REGULARIZER]; ``flags``: its
+    ``--method-arg``/``--regularizer-arg K=V`` pretraining flags) on the reference benchmark's
+    random tensors (tools/bench_pretrain.py's ``synthetic`` source), as above."""
+    import torch
+
+    from pretrain.backbones import FEATURE_DIMS, build_resnet
+    from pretrain.config import key_value
+    from pretrain.methods import METHODS, Regularizer, build_method
+    from pretrain.optim import build_optimizer
+    from pretrain.train import training_step
+
+    method_name, _, regularizer_name = entry.partition("+")
+    options: dict[str, dict] = {"--method-arg": {}, "--regularizer-arg": {}}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        options[flag].update([key_value(value)])
+    timer = time.perf_counter if clock == "wall" else time.process_time
+    threads_before = torch.get_num_threads()
+    with torch.random.fork_rng():
+        torch.set_num_threads(threads or threads_before)
+        torch.manual_seed(0)
+        method = build_method(method_name, build_resnet("resnet18", "imagenet"),
+                              FEATURE_DIMS["resnet18"], **options["--method-arg"])
+        regularizer = Regularizer()
+        if regularizer_name:
+            from pretrain.regularizers import REGULARIZERS
+
+            cfg = argparse.Namespace(method=method_name, image_size=IMAGE_SIZE, stem="imagenet",
+                                     regularizer_args=options["--regularizer-arg"])
+            regularizer = REGULARIZERS[regularizer_name](method, cfg)
+        defaults = METHODS[method_name].DEFAULTS
+        optimizer = build_optimizer(defaults["optimizer"],
+                                    [p for p in method.parameters() if p.requires_grad]
+                                    + regularizer.joint_parameters(),
+                                    defaults["lr"] * BATCH / 256, defaults["weight_decay"], 0.9)
+        x = torch.randn(BATCH, 3, IMAGE_SIZE, IMAGE_SIZE)
+        batch = {"x1": x, "x2": x.flip(3), "plain": x}
+        total, timed = warmup + steps, 0
+        for step in range(total):
+            if step == warmup:
+                started = timer()
+            training_step(method, method, regularizer, optimizer, batch, step, step / total,
+                          lr=optimizer.param_groups[0]["lr"], amp=False)
+            timed += step >= warmup
+            if max_seconds and timed >= 2 and timer() - started > max_seconds:
+                break
+        seconds = timer() - started
+        torch.set_num_threads(threads_before)
+    return BATCH * timed / seconds
+
+
+@dataclass(frozen=True)
+class BudgetCosts:
+    """One budget's stage costs in reference seconds (see the module's docstring), with the
+    command that measured them. A pretraining stage costs ``pretrain_start`` plus
+    ``pretrain_step[entry]`` per step (its step count read from its command line, so
+    ``--pretrain-steps`` is priced); a pair not in the table costs its base method's step times
+    ``regularized``."""
+
+    pretrain_start: float
+    pretrain_step: Mapping[str, float]            # by METHOD[+REGULARIZER]
+    regularized: float                            # a regularized step over its base's, if absent
+    stages: Mapping[str, float]                   # by suite stage name (benchmarks/tasks.py)
+    start: float      # the runner before its stages: imports, the reference step, the plan
+    data: float       # generating the embedded default set (a fresh clone's first run)
+    report: float     # the report and its plot, after the last stage
+    measured_by: str
+
+    def stage(self, name: str, backbone: str, steps: int | None) -> float | None:
+        if name != "pretrain":
+            return self.stages.get(name)
+        method = backbone.partition("+")[0]
+        step = self.pretrain_step.get(backbone)
+        if step is None and method in self.pretrain_step:
+            step = self.pretrain_step[method] * self.regularized
+        return None if step is None or steps is None else self.pretrain_start + steps * step
+
+
+# The reference step's wall speed on torch's default threads (2 on 2 cores) over a one-thread
+# stage's speed in the same units, on an idle machine: a stage of --jobs 2 runs on one thread, so
+# its cost measured on one thread converts to reference seconds through this. From the README's
+# science run on an idle machine at 125.5 images/s: SimCLR's 600 steps took 341 s on one core,
+# and they are 263 + 600 x 37.3 one-thread reference images (measured below): 66.4 images/s on
+# one thread, 125.5 / 66.4 = 1.9 (``python -m benchmarks.speed`` prints the ratio of the bare
+# reference step, which leaves out the input pipeline).
+THREADS_RATIO = 1.9
+# Costs of --budget cpu on --size default, ResNet-18, no GPU, --jobs 2 on 2 cores, in reference
+# seconds. Measured on a 2-core machine loaded 5-8x over by other work (load average 6-16), so in
+# CPU seconds against the reference step's (THREADS_RATIO 1.9 converts), by
+#   python -m benchmarks.suite --calibrate --panel '' --tasks T1,T2 --out runs/cal_T
+#       (a task stage: its calibrate line's cost x 1.9 / 1.6, THREADS_RATIO at the time 1.6)
+#   python -m benchmarks.suite --calibrate --tasks '' --panel simclr [--pretrain-steps 12]
+#       (SimCLR at 50 and 12 steps: 2130 and 711 one-thread reference images: 37.3 a step and
+#       263 to start, i.e. 0.59 and 4.2 reference seconds)
+#   python -m benchmarks.speed --step-costs
+#       (each panel backbone's step over the reference step's, on random tensors; a real step
+#       adds the input pipeline's 5.3 one-thread reference images, SimCLR's 37.3 - 32)
+# Each stage cost is one measurement (random-init weights; a stage's cost does not depend on
+# them). coco_det was measured at 30 iterations and 50 val images (51.1): 9.4% start, 57.3%
+# training, 32.1% inference, 1.2% scoring of its wall time; 10 and 20 would give 21.7, but a
+# run of `--panel simclr --tasks coco_det,coco_fgbg` took 55.6 s for it where that predicted 39
+# (its pretraining and coco_fgbg 1.09x and 1.14x their predictions): 21.7 x 1.42 / 1.11 = 27.8.
+# Runner overheads from the README's figures: the data generation
+# ("~17 s on 2 cores"), the reference step (about 3 s) with the imports before it, the report.
+_STEP_OVER_REFERENCE = {"simclr": 1.0, "simclr+metamask": 2.31, "byol": 1.07, "byol+msr": 2.40,
+                        "barlow_twins": 1.13, "barlow_twins+mcr": 2.21, "mocov2": 0.65,
+                        "mocov2+rcl": 1.67}
+COSTS = {
+    "cpu": BudgetCosts(
+        pretrain_start=4.2,
+        pretrain_step={entry: round((32 * factor + 5.3) * THREADS_RATIO
+                                    / REFERENCE_IMAGES_PER_S, 2)
+                       for entry, factor in _STEP_OVER_REFERENCE.items()},
+        regularized=2.3,
+        stages={"coco_det": 27.8, "mpii_fixed": 16.3, "mpii_finetune": 23.0,
+                "fairface_fixed": 16.6, "fairface_finetune": 14.7,
+                "colorful_mnist_fixed": 24.2, "colorful_mnist_finetune": 21.9,
+                "coco_fgbg": 22.3},
+        start=7.0, data=17.0, report=5.0,
+        measured_by="python -m benchmarks.suite --calibrate ...; python -m benchmarks.speed "
+                    "--step-costs (see the comment above)"),
+}
+# A stage alone on 2 threads runs this much faster than beside another on one (the README's
+# "--jobs 2 is about 1.5x faster than one stage on both cores": 2 / 1.5).
+SPEEDUP_ALONE = {1: 2 / 1.5, 2: 1.0}
+
+
+def stage_costs(stages: Sequence, budget: str, applies: bool) -> list[float | None]:
+    """Each stage's cost in reference seconds (None where the table has none, or where it does
+    not apply: another data size, architecture or device than it was measured on)."""
+    table = COSTS.get(budget) if applies else None
+    if table is None:
+        return [None] * len(stages)
+    return [table.stage(s.name, s.backbone, last_int(s.argv, "--steps")) for s in stages]
+
+
+def estimate(stages: Sequence, budget: str, applies: bool, jobs: int, one_thread: float,
+             done: Mapping[int, float | None]) -> tuple[list[float | None], float | None]:
+    """The stages' costs and the wall seconds left until the report is written (None without a
+    cost table for these flags), the ``done`` stages excluded."""
+    costs = stage_costs(stages, budget, applies)
+    scale = seconds_per_cost(one_thread, jobs)
+    left = expected_left(costs, after_of(stages), jobs, scale, done=done)
+    report = COSTS[budget].report if applies and budget in COSTS else 0.0
+    return costs, None if left is None else left + report * scale
+
+
+def after_of(stages: Sequence) -> list[int | None]:
+    """For each stage, the index of the stage making the file it needs (None: it waits for
+    nothing)."""
+    made_by = {path: i for i, stage in enumerate(stages) for path in stage.outputs}
+    return [made_by.get(stage.needs or "") for stage in stages]
+
+
+def last_int(argv: Sequence[str], flag: str) -> int | None:
+    """The value of the last ``flag`` in ``argv`` (the one argparse keeps), if any."""
+    at = [i for i, arg in enumerate(argv[:-1]) if arg == flag]
+    return int(argv[at[-1] + 1]) if at else None
+
+
+def expected_left(costs: Sequence[float | None], after: Sequence[int | None], jobs: int,
+                  seconds_per_cost: float, done: Mapping[int, float | None] | None = None,
+                  running: Mapping[int, float] | None = None) -> float | None:
+    """Wall seconds until the last stage ends, laid out as the runner starts them.
+
+    ``costs[i]``: stage i's cost (None: unknown); ``after[i]``: the stage whose end it waits for;
+    ``seconds_per_cost``: seconds per unit of cost on this machine before correction. ``done``:
+    finished stages, with their observed seconds where they ran in this run (None: finished
+    earlier, or skipped); ``running``: stages started, with their seconds so far. Predictions are
+    scaled by observed / predicted seconds of the finished stages with a cost (unknown costs get
+    the mean observed stage's, none before one finishes). None when nothing can be predicted.
+    """
+    done, running = done or {}, running or {}
+    pairs = [(costs[i] * seconds_per_cost, s) for i, s in done.items()
+             if s is not None and costs[i] is not None]
+    scale = sum(s for _, s in pairs) / sum(p for p, _ in pairs) if pairs and any(
+        p for p, _ in pairs) else 1.0
+    observed = [s for s in done.values() if s is not None]
+    fallback = sum(observed) / len(observed) if observed else None
+    predicted: list[float | None] = [c * seconds_per_cost * scale if c is not None else fallback
+                                     for c in costs]
+    if any(predicted[i] is None for i in range(len(costs)) if i not in done):
+        return None
+    ends = {i: 0.0 for i in done}           # end time of each stage, from now
+    slots = []                              # end times of the stages holding a slot
+    for i, elapsed in running.items():
+        ends[i] = max(0.0, predicted[i] - elapsed)
+        slots.append(ends[i])
+    waiting = [i for i in range(len(costs)) if i not in ends]
+    now = 0.0
+    while waiting:
+        free = jobs - sum(end > now for end in slots)
+        ready = [i for i in waiting if after[i] is None or ends.get(after[i], now + 1) <= now]
+        for i in ready[:max(0, free)]:
+            waiting.remove(i)
+            ends[i] = now + predicted[i]
+            slots.append(ends[i])
+        later = [end for end in slots if end > now]
+        if later:
+            now = min(later)
+        elif waiting and not ready:
+            raise ValueError(f"stage {waiting[0]} waits for a stage that never starts")
+    return max([0.0, *ends.values()])
+
+
+def seconds_per_cost(one_thread: float, jobs: int) -> float:
+    """Wall seconds per reference second, ``jobs`` stages at a time, on a machine that runs the
+    reference step at ``one_thread`` images/s on one thread, the share of a stage at ``--jobs
+    2`` (its cost was measured so: the estimate does not rest on :data:`THREADS_RATIO`, and on a
+    machine loaded by others it sees what the stages will get, where the step on every thread
+    can lose many times more)."""
+    return REFERENCE_IMAGES_PER_S / (one_thread * THREADS_RATIO) / SPEEDUP_ALONE.get(jobs, 1.0)
+
+
+def record(out: Path, **fields: object) -> dict:
+    """Merge ``fields`` into ``<out>/state/speed.json`` (the run's reference speed, estimate and
+    wall time, read by the report)."""
+    path = out / "state" / "speed.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(fields)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    return data
+
+
+def calibrate(stages: Sequence, out: Path) -> list[dict]:
+    """Run each stage alone on one thread (as ``--jobs 2`` runs it on 2 cores), timing its CPU
+    (its whole process tree), with the reference step's one-thread speed per CPU second measured
+    before and after it; print each stage's cost in reference seconds and return the rows.
+
+    CPU seconds hardly change with others' load on the machine, so a loaded machine measures the
+    ratio stage / reference step well; the conversion to reference seconds,
+    :data:`THREADS_RATIO`, needs an idle machine (``python -m benchmarks.speed``).
+    """
+    import os
+    import resource
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONUNBUFFERED": "1"}
+    one_thread_at_reference = REFERENCE_IMAGES_PER_S / THREADS_RATIO
+    rows = []
+    for stage in stages:
+        before = measure_reference_speed(threads=1, clock="cpu")
+        log = out / "calibrate" / f"{stage.backbone}__{stage.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall = time.perf_counter()
+        with open(log, "w") as f:
+            code = subprocess.call(stage.argv, stdout=f, stderr=subprocess.STDOUT, env=env)
+        wall = time.perf_counter() - wall
+        now = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
+        speed = (before + measure_reference_speed(threads=1, clock="cpu")) / 2
+        row = {"backbone": stage.backbone, "stage": stage.name, "exit": code,
+               "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
+               "reference_cpu_images_per_s": round(speed, 1),
+               "cost": round(cpu * speed / one_thread_at_reference, 1)}
+        rows.append(row)
+        print(f"[calibrate] {stage.backbone}: {stage.name}: exit {code}, {cpu:.1f} CPU s "
+              f"({wall:.1f} s wall), reference {speed:.1f} images per CPU s: cost "
+              f"{row['cost']:.1f} reference s", flush=True)
+    (out / "calibrate.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def path_checks(stages: Sequence, budget: str) -> dict[str, list[str]]:
+    """The path-check stages of the plan (``SuiteTask.path_checks``) and the backbones they run
+    on; empty on the full budget, where they run on every backbone."""
+    from benchmarks.tasks import suite_stages
+
+    checks = {name for name, (task, protocol) in suite_stages().items()
+              if protocol in task.path_checks}
+    ran = [stage for stage in stages if stage.name in checks] if budget != "full" else []
+    return {"stages": list(dict.fromkeys(s.name for s in ran)),
+            "backbones": list(dict.fromkeys(s.backbone for s in ran))}
+
+
+def report_lines(out: Path) -> list[str]:
+    """The report's section on the run's speed: the machine's reference speed beside the
+    budget's, the expected and the actual wall time, and where the path checks ran."""
+    path = out / "state" / "speed.json"
+    if not path.exists():
+        return []
+    run = json.loads(path.read_text())
+    lines = ["## Speed", "",
+             f"Reference speed of this machine: {run['images_per_s']:.1f} images/s "
+             f"(`{run['reference_benchmark']}`; {run['one_thread']:.1f} on one thread, which "
+             f"the estimate uses); the `{run['budget']}` budget is sized for "
+             f"{run['reference_images_per_s']:.0f} images/s or more. Divide a time by "
+             f"reference speed / {run['reference_images_per_s']:.0f} to compare machines."]
+    if run.get("expected_s") is not None:
+        lines.append(f"Expected wall time at the start: {run['expected_s'] / 60:.1f} min; "
+                     + (f"actual {run['wall_s'] / 60:.1f} min" if "wall_s" in run
+                        else "not finished") + f" (--jobs {run['jobs']}).")
+    checks = run.get("path_checks") or {}
+    if checks.get("stages"):
+        lines.append(f"Path checks ({', '.join(checks['stages'])}) ran on "
+                     f"{', '.join(checks['backbones'])} only: at this budget (a few engine "
+                     "iterations, a fraction of an epoch of fine-tuning) they prove that their "
+                     "path works and cannot rank backbones; every other stage ran on every "
+                     "backbone.")
+    return lines + [""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print this machine's reference speed on torch's default threads and on one, and their
+    ratio beside :data:`THREADS_RATIO` (measure on an idle machine); with ``--step-costs``, the
+    step cost of each default panel backbone (its cpu budget's flags) over the reference step's,
+    in CPU seconds on one thread, interleaved (a loaded machine measures this well)."""
+    from benchmarks.suite import DEFAULT_PANEL, PRETRAIN_EXTRAS
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=main.__doc__)
+    parser.add_argument("--step-costs", action="store_true")
+    parser.add_argument("--at", type=float, metavar="IMAGES_PER_S",
+                        help="print the default main job's expected wall time at this reference "
+                             "speed (--jobs 2, data generated first) instead of measuring")
+    args = parser.parse_args(argv)
+    if args.at:
+        from benchmarks.suite import plan
+        from benchmarks.tasks import data_sets, suite_stages
+
+        data = {key: key for key in data_sets()}
+        stages = plan(argparse.Namespace(
+            panel=list(DEFAULT_PANEL), arch="resnet18", budget="cpu", pretrain_steps=None,
+            checkpoint=[], data=data, synthetic=set(data), gpus=1, tasks=list(suite_stages())),
+            Path("runs/suite"))
+        table = COSTS["cpu"]
+        one_thread = args.at / THREADS_RATIO
+        costs, left = estimate(stages, "cpu", True, 2, one_thread, {})
+        total = left + (table.start + table.data) * seconds_per_cost(one_thread, 2)
+        pretraining = sum(c for s, c in zip(stages, costs) if s.name == "pretrain") / sum(costs)
+        print(f"default main job, --budget cpu, {len(stages)} stages, --jobs 2: expected "
+              f"{total / 60:.1f} min at {args.at:g} images/s (of which stages and report "
+              f"{left / 60:.1f} min; pretraining {pretraining:.0%} of the stage time)")
+        return 0
+    if args.step_costs:
+        extras = PRETRAIN_EXTRAS["cpu"]
+        for entry in DEFAULT_PANEL:
+            method, _, regularizer = entry.partition("+")
+            flags = [*extras.get(method, []), *extras.get(regularizer, [])]
+            # 1 + 4 steps: the meta step of meta_every=4 once among the timed ones
+            step = measure_step(entry, flags, steps=4, warmup=1, threads=1, clock="cpu",
+                                max_seconds=None)
+            reference = measure_step("simclr", steps=4, warmup=1, threads=1, clock="cpu",
+                                     max_seconds=None)
+            print(f"{entry:<18} {' '.join(flags):<60} {step:7.1f} images per CPU s; "
+                  f"step cost {reference / step:.2f}x the reference step's", flush=True)
+        return 0
+    default, one = measure_reference_speed(), measure_reference_speed(threads=1)
+    print(f"reference speed {default:.1f} images/s (the cpu budget is sized for "
+          f"{REFERENCE_IMAGES_PER_S:.0f}: {REFERENCE_BENCHMARK}); one thread {one:.1f}: ratio "
+          f"{default / one:.2f} (stored THREADS_RATIO {THREADS_RATIO})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
