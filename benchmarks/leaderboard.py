@@ -1,4 +1,18 @@
-"""The leaderboard: one CSV, one row per (backbone, task, protocol, metric, seed, source).
+"""The leaderboard: one CSV, one row per measured value, keyed by everything that makes it mean
+one thing: the backbone (file hash, pretraining data, epochs and seed), the task, the protocol
+(fixed, finetune, linear, kNN), the recipe (the engine config or probe recipe by name:
+``R50-C4-1x``, ``R50-FPN-1x``, ``mpii-256x256-210e``, ``linear-adamw-100e``, a CPU config by its
+name), the budget and its deviating settings, the metric, the seed and the source.
+
+The budget is ``full`` only when a published recipe ran unchanged (:func:`run_identity`); otherwise
+it is the suite's budget that started the run (``cpu`` or ``smoke``, from the environment variable
+``BENCHMARK_BUDGET`` the suite sets) or ``custom``, and ``deviations`` lists what differed
+(validation subset, iterations, epochs, image size, the embedded synthetic data). A quick run thus
+never replaces a full one: they differ in budget and deviations, so their keys differ.
+
+An older file, written before rows carried a recipe and budget, is read: its rows get the budget
+``unrecorded`` (never shown beside a published number) and an empty recipe, and keep them when the
+file is next written.
 
 Writers from several processes at once are safe: every write takes an exclusive ``fcntl`` lock on
 ``<csv>.lock``, reads the current file, replaces the rows it re-measures (same key), and writes the
@@ -32,11 +46,50 @@ from pretrain.open_backbone import file_sha256
 
 COLUMNS = [
     "backbone_id", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs",
-    "task", "protocol", "metric", "value", "seed", "date", "commit", "source",
+    "pretrain_seed", "params", "gflops", "task", "protocol", "recipe", "budget", "deviations",
+    "metric", "value", "seed", "date", "commit", "source", "note", "predictions",
 ]
-KEY = ("backbone_id", "task", "protocol", "metric", "seed", "source")
+KEY = ("backbone_id", "pretrain_data", "pretrain_epochs", "pretrain_seed", "task", "protocol",
+       "recipe", "budget", "deviations", "metric", "seed", "source")
+# the key of files written before rows carried their recipe and budget: what a file must have
+LEGACY_KEY = ("backbone_id", "task", "protocol", "metric", "seed", "source")
+LEGACY_DEFAULTS = {"budget": "unrecorded"}
 REQUIRED = ("backbone_id", "task", "protocol", "metric", "value")
 DEFAULT_PATH = Path("runs/leaderboard.csv")
+
+BUDGET_ENV = "BENCHMARK_BUDGET"   # set by the suite for its stages: cpu, smoke or full
+SUITE_BUDGETS = ("cpu", "smoke")  # the names a deviating run may carry; any other is "custom"
+
+
+def run_identity(recipe: str, deviations: dict[str, Any], published: bool = True
+                 ) -> dict[str, str]:
+    """The ``recipe``, ``budget`` and ``deviations`` columns of one run.
+
+    ``deviations``: setting -> value for every setting that differs from the recipe (``None`` or
+    ``""`` for one that does not); ``published``: whether the recipe is one whose numbers a paper
+    or model zoo reports (a CPU config is not). The budget is ``full`` only for a published recipe
+    with no deviation; else the suite's budget named by ``$BENCHMARK_BUDGET`` (cpu, smoke) or
+    ``custom``.
+    """
+    found = {k: v for k, v in deviations.items() if v not in (None, "")}
+    if published and not found:
+        budget = "full"
+    else:
+        declared = os.environ.get(BUDGET_ENV, "")
+        budget = declared if declared in SUITE_BUDGETS else "custom"
+    text = ";".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in sorted(found.items()))
+    return {"recipe": recipe, "budget": budget, "deviations": text}
+
+
+def embedded_data(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is (inside) the embedded synthetic data (``pretrain/synthetic``), which
+    stands in for a real data set and so deviates from every published recipe."""
+    from pretrain.synthetic import data_dir
+
+    base, path = data_dir().resolve(), Path(root).resolve()
+    inside = path.relative_to(base).parts if path.is_relative_to(base) else ()
+    return bool(inside) and inside[0].startswith("synthetic-")
 
 
 def file_hash(path: str | os.PathLike, length: int = 12) -> str:
@@ -61,6 +114,9 @@ def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> 
         "arch": meta.get("arch", ""),
         "pretrain_data": meta.get("data", ""),
         "pretrain_epochs": meta.get("epochs", ""),
+        "pretrain_seed": meta.get("seed", ""),
+        "params": meta.get("params", ""),
+        "gflops": meta.get("gflops", ""),
     }
 
 
@@ -91,7 +147,7 @@ def _read(path: Path) -> tuple[list[str], list[dict[str, str]], list[tuple[int, 
         found = next(reader, [])
     except csv.Error as err:
         raise LeaderboardError(f"{path}: not a leaderboard CSV ({err})") from err
-    missing = [c for c in KEY if c not in found]
+    missing = [c for c in LEGACY_KEY if c not in found]
     if found and (missing or _undecodable(found)):
         raise LeaderboardError(f"{path}: not a leaderboard CSV (its first line lacks the columns "
                                f"{missing or 'in UTF-8'}); pass the leaderboard with --csv or "
@@ -113,7 +169,8 @@ def _read(path: Path) -> tuple[list[str], list[dict[str, str]], list[tuple[int, 
         if why:
             bad.append((where, raw, why))
         else:
-            rows.append(dict(zip(found, record)))
+            rows.append({**{c: LEGACY_DEFAULTS.get(c, "") for c in KEY if c not in found},
+                         **dict(zip(found, record))})
     return list(COLUMNS) + [c for c in found if c not in COLUMNS], rows, bad
 
 
@@ -147,8 +204,9 @@ def _warn(message: str) -> None:
 def write_rows(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
     """Add ``rows`` to the leaderboard, replacing earlier rows with the same key."""
     path = Path(csv_path)
+    # a row that does not say its recipe and budget is "custom": never beside a published number
     defaults = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
-                "commit": git_commit(), "source": "measured", "seed": 0}
+                "commit": git_commit(), "source": "measured", "seed": 0, "budget": "custom"}
     new_rows = []
     for row in rows:
         absent = [c for c in REQUIRED if row.get(c) in (None, "")]
