@@ -87,7 +87,8 @@ def claims(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     """Each published ``method+regularizer`` versus ``method`` difference (same source, task,
     protocol and metric) that the measured rows can test, once per measured condition (recipe,
     budget, deviations), with the measured difference, its 95% interval and the verdict; and each
-    measured pair no paper tests (``published`` None)."""
+    measured pair no paper tests (``published`` None), on the headline metrics (those of the
+    published tables and the shortcut gaps)."""
     published = {(r["source"], r["method"], r["regularizer"], r["task"], r["protocol"],
                   r["metric"]): r for r in reference_rows()}
     measured = _measured_groups(rows)
@@ -105,9 +106,13 @@ def claims(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
             tested.add((method, regularizer, *condition))
             found.append(_claim(method, regularizer, condition, group, base_group,
                                 (float(ref["value"]), float(base["value"])), ref))
+    headline = {(r["task"], r["metric"]) for r in reference_rows()} | {
+        (task, m) for task in {c[0] for _, _, *c in measured} if gap_of(task)
+        for m in gap_of(task).plus + gap_of(task).minus}
     for (method, regularizer, *condition), group in sorted(measured.items()):
         base_group = measured.get((method, "none", *condition))
-        if regularizer != "none" and base_group and (method, regularizer, *condition) not in tested:
+        if (regularizer != "none" and base_group and (method, regularizer, *condition) not in tested
+                and (condition[0], condition[2]) in headline):
             found.append(_claim(method, regularizer, condition, group, base_group, None, None))
     return found
 
@@ -160,8 +165,8 @@ def claims_markdown(found: list[dict[str, Any]]) -> list[str]:
               c["source"] + (f" ({c['note']})" if c["note"] else "")] for c in tested]) + [""]
     untested = [c for c in found if c["published"] is None]
     if untested:
-        lines += ["Pairs of the panel that no stored paper table tests (e.g. RCL is published on "
-                  "MoCo v2 only: `mocov2+rcl`):", ""]
+        lines += ["Pairs of the panel under a task, protocol or metric that no stored paper table "
+                  "reports (RCL, for one, is published on MoCo v2 only: `mocov2+rcl`):", ""]
         lines += _table(["pair", "task", "protocol", "metric", "budget", "recipe",
                          "measured difference [95% interval]", "interval"],
                         [[c["claim"], c["task"], c["protocol"], c["metric"], c["budget"],
@@ -210,9 +215,15 @@ def shortcut_figure(rows: list[dict[str, str]], png: str | Path, tasks: list[str
         {e["protocol"] for e in table.get(task, []) if e["source"] == "measured"})]
     if not panels:
         raise ValueError("no measured rows of a task with a shortcut gap to plot")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
-    for ax, (task, protocol) in zip(axes[0], panels):
+    columns = min(2, len(panels))
+    rows_of_panels = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(6.5 * columns, 5.5 * rows_of_panels),
+                             squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (task, protocol) in zip(axes.flat, panels):
         gap = gap_of(task)
+        published = 0
         for e in table[task]:
             if e["protocol"] != protocol:
                 continue
@@ -220,18 +231,23 @@ def shortcut_figure(rows: list[dict[str, str]], png: str | Path, tasks: list[str
             if x is None or y is None:
                 continue
             if e["source"] != "measured":
-                ax.plot(x[0], y[0], "kx", markersize=9)
-                ax.annotate(f"{e['name']} ({e['source']})", (x[0], y[0]), fontsize=7,
-                            xytext=(4, -10), textcoords="offset points")
+                ax.plot(x[0], y[0], "kx", markersize=9,
+                        label="published" if published == 0 else None)
+                # staggered so that nearby published points keep readable names
+                ax.annotate(e["name"], (x[0], y[0]), fontsize=8,
+                            xytext=(6, 6 - 11 * (published % 4)), textcoords="offset points")
+                published += 1
                 continue
             label = e["name"] + ("" if e["budget"] == "full" else f" ({e['budget']})")
             ax.errorbar(x[0], y[0], xerr=[[x[0] - x[1]], [x[2] - x[0]]],
                         yerr=[[y[0] - y[1]], [y[2] - y[0]]], fmt="o", capsize=3, label=label)
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 100)
         ax.set_xlabel(" + ".join(gap.plus).replace("_top1", "") + " accuracy (%)", fontsize=10)
         ax.set_ylabel(" + ".join(gap.minus).replace("_top1", "") + " accuracy (%)", fontsize=10)
-        ax.set_title(f"{task} / {protocol}\n(bars: 95% interval; x: published)", fontsize=10)
+        ax.set_title(f"{task} / {protocol} (bars: 95% interval)", fontsize=11)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
