@@ -288,14 +288,17 @@ def name_of(row: dict[str, str]) -> str:
     return (row.get("method") or "?") + (f"+{regularizer}" if regularizer != "none" else "")
 
 
-# A row's group in the tables: the backbone recipe (pretraining seeds of one recipe are one group,
-# so a several-seed run shows one mean), the task, protocol, recipe, budget and deviations.
+# A row's group in the tables: the backbone recipe (backbones that differ only in their recorded
+# pretraining seed are one group, so a several-seed run shows one mean; a backbone without a
+# recorded seed is its own group), the task, protocol, recipe, budget and deviations.
 GROUP = ("task", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs", "protocol",
          "recipe", "budget", "deviations", "source")
 
 
 def group_key(row: dict[str, str]) -> tuple[str, ...]:
-    return tuple(str(row.get(c, "") or ("none" if c == "regularizer" else "")) for c in GROUP)
+    unseeded = "" if str(row.get("pretrain_seed", "")) else row["backbone_id"]
+    return (unseeded, *(str(row.get(c, "") or ("none" if c == "regularizer" else ""))
+                        for c in GROUP))
 
 
 def load_correct(row: dict[str, str]) -> tuple[str, Any] | None:

@@ -124,3 +124,18 @@ def test_published_numbers_only_beside_full_rows_of_the_same_recipe(tmp_path: Pa
     assert "Table" not in cpu and "zoo" not in cpu
     everything = budget_sections(read_rows(path)[1], all_references=True)
     assert "## Published numbers" in everything and "RCL Table 4" in everything
+
+
+def test_pretraining_seeds_of_one_recipe_are_one_entry(tmp_path: Path) -> None:
+    from benchmarks.leaderboard import summarize
+
+    path = tmp_path / "lb.csv"
+    write_rows(path, [{**_row(f"s{seed}", "digit_top1", value), "method": "simclr",
+                       "pretrain_seed": seed} for seed, value in ((0, 20.0), (1, 30.0))]
+               + [{**_row("x", "digit_top1", 50.0), "method": "simclr"},
+                  {**_row("y", "digit_top1", 60.0), "method": "simclr"}])
+    entries = summarize(read_rows(path)[1])["colorful_mnist"]
+    by_ids = {tuple(e["backbone_ids"]): e["metrics"]["digit_top1"] for e in entries}
+    assert set(by_ids) == {("s0", "s1"), ("x",), ("y",)}  # no recorded seed: its own entry
+    assert by_ids[("s0", "s1")][:3] == pytest.approx((25.0, -38.53, 88.53), abs=0.01)
+    assert by_ids[("s0", "s1")][3] == "t, n=2"
