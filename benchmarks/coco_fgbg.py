@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/coco_fgbg.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.features import eval_transform  # noqa: E402
 from benchmarks.probe import Task, main, prepare, report  # noqa: E402
-from benchmarks.protocols import LinearRecipe, linear_probe  # noqa: E402
+from benchmarks.protocols import LinearRecipe, accuracy, linear_predict  # noqa: E402
 from pretrain.data import ICL_MSR_CATEGORIES, CocoObjects  # noqa: E402
 from pretrain.synthetic import default_root  # noqa: E402
 
@@ -48,14 +48,17 @@ def run(argv: list[str] | None = None) -> dict:
                 for split in ("train", "test") for short, view in VIEWS.items()}
     recipe = LinearRecipe(epochs=cfg.linear_epochs)
     per_seed = []
-    for seed in range(cfg.seeds):
+    for seed in job.seeds:
         result = {}
         for train_view in VIEWS:
             tests = {short: features["test", short] for short in VIEWS}
-            accuracy = linear_probe(features["train", train_view], tests, job.task.classes, seed,
-                                    recipe, cfg.device)
-            result.update({f"train_{train_view}_test_{short}_top1": acc["category"]
-                           for short, acc in accuracy.items()})
+            predicted = linear_predict(features["train", train_view], tests, job.task.classes,
+                                       seed, recipe, cfg.device)
+            for short, p in predicted.items():
+                metric = f"train_{train_view}_test_{short}_top1"
+                job.predictions.add("linear", seed, p, tests[short].labels, cfg.data,
+                                    metric=metric)
+                result[metric] = accuracy(p, tests[short].labels)["category"]
         per_seed.append({"linear": result})
     present = job.load("train", None).present
     return report(job, per_seed, extra={"categories_present": present})

@@ -1,4 +1,18 @@
-"""The leaderboard: one CSV, one row per (backbone, task, protocol, metric, seed, source).
+"""The leaderboard: one CSV, one row per measured value, keyed by everything that makes it mean
+one thing: the backbone (file hash, pretraining data, epochs and seed), the task, the protocol
+(fixed, finetune, linear, kNN), the recipe (the engine config or probe recipe by name:
+``R50-C4-1x``, ``R50-FPN-1x``, ``mpii-256x256-210e``, ``linear-adamw-100e``, a CPU config by its
+name), the budget and its deviating settings, the metric, the seed and the source.
+
+The budget is ``full`` only when a published recipe ran unchanged (:func:`run_identity`); otherwise
+it is the suite's budget that started the run (``cpu`` or ``smoke``, from the environment variable
+``BENCHMARK_BUDGET`` the suite sets) or ``custom``, and ``deviations`` lists what differed
+(validation subset, iterations, epochs, image size, the embedded synthetic data). A quick run thus
+never replaces a full one: they differ in budget and deviations, so their keys differ.
+
+An older file, written before rows carried a recipe and budget, is read: its rows get the budget
+``unrecorded`` (never shown beside a published number) and an empty recipe, and keep them when the
+file is next written.
 
 Writers from several processes at once are safe: every write takes an exclusive ``fcntl`` lock on
 ``<csv>.lock``, reads the current file, replaces the rows it re-measures (same key), and writes the
@@ -32,11 +46,50 @@ from pretrain.open_backbone import file_sha256
 
 COLUMNS = [
     "backbone_id", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs",
-    "task", "protocol", "metric", "value", "seed", "date", "commit", "source",
+    "pretrain_seed", "params", "gflops", "input_size", "task", "protocol", "recipe", "budget",
+    "deviations", "metric", "value", "seed", "date", "commit", "source", "note", "predictions",
 ]
-KEY = ("backbone_id", "task", "protocol", "metric", "seed", "source")
+KEY = ("backbone_id", "pretrain_data", "pretrain_epochs", "pretrain_seed", "task", "protocol",
+       "recipe", "budget", "deviations", "metric", "seed", "source")
+# the key of files written before rows carried their recipe and budget: what a file must have
+LEGACY_KEY = ("backbone_id", "task", "protocol", "metric", "seed", "source")
+LEGACY_DEFAULTS = {"budget": "unrecorded"}
 REQUIRED = ("backbone_id", "task", "protocol", "metric", "value")
 DEFAULT_PATH = Path("runs/leaderboard.csv")
+
+BUDGET_ENV = "BENCHMARK_BUDGET"   # set by the suite for its stages: cpu, smoke or full
+SUITE_BUDGETS = ("cpu", "smoke")  # the names a deviating run may carry; any other is "custom"
+
+
+def run_identity(recipe: str, deviations: dict[str, Any], published: bool = True
+                 ) -> dict[str, str]:
+    """The ``recipe``, ``budget`` and ``deviations`` columns of one run.
+
+    ``deviations``: setting -> value for every setting that differs from the recipe (``None`` or
+    ``""`` for one that does not); ``published``: whether the recipe is one whose numbers a paper
+    or model zoo reports (a CPU config is not). The budget is ``full`` only for a published recipe
+    with no deviation; else the suite's budget named by ``$BENCHMARK_BUDGET`` (cpu, smoke) or
+    ``custom``.
+    """
+    found = {k: v for k, v in deviations.items() if v not in (None, "")}
+    if published and not found:
+        budget = "full"
+    else:
+        declared = os.environ.get(BUDGET_ENV, "")
+        budget = declared if declared in SUITE_BUDGETS else "custom"
+    text = ";".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in sorted(found.items()))
+    return {"recipe": recipe, "budget": budget, "deviations": text}
+
+
+def embedded_data(root: str | os.PathLike) -> bool:
+    """Whether ``root`` is (inside) the embedded synthetic data (``pretrain/synthetic``), which
+    stands in for a real data set and so deviates from every published recipe."""
+    from pretrain.synthetic import data_dir
+
+    base, path = data_dir().resolve(), Path(root).resolve()
+    inside = path.relative_to(base).parts if path.is_relative_to(base) else ()
+    return bool(inside) and inside[0].startswith("synthetic-")
 
 
 def file_hash(path: str | os.PathLike, length: int = 12) -> str:
@@ -61,6 +114,9 @@ def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> 
         "arch": meta.get("arch", ""),
         "pretrain_data": meta.get("data", ""),
         "pretrain_epochs": meta.get("epochs", ""),
+        "pretrain_seed": meta.get("seed", ""),
+        "params": meta.get("params", ""),
+        "gflops": meta.get("gflops", ""),
     }
 
 
@@ -91,7 +147,7 @@ def _read(path: Path) -> tuple[list[str], list[dict[str, str]], list[tuple[int, 
         found = next(reader, [])
     except csv.Error as err:
         raise LeaderboardError(f"{path}: not a leaderboard CSV ({err})") from err
-    missing = [c for c in KEY if c not in found]
+    missing = [c for c in LEGACY_KEY if c not in found]
     if found and (missing or _undecodable(found)):
         raise LeaderboardError(f"{path}: not a leaderboard CSV (its first line lacks the columns "
                                f"{missing or 'in UTF-8'}); pass the leaderboard with --csv or "
@@ -113,7 +169,8 @@ def _read(path: Path) -> tuple[list[str], list[dict[str, str]], list[tuple[int, 
         if why:
             bad.append((where, raw, why))
         else:
-            rows.append(dict(zip(found, record)))
+            rows.append({**{c: LEGACY_DEFAULTS.get(c, "") for c in KEY if c not in found},
+                         **dict(zip(found, record))})
     return list(COLUMNS) + [c for c in found if c not in COLUMNS], rows, bad
 
 
@@ -154,8 +211,9 @@ def _warn(message: str) -> None:
 def write_rows(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
     """Add ``rows`` to the leaderboard, replacing earlier rows with the same key."""
     path = Path(csv_path)
+    # a row that does not say its recipe and budget is "custom": never beside a published number
     defaults = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
-                "commit": git_commit(), "source": "measured", "seed": 0}
+                "commit": git_commit(), "source": "measured", "seed": 0, "budget": "custom"}
     new_rows = []
     for row in rows:
         absent = [c for c in REQUIRED if row.get(c) in (None, "")]
@@ -236,21 +294,73 @@ def reference_rows() -> list[dict[str, str]]:
     return read_rows(REFERENCE_PATH)[1]
 
 
+def name_of(row: dict[str, str]) -> str:
+    """``method`` or ``method+regularizer``: the panel's name of a row's backbone recipe."""
+    regularizer = row.get("regularizer") or "none"
+    return (row.get("method") or "?") + (f"+{regularizer}" if regularizer != "none" else "")
+
+
+# A row's group in the tables: the backbone recipe (backbones that differ only in their recorded
+# pretraining seed are one group, so a several-seed run shows one mean; a backbone without a
+# recorded seed is its own group), the task, protocol, recipe, budget and deviations.
+GROUP = ("task", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs", "protocol",
+         "recipe", "budget", "deviations", "source")
+
+
+def group_key(row: dict[str, str]) -> tuple[str, ...]:
+    unseeded = "" if str(row.get("pretrain_seed", "")) else row["backbone_id"]
+    return (unseeded, *(str(row.get(c, "") or ("none" if c == "regularizer" else ""))
+                        for c in GROUP))
+
+
+def load_correct(row: dict[str, str]) -> tuple[str, Any] | None:
+    """(test set hash, per-example correctness) of a measured row from the ``predictions.npz``
+    its probe saved (benchmarks/probe.py), or None when there is none."""
+    import numpy as np
+
+    from benchmarks.probe import prediction_key
+
+    path = row.get("predictions") or ""
+    if not path or not Path(path).is_file():
+        return None
+    key = prediction_key(row["protocol"], row["metric"], row["seed"])
+    with np.load(path) as saved:
+        if key not in saved or f"labels.{row['metric']}" not in saved:
+            return None
+        return str(saved["test_set"]), saved[key] == saved[f"labels.{row['metric']}"]
+
+
+def value_interval(rows: list[dict[str, str]]) -> tuple[float, float | None, float | None, str]:
+    """(mean, low, high, kind) of one metric's rows: a t-interval over seeds when there are
+    several, else the bootstrap interval over the test examples of the one row's predictions,
+    else no interval."""
+    from benchmarks.stats import bootstrap_mean, t_interval
+
+    values = [float(r["value"]) for r in rows]
+    if len(values) > 1:
+        return (*t_interval(values), f"t, n={len(values)}")
+    found = load_correct(rows[0])
+    if found is None:
+        return values[0], None, None, ""
+    _, low, high = bootstrap_mean(found[1])
+    return values[0], low, high, "bootstrap"
+
+
 def summarize(rows: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
-    """Per task, one entry per (backbone, protocol, source): metric -> (mean, std, n) over seeds,
-    plus the task's shortcut gap when its metrics are present."""
-    groups: dict[tuple[str, ...], dict[str, list[float]]] = {}
-    info: dict[tuple[str, ...], dict[str, str]] = {}
+    """Per task, one entry per group (:data:`GROUP`): metric -> (mean, low, high, kind) over seeds
+    (:func:`value_interval`), plus the task's shortcut gap when its metrics are present."""
+    groups: dict[tuple[str, ...], dict[str, list[dict[str, str]]]] = {}
     for row in rows:
-        key = (row["task"], row["backbone_id"], row["protocol"], row["source"])
-        groups.setdefault(key, {}).setdefault(row["metric"], []).append(float(row["value"]))
-        info[key] = row
+        groups.setdefault(group_key(row), {}).setdefault(row["metric"], []).append(row)
     tasks: dict[str, list[dict[str, Any]]] = {}
-    for key, metrics in groups.items():
-        row = info[key]
-        stats = {m: _mean_std(v) for m, v in metrics.items()}
-        entry = {"backbone": _label(row), "backbone_id": row["backbone_id"],
-                 "protocol": row["protocol"], "source": row["source"], "metrics": stats}
+    for metrics in groups.values():
+        row = next(iter(metrics.values()))[0]
+        ids = sorted({r["backbone_id"] for rs in metrics.values() for r in rs})
+        stats = {m: value_interval(rs) for m, rs in metrics.items()}
+        entry = {"backbone": _label(row, ids), "name": name_of(row), "backbone_ids": ids,
+                 "protocol": row["protocol"], "recipe": row.get("recipe", ""),
+                 "budget": row.get("budget", ""), "deviations": row.get("deviations", ""),
+                 "source": row["source"], "note": row.get("note", ""), "metrics": stats}
         gap = gap_of(row["task"])  # the task's shortcut gap (benchmarks/tasks.py)
         value = gap.of({m: s[0] for m, s in stats.items()}) if gap else None
         if value is not None:
@@ -261,56 +371,15 @@ def summarize(rows: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
     return tasks
 
 
-def _mean_std(values: list[float]) -> tuple[float, float, int]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
-    return mean, var ** 0.5, len(values)
-
-
-def _label(row: dict[str, str]) -> str:
-    regularizer = row.get("regularizer") or "none"
-    name = row.get("method") or "?"
-    name += f"+{regularizer}" if regularizer != "none" else ""
-    return f"{name} [{row['backbone_id']}]" if row.get("source") == "measured" else name
-
-
-def claims(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """Each published regularizer-versus-base comparison that the measured rows can test: a
-    method with a regularizer against the same method without, on one task, protocol and metric.
-    ``holds`` says whether the measured difference has the published sign."""
-    def means(selected: Iterable[dict[str, str]], by_source: bool) -> dict[tuple, float]:
-        values: dict[tuple, list[float]] = {}
-        for r in selected:
-            key = (r["method"], r.get("regularizer") or "none", r["task"], r["protocol"],
-                   r["metric"], r["source"] if by_source else "measured")
-            values.setdefault(key, []).append(float(r["value"]))
-        return {k: sum(v) / len(v) for k, v in values.items()}
-
-    published = means(reference_rows(), by_source=True)
-    measured = means((r for r in rows if r["source"] == "measured"), by_source=False)
-    found = []
-    for (method, regularizer, *where, source), value in sorted(published.items()):
-        base = published.get((method, "none", *where, source))
-        ours = measured.get((method, regularizer, *where, "measured"))
-        ours_base = measured.get((method, "none", *where, "measured"))
-        if regularizer == "none" or None in (base, ours, ours_base):
-            continue
-        found.append({"claim": f"{method}+{regularizer} vs {method}", "task": where[0],
-                      "protocol": where[1], "metric": where[2], "source": source,
-                      "published": (value, base), "measured": (ours, ours_base),
-                      "holds": (ours - ours_base) * (value - base) > 0})
-    return found
-
-
-def with_references(rows: list[dict[str, str]], everything: bool = False) -> list[dict[str, str]]:
-    """Measured rows plus the reference rows of the (task, protocol) pairs they cover."""
-    shown = {(r["task"], r["protocol"]) for r in rows}
-    refs = [r for r in reference_rows() if everything or (r["task"], r["protocol"]) in shown]
-    return rows + refs
+def _label(row: dict[str, str], ids: list[str]) -> str:
+    if row.get("source") != "measured":
+        return name_of(row)
+    return f"{name_of(row)} [{', '.join(ids)}]"
 
 
 def markdown(rows: list[dict[str, str]]) -> str:
-    """The table grouped by task, one column per metric, and the shortcut gap."""
+    """The tables of ``rows``, one per task, one column per metric (mean and 95% interval where
+    one can be had), and the shortcut gap. The protocol cell names the recipe and deviations."""
     out = []
     for task, entries in sorted(summarize(rows).items()):
         metrics = sorted({m for e in entries for m in e["metrics"]})
@@ -320,57 +389,55 @@ def markdown(rows: list[dict[str, str]]) -> str:
         out += [f"### {markdown_text(task)}", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" * len(head)]
         for e in entries:
-            cells = [markdown_text(e["backbone"]), markdown_text(e["protocol"])]
+            protocol = " · ".join(x for x in (e["protocol"], e["recipe"], e["deviations"]) if x)
+            cells = [markdown_text(e["backbone"]), markdown_text(protocol)]
             cells += [_fmt(e["metrics"].get(m)) for m in metrics]
             cells += [f"{e['gap'][1]:+.1f}" if "gap" in e else ""] if has_gap else []
-            out.append("| " + " | ".join(cells + [markdown_text(e["source"])]) + " |")
+            source = e["source"] + (f" ({e['note']})" if e["note"] else "")
+            out.append("| " + " | ".join(cells + [markdown_text(source)]) + " |")
         out.append("")
     return "\n".join(out)
 
 
-def _fmt(stat: tuple[float, float, int] | None) -> str:
+def _fmt(stat: tuple[float, float | None, float | None, str] | None) -> str:
     if stat is None:
         return ""
-    mean, std, n = stat
-    return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+    mean, low, high, _ = stat
+    return f"{mean:.1f}" if low is None else f"{mean:.1f} [{low:.1f}, {high:.1f}]"
 
 
-def plot(rows: list[dict[str, str]], png: str | os.PathLike) -> Path:
-    """A bar chart per (task, protocol) of the measured panel; reference values as markers."""
-    import matplotlib
+BUDGET_ORDER = ("full", "cpu", "smoke", "custom", "unrecorded")
+NOT_PUBLISHED = ("Published numbers do not apply to these rows: their recipe did not run "
+                 "unchanged (see each row's deviations), so they show that the path works, not how "
+                 "the backbones rank under a paper's protocol.")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    panels = [(task, protocol) for task, entries in sorted(summarize(rows).items())
-              for protocol in sorted({e["protocol"] for e in entries if e["source"] == "measured"})]
-    if not panels:
-        raise ValueError("no measured rows to plot")
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.8 * len(panels)), squeeze=False)
-    tasks = summarize(rows)
-    for ax, (task, protocol) in zip(axes[:, 0], panels):
-        entries = [e for e in tasks[task] if e["protocol"] == protocol]
-        measured = [e for e in entries if e["source"] == "measured"]
-        metrics = sorted({m for e in measured for m in e["metrics"]})
-        width = 0.8 / max(len(measured), 1)
-        for i, e in enumerate(measured):
-            xs = [j + i * width for j in range(len(metrics))]
-            ax.bar(xs, [e["metrics"].get(m, (0, 0, 0))[0] for m in metrics], width,
-                   yerr=[e["metrics"].get(m, (0, 0, 0))[1] for m in metrics], label=e["backbone"])
-        for e in entries:
-            if e["source"] != "measured":
-                for j, m in enumerate(metrics):
-                    if m in e["metrics"]:
-                        ax.plot(j + 0.4 - width / 2, e["metrics"][m][0], "k_", markersize=14)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, fontsize=8)
-        ax.set_title(f"{task} / {protocol}  (black ticks: published)", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110, metadata={"Software": PLOT_MARK})
-    plt.close(fig)
-    return png
+def references_for(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The published rows of the same task, protocol and recipe as measured ``full`` rows."""
+    shown = {(r["task"], r["protocol"], r.get("recipe", "")) for r in rows
+             if r["source"] == "measured" and r.get("budget") == "full"}
+    return [r for r in reference_rows() if (r["task"], r["protocol"], r["recipe"]) in shown]
+
+
+def budget_sections(rows: list[dict[str, str]], all_references: bool = False) -> str:
+    """The measured rows by budget: ``full`` beside the published numbers of the same task,
+    protocol and recipe; every other budget in its own section, saying published numbers do not
+    apply; with ``all_references`` every published number in a last section."""
+    measured = [r for r in rows if r["source"] == "measured"]
+    budgets = sorted({r.get("budget", "") for r in measured},
+                     key=lambda b: (BUDGET_ORDER.index(b) if b in BUDGET_ORDER else 99, b))
+    out = []
+    for budget in budgets:
+        chunk = [r for r in measured if r.get("budget", "") == budget]
+        if budget == "full":
+            out += ["## Budget `full`: measured beside published numbers of the same task, "
+                    "protocol and recipe", "", markdown(chunk + references_for(chunk))]
+        else:
+            out += [f"## Budget `{markdown_text(budget)}`: published numbers do not apply", "",
+                    NOT_PUBLISHED, "", markdown(chunk)]
+    if all_references:
+        out += ["## Published numbers", "", markdown(reference_rows())]
+    return "\n".join(out)
 
 
 # How the command recognizes its own earlier output, the only existing file it overwrites: a
@@ -405,13 +472,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.leaderboard",
                                      description="Show the leaderboard beside published numbers.")
     parser.add_argument("command", choices=["show", "markdown", "plot"],
-                        help="show: print the table; markdown: write it to --out (or print); "
-                             "plot: write a PNG chart of the measured panel to --out")
+                        help="show: print the tables by budget; markdown: write them to --out "
+                             "(or print); plot: write the shortcut picture (one panel per task) "
+                             "to --out")
     parser.add_argument("--csv", default=str(DEFAULT_PATH), help="leaderboard CSV to read")
     parser.add_argument("--out", help="output file (markdown: .md, plot: .png); an existing file "
                                       "is overwritten only if this command wrote it")
     parser.add_argument("--all-references", action="store_true",
-                        help="show every published row, not only those of measured protocols")
+                        help="show every published row, not only those beside measured rows of "
+                             "the full budget and the same task, protocol and recipe")
     args = parser.parse_args(argv)
     try:
         if not Path(args.csv).exists() and not args.all_references:
@@ -424,15 +493,17 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(args.out)
         if out is not None:
             check_output(out, args.command)
-        rows = with_references(read_rows(args.csv)[1], everything=args.all_references)
+        rows = read_rows(args.csv)[1] if Path(args.csv).exists() else []
         if args.command == "plot":
-            print(plot(rows, out))
+            from benchmarks.report import shortcut_figure
+
+            print(shortcut_figure(rows, out, mark=PLOT_MARK))
         elif out is not None:
-            text = f"{MARKDOWN_MARK}\n{markdown(rows)}"
+            text = f"{MARKDOWN_MARK}\n{budget_sections(rows, args.all_references)}"
             atomic_write(out, lambda f: f.write(text.encode()))
             print(out)
         else:
-            print(markdown(rows))
+            print(budget_sections(rows, args.all_references))
     except (LeaderboardError, OSError, ValueError) as err:
         # ValueError: nothing measured to plot; OSError: a full disk or unwritable folder
         print(f"{parser.prog}: error: {err}", file=sys.stderr)

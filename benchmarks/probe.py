@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
+import io
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -37,12 +40,14 @@ from benchmarks.features import (
     train_transform,
 )
 from benchmarks.protocols import (
+    KNN_TEMPERATURE,
     FinetuneRecipe,
     LinearRecipe,
+    accuracy,
     finetune,
-    heads_accuracy,
-    knn_accuracy,
-    linear_probe,
+    heads_predict,
+    knn_predict,
+    linear_predict,
 )
 from benchmarks.tasks import gap_of
 from pretrain.checkpoint import atomic_write, git_commit, save_backbone
@@ -109,6 +114,7 @@ class ProbeConfig:
     protocol: str | None = None
     supervised_on: str | None = None
     seeds: int = 1
+    first_seed: int = 0
     epochs: float | None = None
     lr: float = FinetuneRecipe.lr
     linear_epochs: int = LinearRecipe.epochs
@@ -146,7 +152,10 @@ def parser(task: Task) -> argparse.ArgumentParser:
                        f"these attributes of {names} ('all' for every one), then "
                        "linear-probe every attribute: the 'supervised on X' ceiling")
     p.add_argument("--seeds", type=number(), default=ProbeConfig.seeds,
-                   help="seeds 0..N-1, reported as mean/std")
+                   help="probe seeds FIRST..FIRST+N-1, reported as mean/std")
+    p.add_argument("--first-seed", type=number(int, 0), default=ProbeConfig.first_seed,
+                   help="the first probe seed (the suite's --seeds gives backbone of pretraining "
+                        "seed S the probe seed S)")
     if "finetune" in task.protocols or task.supervised:
         positive = number(float, 0, above=True)
         p.add_argument("--epochs", type=positive, help="fine-tuning epochs (fractions allowed; "
@@ -205,6 +214,49 @@ def resolve(task: Task, cfg: ProbeConfig) -> tuple[Task, ProbeConfig]:
         epochs=cfg.epochs if cfg.epochs is not None else FINETUNE_EPOCHS["cpu" if cpu else "cuda"])
 
 
+PREDICTIONS_FILE = "predictions.npz"
+
+
+def prediction_key(protocol: str, metric: str, seed: int | str) -> str:
+    """The name of one run's predicted labels in ``predictions.npz``."""
+    return f"pred.{protocol}.{metric}.seed{seed}"
+
+
+@dataclass
+class Predictions:
+    """The per-example predictions of one run, saved as ``predictions.npz`` in its folder: predicted
+    labels per (protocol, metric, seed), the true labels per metric, and ``test_set``, a hash of
+    the test data's root and labels, so that two backbones scored on the same test set are paired
+    example by example (benchmarks/stats.py)."""
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    roots: set[str] = field(default_factory=set)
+
+    def add(self, protocol: str, seed: int, predicted: dict[str, torch.Tensor],
+            labels: dict[str, torch.Tensor], root: Path, metric: str = "{}_top1") -> None:
+        """Record ``predicted`` (attribute -> labels) of ``protocol`` and ``seed``; the metric of
+        an attribute is ``metric.format(attribute)``."""
+        self.roots.add(str(Path(root).resolve()))
+        for attr, p in predicted.items():
+            name = metric.format(attr)
+            self.arrays[prediction_key(protocol, name, seed)] = p.cpu().numpy().astype(np.int64)
+            self.arrays[f"labels.{name}"] = labels[attr].cpu().numpy().astype(np.int64)
+
+    def test_set(self) -> str:
+        digest = hashlib.sha256("\n".join(sorted(self.roots)).encode())
+        for name in sorted(k for k in self.arrays if k.startswith("labels.")):
+            digest.update(name.encode() + self.arrays[name].tobytes())
+        return digest.hexdigest()[:16]
+
+    def save(self, path: Path) -> Path | None:
+        if not self.arrays:
+            return None
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, test_set=np.array(self.test_set()), **self.arrays)
+        atomic_write(path, lambda f: f.write(buffer.getvalue()))
+        return path
+
+
 @dataclass(frozen=True)
 class Run:
     """One benchmark run: its task, resolved config, backbone, output folder and timings."""
@@ -214,6 +266,12 @@ class Run:
     backbone: Backbone
     out: Path
     timings: dict[str, float]
+
+    predictions: Predictions = field(default_factory=lambda: Predictions())
+
+    @property
+    def seeds(self) -> range:
+        return range(self.cfg.first_seed, self.cfg.first_seed + self.cfg.seeds)
 
     def load(self, split: str, transform: Any, **kwargs: Any) -> Dataset:
         return self.task.load(self.cfg.data, split, transform, **kwargs)
@@ -288,15 +346,61 @@ def summarize(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
     return out
 
 
+# The suite's probe recipes by name (benchmarks/protocols.py): a row is on budget "full" when one
+# of them ran unchanged on real data.
+def probe_recipe(protocol: str) -> str:
+    """The name of the recipe behind a row's protocol (linear, knn5, finetune, supervised:X)."""
+    if protocol.startswith("knn"):
+        return f"{protocol}-T{KNN_TEMPERATURE:g}"
+    if protocol == "linear":
+        return f"linear-adamw-{LinearRecipe.epochs}e"
+    fine = f"finetune-sgd-{FINETUNE_EPOCHS['cuda']:g}e"
+    linear = probe_recipe("linear")
+    return fine if protocol == "finetune" else f"supervised-{fine}+{linear}"
+
+
+def run_identity(run: Run, protocol: str) -> dict[str, str]:
+    """The recipe, budget and deviations of one protocol's rows
+    (:func:`benchmarks.leaderboard.run_identity`)."""
+    cfg = run.cfg
+    trains = protocol == "finetune" or protocol.startswith("supervised:")
+    probes = protocol == "linear" or protocol.startswith("supervised:")
+    native = native_image_size(run.load("train", None))
+    return leaderboard.run_identity(probe_recipe(protocol), {
+        "data": "synthetic" if leaderboard.embedded_data(cfg.data) else None,
+        "image_size": cfg.image_size if cfg.image_size != native else None,
+        "epochs": cfg.epochs if trains and cfg.epochs != FINETUNE_EPOCHS["cuda"] else None,
+        "linear_epochs": (cfg.linear_epochs if probes and cfg.linear_epochs != LinearRecipe.epochs
+                          else None)})
+
+
+def complexity(model: nn.Module, image_size: int) -> dict[str, Any]:
+    """Parameters (millions) and forward GFLOPs of one ``image_size`` px image, as fvcore counts
+    them (``FlopCountAnalysis``: one flop per fused multiply-add; a torchvision ResNet-50 without
+    its classifier counts 4.11 GFLOPs at 224 px and 23.5 M parameters)."""
+    from fvcore.nn import FlopCountAnalysis, parameter_count
+
+    model = copy.deepcopy(model).cpu().eval()
+    flops = FlopCountAnalysis(model, torch.zeros(1, 3, image_size, image_size))
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with torch.no_grad():
+        total = flops.total()
+    return {"params": round(parameter_count(model)[""] / 1e6, 3),
+            "gflops": round(total / 1e9, 4), "input_size": image_size}
+
+
 def report(run: Run, per_seed: list[dict[str, dict[str, float]]],
            backbone: Backbone | None = None, extra: dict[str, Any] | None = None) -> dict:
     """Write ``<out>/metrics.json`` and one leaderboard row per (protocol, metric, seed)."""
     task, backbone = run.task, backbone or run.backbone
-    fields = backbone_fields(backbone)
+    fields = {**backbone_fields(backbone), **complexity(backbone.model, run.cfg.image_size)}
     results = summarize(per_seed)
-    rows = [{**fields, "task": task.name, "protocol": protocol, "metric": metric,
-             "value": value, "seed": seed}
-            for seed, result in enumerate(per_seed)
+    identity = {protocol: run_identity(run, protocol) for protocol in results}
+    saved = run.predictions.save(run.out / PREDICTIONS_FILE)
+    rows = [{**fields, "task": task.name, "protocol": protocol, **identity[protocol],
+             "metric": metric, "value": value, "seed": seed,
+             "predictions": str(saved.resolve()) if saved else ""}
+            for seed, result in zip(run.seeds, per_seed)
             for protocol, metrics in result.items() for metric, value in metrics.items()]
     gaps: dict[str, Any] = {}
     gap = gap_of(task.name)
@@ -307,7 +411,7 @@ def report(run: Run, per_seed: list[dict[str, dict[str, float]]],
     metrics = {"task": task.name, "backbone": {**fields, "weights": backbone.origin,
                                                "stem": backbone.meta["stem"]},
                "data": str(run.cfg.data), "image_size": run.cfg.image_size,
-               "seeds": len(per_seed), "results": results, "gap": gaps,
+               "seeds": list(run.seeds), "results": results, "gap": gaps,
                "extraction_images_per_s": run.timings, "config": run.cfg.to_json(),
                "commit": git_commit(), **(extra or {})}
     atomic_write(run.out / "metrics.json",
@@ -322,8 +426,11 @@ def report(run: Run, per_seed: list[dict[str, dict[str, float]]],
     return metrics
 
 
-def _fixed(run: Run, backbone: Backbone, seeds: int) -> list[dict[str, dict[str, float]]]:
-    """Linear probe (per seed) and kNN (deterministic: reported under seed 0)."""
+def _fixed(run: Run, backbone: Backbone, seeds: range, linear_as: str = "linear"
+           ) -> list[dict[str, dict[str, float]]]:
+    """Linear probe (per seed) and kNN (deterministic: reported under the first seed); their
+    predictions go to ``run.predictions``, the linear probe's under ``linear_as`` (kNN's only when
+    that is ``linear``: the rows they belong to)."""
     task, cfg = run.task, run.cfg
     train = run.features(run.load("train", eval_transform(cfg.image_size)),
                          f"{task.name}/train", backbone)
@@ -331,12 +438,17 @@ def _fixed(run: Run, backbone: Backbone, seeds: int) -> list[dict[str, dict[str,
                         f"{task.name}/test", backbone)
     recipe = LinearRecipe(epochs=cfg.linear_epochs)
     per_seed = []
-    for seed in range(seeds):
-        accuracy = linear_probe(train, {"test": test}, task.classes, seed, recipe,
-                                cfg.device)["test"]
-        per_seed.append({"linear": {f"{a}_top1": v for a, v in accuracy.items()}})
-    for k, accuracy in knn_accuracy(train, test, task.classes, device=cfg.device).items():
-        per_seed[0][f"knn{k}"] = {f"{a}_top1": v for a, v in accuracy.items()}
+    for seed in seeds:
+        predicted = linear_predict(train, {"test": test}, task.classes, seed, recipe,
+                                   cfg.device)["test"]
+        run.predictions.add(linear_as, seed, predicted, test.labels, cfg.data)
+        per_seed.append({"linear": {f"{a}_top1": v
+                                    for a, v in accuracy(predicted, test.labels).items()}})
+    for k, predicted in knn_predict(train, test.x, task.classes, device=cfg.device).items():
+        if linear_as == "linear":
+            run.predictions.add(f"knn{k}", seeds[0], predicted, test.labels, cfg.data)
+        per_seed[0][f"knn{k}"] = {f"{a}_top1": v
+                                  for a, v in accuracy(predicted, test.labels).items()}
     return per_seed
 
 
@@ -359,15 +471,17 @@ def run_task(task: Task, argv: list[str] | None = None) -> dict:
     if attrs:
         return _supervised(run, attrs)
     if (cfg.protocol or "fixed") == "fixed":
-        return report(run, _fixed(run, run.backbone, cfg.seeds))
+        return report(run, _fixed(run, run.backbone, run.seeds))
     test = run.load("test", eval_transform(cfg.image_size))
     per_seed = []
-    for seed in range(cfg.seeds):
+    for seed in run.seeds:
         model, heads, recipe = _finetune_seed(run, task.classes, seed)
         feats, _ = extract(model, test, cfg.device, cfg.batch_size, cfg.workers,
                            f"{task.name}/test (fine-tuned)")
-        accuracy = heads_accuracy(heads.cpu(), feats.x, feats.labels)
-        per_seed.append({"finetune": {f"{a}_top1": v for a, v in accuracy.items()}})
+        predicted = heads_predict(heads.cpu(), feats.x)
+        run.predictions.add("finetune", seed, predicted, feats.labels, cfg.data)
+        per_seed.append({"finetune": {f"{a}_top1": v
+                                      for a, v in accuracy(predicted, feats.labels).items()}})
     return report(run, per_seed, extra={"finetune_recipe": asdict(recipe)})
 
 
@@ -376,7 +490,7 @@ def _supervised(run: Run, attrs: list[str]) -> dict:
     task, protocol = run.task, f"supervised:{'+'.join(attrs)}"
     per_seed, knn, saved = [], {}, []
     init = backbone_fields(run.backbone)["backbone_id"]
-    for seed in range(run.cfg.seeds):
+    for seed in run.seeds:
         model, _, recipe = _finetune_seed(run, {a: task.classes[a] for a in attrs}, seed)
         path = run.out / f"seed{seed}" / "backbone.safetensors"
         saved.append(str(path))
@@ -386,7 +500,7 @@ def _supervised(run: Run, attrs: list[str]) -> dict:
             "stride_in_1x1": run.backbone.meta["stride_in_1x1"],
             "epochs": recipe.epochs, "seed": seed, "init": init, "commit": git_commit()})
         trained = open_backbone(path)
-        result = _fixed(run, trained, 1)[0]
+        result = _fixed(run, trained, range(seed, seed + 1), linear_as=protocol)[0]
         knn.update({f"seed{seed}/{p}": r for p, r in result.items() if p != "linear"})
         per_seed.append({protocol: result["linear"]})
     # One leaderboard identity for all seeds of this recipe, so the board aggregates them.

@@ -47,11 +47,22 @@ def heads_loss(heads: nn.ModuleDict, x: torch.Tensor, labels: dict[str, torch.Te
 
 
 @torch.no_grad()
+def heads_predict(heads: nn.ModuleDict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The predicted label per attribute."""
+    return {attr: head(x).argmax(1) for attr, head in heads.items()}
+
+
+def accuracy(predicted: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
+             ) -> dict[str, float]:
+    """Top-1 accuracy in percent per attribute of ``predicted``."""
+    return {attr: 100.0 * (p.cpu() == labels[attr].cpu()).float().mean().item()
+            for attr, p in predicted.items()}
+
+
 def heads_accuracy(heads: nn.ModuleDict, x: torch.Tensor,
                    labels: dict[str, torch.Tensor]) -> dict[str, float]:
     """Top-1 accuracy in percent per attribute."""
-    return {attr: 100.0 * (head(x).argmax(1) == labels[attr]).float().mean().item()
-            for attr, head in heads.items()}
+    return accuracy(heads_predict(heads, x), labels)
 
 
 def _cosine(optimizer: torch.optim.Optimizer, steps: int):
@@ -73,17 +84,26 @@ def linear_probe(train: Features, tests: dict[str, Features], classes: dict[str,
                  device: str = "cpu") -> dict[str, dict[str, float]]:
     """Linear heads for every attribute of ``classes`` trained together on ``train``;
     accuracy (%) per test set and attribute."""
+    predicted = linear_predict(train, tests, classes, seed, recipe, device)
+    return {name: accuracy(p, tests[name].labels) for name, p in predicted.items()}
+
+
+def linear_predict(train: Features, tests: dict[str, Features], classes: dict[str, int],
+                   seed: int = 0, recipe: LinearRecipe = LinearRecipe(),
+                   device: str = "cpu") -> dict[str, dict[str, torch.Tensor]]:
+    """:func:`linear_probe`'s predicted labels per test set and attribute."""
     threads = torch.get_num_threads()
     if device == "cpu":  # tiny matmuls: thread barriers cost more than they save (13x, busy CPU)
         torch.set_num_threads(1)
     try:
-        return _linear_probe(train, tests, classes, seed, recipe, device)
+        return _linear_predict(train, tests, classes, seed, recipe, device)
     finally:
         torch.set_num_threads(threads)
 
 
-def _linear_probe(train: Features, tests: dict[str, Features], classes: dict[str, int],
-                  seed: int, recipe: LinearRecipe, device: str) -> dict[str, dict[str, float]]:
+def _linear_predict(train: Features, tests: dict[str, Features], classes: dict[str, int],
+                    seed: int, recipe: LinearRecipe, device: str
+                    ) -> dict[str, dict[str, torch.Tensor]]:
     mean, std = train.x.mean(0), train.x.std(0).clamp_min(1e-6)
     x = ((train.x - mean) / std).to(device)
     labels = {a: train.labels[a].to(device) for a in classes}
@@ -103,8 +123,8 @@ def _linear_probe(train: Features, tests: dict[str, Features], classes: dict[str
             loss.backward()
             optimizer.step()
             schedule.step()
-    return {name: heads_accuracy(heads, ((test.x - mean) / std).to(device),
-                                 {a: test.labels[a].to(device) for a in classes})
+    heads = heads.cpu()
+    return {name: heads_predict(heads, (test.x - mean.cpu()) / std.cpu())
             for name, test in tests.items()}
 
 
@@ -139,8 +159,7 @@ def knn_accuracy(train: Features, test: Features, classes: dict[str, int],
                  ks: Sequence[int] = KNN_KS, device: str = "cpu") -> dict[int, dict[str, float]]:
     """{k: {attribute: top-1 accuracy %}} of :func:`knn_predict` on ``test``."""
     preds = knn_predict(train, test.x, classes, ks, device=device)
-    return {k: {a: 100.0 * (p == test.labels[a]).float().mean().item() for a, p in per.items()}
-            for k, per in preds.items()}
+    return {k: accuracy(per, test.labels) for k, per in preds.items()}
 
 
 # ---------------------------------------------------------------------------------- fine-tune

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import leaderboard, speed
+from benchmarks import report as suite_report
 from benchmarks.tasks import TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
-from pretrain.checkpoint import atomic_write, git_commit
+from pretrain.checkpoint import atomic_write
 from pretrain.cli import number, one_line_errors
 from pretrain.data import DataError
 from pretrain.open_backbone import RANDOM, RANDOM_METHOD
@@ -75,27 +76,32 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
     data = args.data
     stages: list[Stage] = []
     weights: dict[str, str] = {}
-    for entry in args.panel:
+    seeds = range(getattr(args, "seeds", 1))
+    seed_of = {_seeded(e, s): s for e in (*args.panel, RANDOM_METHOD) for s in seeds}
+    for entry, seed in ((e, s) for e in args.panel for s in seeds):
         method, _, regularizer = entry.partition("+")
-        run = out / "pretrain" / entry.replace("+", "_")
-        weights[entry] = str(run / "backbone.safetensors")
+        name = _seeded(entry, seed)
+        run = out / "pretrain" / name.replace("+", "_")
+        weights[name] = str(run / "backbone.safetensors")
         argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
                 "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
-                "--out", str(run.parent), "--name", run.name, *PRETRAIN_BUDGETS[args.budget]]
+                "--out", str(run.parent), "--name", run.name, *PRETRAIN_BUDGETS[args.budget],
+                *(["--seed", str(seed)] if len(seeds) > 1 else [])]
         extra = PRETRAIN_EXTRAS.get(args.budget, {})
         argv += [*extra.get(method, []), *extra.get(regularizer, [])]
         if args.pretrain_steps:
             argv += ["--steps", str(args.pretrain_steps)]  # the last --steps wins
         if "colorful_mnist" in data:
             argv += ["--data", f"colorful_mnist={data['colorful_mnist']}"]
-        stages.append(Stage(entry, "pretrain", argv, outputs=[weights[entry]]))
-    weights[RANDOM_METHOD] = RANDOM
+        stages.append(Stage(name, "pretrain", argv, outputs=[weights[name]]))
+    weights.update({_seeded(RANDOM_METHOD, seed): RANDOM for seed in seeds})
     weights.update(dict(args.checkpoint))
     # a path check below the full budget runs on one backbone: the first pretrained (its
     # conversion is on the path), else the control
-    path_backbone = next((b for b in weights if b != RANDOM_METHOD), RANDOM_METHOD)
+    path_backbone = next((b for b, p in weights.items() if p != RANDOM), RANDOM_METHOD)
 
     for backbone, path in weights.items():
+        seed = seed_of.get(backbone, 0)
         # the random-init control: the same one in every stage (pretrain/open_backbone.py)
         chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
                   if path == RANDOM else ["--weights", path])
@@ -108,9 +114,24 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
                     *task.protocol_flags(protocol),
                     *(task.synthetic_flags if task.data in args.synthetic else ()),
                     *chosen, "--out", str(out / name / backbone), "--leaderboard", csv,
-                    "--data", str(data[task.data]), *task.budget_flags(args.budget, protocol)]
+                    "--data", str(data[task.data]),
+                    *(_seed_flags(task.script, seed) if len(seeds) > 1 else []),
+                    *task.budget_flags(args.budget, protocol)]
             stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path))
     return stages
+
+
+def _seeded(name: str, seed: int) -> str:
+    """The panel name of ``name`` pretrained (or initialised) with ``seed`` (--seeds)."""
+    return name if seed == 0 else f"{name}.seed{seed}"
+
+
+def _seed_flags(script: str, seed: int) -> list[str]:
+    """A stage's seed: the probe seed and random-init seed of a probe script, the run's seed
+    (which seeds the random-init control too) of an engine."""
+    if script.startswith("benchmarks/"):
+        return ["--first-seed", str(seed), "--init-seed", str(seed)]
+    return ["--seed", str(seed)]
 
 
 def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
@@ -261,48 +282,8 @@ def _tail(path: Path, lines: int) -> list[str]:
 
 
 def report(out: Path, records: list[dict]) -> Path:
-    """report.md (leaderboard beside published numbers, failures, timings) and panel.png."""
-    csv = out / "leaderboard.csv"
-    rows = leaderboard.read_rows(csv)[1] if csv.exists() else []
-    lines = [f"# Suite report ({time.strftime('%Y-%m-%d %H:%M')}, commit {git_commit()})", ""]
-    problems = [r for r in records if r["status"] != "done"]
-    if problems:
-        lines += ["## Stages that did not finish", "", "| backbone | stage | status | reason |",
-                  "|---|---|---|---|"]
-        lines += [f"| {r['backbone']} | {r['stage']} | {r['status']} | {r.get('reason', '')} |"
-                  for r in problems] + [""]
-    lines += ["## Leaderboard (measured rows beside published numbers of the same protocol)", "",
-              leaderboard.markdown(leaderboard.with_references(rows)) if rows else "(no rows)", ""]
-    found = leaderboard.claims(rows)
-    if found:
-        lines += ["## The papers' claims, tested on this panel", "",
-                  "A claim holds when the measured difference has the published sign. Each "
-                  "backbone here is one pretraining run (one seed), so a difference of a point "
-                  "or two is within run-to-run noise; and on the CPU budget every backbone sees a "
-                  "few thousand images, not the papers' hundreds of epochs. These rows say "
-                  "whether this run reproduces a claim, not whether the claim is true.", "",
-                  "| claim | task | protocol | metric | published | measured | difference "
-                  "(published / measured) | holds | source |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {c['claim']} | {c['task']} | {c['protocol']} | {c['metric']} | "
-                  f"{c['published'][0]:.1f} vs {c['published'][1]:.1f} | "
-                  f"{c['measured'][0]:.1f} vs {c['measured'][1]:.1f} | "
-                  f"{c['published'][0] - c['published'][1]:+.1f} / "
-                  f"{c['measured'][0] - c['measured'][1]:+.1f} | "
-                  f"{'yes' if c['holds'] else '**no**'} | {c['source']} |" for c in found]
-        lines.append("")
-    if rows:
-        leaderboard.plot(leaderboard.with_references(rows), out / "panel.png")
-        lines += ["![panel](panel.png)", ""]
-    lines += speed.report_lines(out)
-    total = sum(r.get("seconds", 0.0) for r in records)
-    lines += [f"## Timings (total {total / 60:.1f} min of stage time)", "",
-              "| backbone | stage | status | seconds |", "|---|---|---|---|"]
-    lines += [f"| {r['backbone']} | {r['stage']} | {r['status']} | {r.get('seconds', '')} |"
-              for r in records]
-    path = out / "report.md"
-    atomic_write(path, lambda f: f.write("\n".join(lines).encode()))
-    return path
+    """report.md and its pictures (benchmarks/report.py)."""
+    return suite_report.write(out, records)
 
 
 # A backbone name becomes a folder name (<out>/<task>/<name>, logs, stage markers): one path
@@ -383,6 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", default="cpu", choices=sorted(PRETRAIN_BUDGETS),
                         help="cpu: sized for a 2-core CPU; smoke: a few steps each (tests); "
                              "full: the engines' own protocols")
+    parser.add_argument("--seeds", type=number(), default=1,
+                        help="pretrain each backbone with seeds 0..N-1 and run each stage with "
+                             "the backbone's seed (probe seed and random init), for intervals over "
+                             "seeds in the report (default 1)")
     parser.add_argument("--pretrain-steps", type=number(), default=None,
                         help="pretraining steps per backbone (default: the budget's)")
     parser.add_argument("--calibrate", action="store_true",
@@ -394,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.panel = [p for p in args.panel.split(",") if p]
     args.tasks = [t for t in args.tasks.split(",") if t]
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, got {args.seeds}")
+    os.environ[leaderboard.BUDGET_ENV] = args.budget  # the stages' rows name the budget
     if set(args.tasks) - set(stages):
         parser.error(f"--tasks: unknown {sorted(set(args.tasks) - set(stages))}; "
                      f"choose from {', '.join(stages)}")

@@ -85,40 +85,57 @@ def test_reference_rows_ship_marked_with_their_source() -> None:
     assert [float(r["value"]) for r in rcl] == [88.3]
 
 
-def test_markdown_shows_gap_and_published_rows_of_the_same_protocol(tmp_path: Path) -> None:
-    from benchmarks.leaderboard import main, markdown, read_rows, with_references
+def test_markdown_shows_interval_over_seeds_and_gap(tmp_path: Path) -> None:
+    from benchmarks.leaderboard import main, markdown
 
     path = tmp_path / "lb.csv"
     write_rows(path, [_row("abc", "digit_top1", 20.0, seed=0), _row("abc", "digit_top1", 30.0, 1),
                       _row("abc", "background_top1", 90.0, 0),
                       _row("abc", "background_top1", 90.0, 1)])
-    text = markdown(with_references(read_rows(path)[1]))
+    text = markdown(read_rows(path)[1])
     measured = next(line for line in text.splitlines() if "[abc]" in line)
-    assert "25.0 ± 7.1" in measured and "-65.0" in measured and "measured" in measured
-    assert "RCL Table 4" in text and "fairface" not in text  # only the protocols measured
+    # mean 25, t(0.975, 1) = 12.706 times the standard error 5
+    assert "25.0 [-38.5, 88.5]" in measured and "-65.0" in measured and "measured" in measured
     png = tmp_path / "panel.png"
-    main(["plot", "--csv", str(path), "--out", str(png)])
+    assert main(["plot", "--csv", str(path), "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_claims_compare_measured_and_published_differences(tmp_path: Path) -> None:
-    from benchmarks.leaderboard import claims
+def _coco(backbone: str, recipe: str, budget: str, value: float) -> dict:
+    return {"backbone_id": backbone, "method": "simclr", "task": "coco_det",
+            "protocol": "finetune", "recipe": recipe, "budget": budget, "metric": "bbox_AP",
+            "value": value}
 
-    def measured(method: str, regularizer: str, digit: float) -> list[dict]:
-        common = {"backbone_id": f"{method}{regularizer}", "method": method,
-                  "regularizer": regularizer, "task": "colorful_mnist", "protocol": "linear"}
-        return [{**common, "metric": "digit_top1", "value": digit},
-                {**common, "metric": "background_top1", "value": 50.0}]
+
+def test_published_numbers_only_beside_full_rows_of_the_same_recipe(tmp_path: Path) -> None:
+    from benchmarks.leaderboard import budget_sections
 
     path = tmp_path / "lb.csv"
-    write_rows(path, measured("simclr", "none", 20.0) + measured("simclr", "rcl", 30.0))
-    found = {(c["claim"], c["metric"]): c for c in claims(read_rows(path)[1])}
-    digit = found[("simclr+rcl vs simclr", "digit_top1")]
-    assert digit["published"] == (88.3, 14.9) and digit["measured"] == (30.0, 20.0)
-    assert digit["holds"] and digit["source"] == "RCL Table 4"
-    # published 46.5 vs 47.3: RCL lower; measured equal is not the published sign
-    assert not found[("simclr+rcl vs simclr", "background_top1")]["holds"]
-    write_rows(path, measured("simclr", "rcl", 10.0))  # the rerun replaces: now it fails
-    assert not {(c["claim"], c["metric"]): c for c in claims(read_rows(path)[1])}[
-        ("simclr+rcl vs simclr", "digit_top1")]["holds"]
-    assert all(c["claim"].startswith("simclr+rcl") for c in found.values())
+    write_rows(path, [_coco("c4full", "R50-C4-1x", "full", 38.0),
+                      _coco("cpu1", "coco_cpu_FPN_128px", "cpu", 0.1),
+                      {**_row("cpu1", "digit_top1", 20.0), "budget": "cpu"}])
+    text = budget_sections(read_rows(path)[1])
+    full = text[text.index("## Budget `full`"):text.index("## Budget `cpu`")]
+    cpu = text[text.index("## Budget `cpu`"):]
+    assert "[c4full]" in full and "MCR/CompMod Table 5" in full and "36.8" in full  # zoo C4
+    assert "38.6" not in full  # the zoo's FPN number: another recipe
+    assert "RCL Table 4" not in text  # no full colorful_mnist row
+    assert "published numbers do not apply" in cpu and "[cpu1]" in cpu
+    assert "Table" not in cpu and "zoo" not in cpu
+    everything = budget_sections(read_rows(path)[1], all_references=True)
+    assert "## Published numbers" in everything and "RCL Table 4" in everything
+
+
+def test_pretraining_seeds_of_one_recipe_are_one_entry(tmp_path: Path) -> None:
+    from benchmarks.leaderboard import summarize
+
+    path = tmp_path / "lb.csv"
+    write_rows(path, [{**_row(f"s{seed}", "digit_top1", value), "method": "simclr",
+                       "pretrain_seed": seed} for seed, value in ((0, 20.0), (1, 30.0))]
+               + [{**_row("x", "digit_top1", 50.0), "method": "simclr"},
+                  {**_row("y", "digit_top1", 60.0), "method": "simclr"}])
+    entries = summarize(read_rows(path)[1])["colorful_mnist"]
+    by_ids = {tuple(e["backbone_ids"]): e["metrics"]["digit_top1"] for e in entries}
+    assert set(by_ids) == {("s0", "s1"), ("x",), ("y",)}  # no recorded seed: its own entry
+    assert by_ids[("s0", "s1")][:3] == pytest.approx((25.0, -38.53, 88.53), abs=0.01)
+    assert by_ids[("s0", "s1")][3] == "t, n=2"

@@ -25,15 +25,15 @@ def test_runner_reports_failures_keeps_results_and_resumes(tiny_data: Path,
 
     report = (out / "report.md").read_text()
     assert "| broken | colorful_mnist_fixed | failed |" in report
-    assert (out / "panel.png").is_file()
+    assert (out / "shortcut_colorful_mnist.png").is_file()
     _, rows = read_rows(out / "leaderboard.csv")
     methods = {r["method"] for r in rows if r["task"] == "colorful_mnist"}
     assert methods == {"simclr", "random-init"}
     assert {r["regularizer"] for r in rows if r["method"] == "simclr"} == {"none", "rcl"}
-    assert "RCL Table 4" in report  # published numbers beside the measured ones
+    # RCL is published on MoCo v2 only: simclr+rcl is a pair no paper tests, with its interval
     claims = report[report.index("## The papers' claims"):].splitlines()
-    assert any(line.startswith("| simclr+rcl vs simclr | colorful_mnist | linear | digit_top1 | "
-                               "88.3 vs 14.9 |") for line in claims)
+    assert any(line.startswith("| simclr+rcl vs simclr | colorful_mnist | linear | digit_top1 | ")
+               and "paired bootstrap" in line for line in claims)
 
     done_log = out / "logs" / "simclr" / "pretrain.log"
     stamp = done_log.stat().st_mtime_ns

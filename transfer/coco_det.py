@@ -93,6 +93,8 @@ CPU_CONFIG = CONFIG_DIR / "coco_cpu_FPN_128px.yaml"
 TRAIN_SET, TEST_SET = "suite_coco_train", "suite_coco_val"
 SPLITS = {TRAIN_SET: "train", TEST_SET: "val"}
 TASK, PROTOCOL = "coco_det", "finetune"
+# the published recipes' names (a leaderboard row's recipe); any other config is named by its file
+RECIPES = {"coco_R_50_C4_1x_moco": "R50-C4-1x", "coco_R_50_FPN_1x_moco": "R50-FPN-1x"}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 RANDOM_ARCH = "resnet50"  # the random-init control's default here: the C4 configs need it
 BACKBONE_FILE, BACKBONE_RECORD = "backbone_detectron2.pkl", "backbone.json"
@@ -294,7 +296,7 @@ def worker(settings: CocoDetConfig, record: dict[str, Any], num_classes: int,
 def write_outputs(settings: CocoDetConfig, cfg: CfgNode, record: dict[str, Any],
                   results: dict[str, dict[str, float]], train_seconds: float,
                   eval_seconds: float) -> dict[str, Any]:
-    from benchmarks.leaderboard import backbone_fields, write_rows
+    from benchmarks.leaderboard import backbone_fields, embedded_data, run_identity, write_rows
 
     if not results:
         raise CocoDetError("detectron2 returned no evaluation results (TEST.EVAL_PERIOD and "
@@ -310,7 +312,13 @@ def write_outputs(settings: CocoDetConfig, cfg: CfgNode, record: dict[str, Any],
     atomic_write(out / METRICS_FILE, lambda f: f.write(json.dumps(summary, indent=2).encode()))
     meta = record["meta"]
     fields = backbone_fields(record["source"] if record["backbone_id_from_file"] else None, meta)
-    rows = [{**fields, "task": TASK, "protocol": PROTOCOL, "metric": f"{task}_{name}",
+    overrides = dict(zip(settings.opts[::2], settings.opts[1::2]))
+    stem = settings.config_file.stem
+    identity = run_identity(RECIPES.get(stem, stem), {
+        "data": "synthetic" if embedded_data(settings.data) else None,
+        "val_images": settings.val_images, "iterations": overrides.pop("SOLVER.MAX_ITER", None),
+        **overrides}, published=stem in RECIPES)
+    rows = [{**fields, "task": TASK, "protocol": PROTOCOL, **identity, "metric": f"{task}_{name}",
              "value": metrics[task][name], "seed": settings.seed}
             for task in metrics for name in METRICS if metrics[task].get(name) is not None]
     if not rows:  # pycocotools' -1 (detectron2's NaN): no detection to score at all

@@ -69,7 +69,14 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from benchmarks.leaderboard import DEFAULT_PATH, LeaderboardError, backbone_fields, write_rows
+from benchmarks.leaderboard import (
+    DEFAULT_PATH,
+    LeaderboardError,
+    backbone_fields,
+    embedded_data,
+    run_identity,
+    write_rows,
+)
 from pretrain.backbones import RESNETS
 from pretrain.checkpoint import RestrictedUnpickler, atomic_write
 from pretrain.data import validate_mpii
@@ -83,6 +90,8 @@ RESUME_SCHEME = "suite-resume://"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FULL_CONFIG = CONFIG_DIR / "mpii_td-hm_res50_256x256.py"
 CPU_CONFIG = CONFIG_DIR / "mpii_cpu_128x128.py"
+# the published recipe's name (a leaderboard row's recipe); any other config is named by its file
+RECIPES = {"mpii_td-hm_res50_256x256": "mpii-256x256-210e"}
 # mmpose's MpiiPCKAccuracy keys -> leaderboard metric names
 METRIC_NAMES = {"PCK": "PCKh@0.5", "PCK@0.1": "PCKh@0.1",
                 **{f"{g} PCK": f"PCKh@0.5_{g.lower()}"
@@ -315,7 +324,12 @@ def run(settings: MpiiPoseConfig) -> dict[str, Any]:
     if is_main_process():
         atomic_write(out / "metrics.json",
                      lambda f: f.write(json.dumps(record, indent=2).encode()))
-        base = {**record["backbone"], "task": TASK, "protocol": protocol, "seed": settings.seed}
+        identity = run_identity(RECIPES.get(config.stem, config.stem), {
+            "data": "synthetic" if embedded_data(data) else None,
+            "iterations": settings.max_iters, "batch_size": settings.batch_size,
+            "val_images": settings.val_images}, published=config.stem in RECIPES)
+        base = {**record["backbone"], "task": TASK, "protocol": protocol, **identity,
+                "seed": settings.seed}
         with keeping(out / "metrics.json"):
             write_rows(settings.leaderboard, [{**base, "metric": m, "value": v}
                                               for m, v in metrics.items()])
