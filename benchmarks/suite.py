@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import leaderboard
+from benchmarks import executor, leaderboard
 from benchmarks.tasks import TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
 from pretrain.checkpoint import atomic_write, git_commit
@@ -63,6 +63,7 @@ class Stage:
     argv: list[str]
     needs: str | None = None                 # a file the stage reads, made by an earlier stage
     outputs: list[str] = field(default_factory=list)
+    gpus: int = 1                            # GPUs the stage uses (a cluster job's request)
 
 
 def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
@@ -77,14 +78,15 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
         weights[entry] = str(run / "backbone.safetensors")
         argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
                 "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
-                "--out", str(run.parent), "--name", run.name, *PRETRAIN_BUDGETS[args.budget]]
+                "--out", str(run.parent), "--name", run.name, *_gpus(args, "--gpus"),
+                *PRETRAIN_BUDGETS[args.budget]]
         extra = PRETRAIN_EXTRAS.get(args.budget, {})
         argv += [*extra.get(method, []), *extra.get(regularizer, [])]
         if args.pretrain_steps:
             argv += ["--steps", str(args.pretrain_steps)]  # the last --steps wins
         if "colorful_mnist" in data:
             argv += ["--data", f"colorful_mnist={data['colorful_mnist']}"]
-        stages.append(Stage(entry, "pretrain", argv, outputs=[weights[entry]]))
+        stages.append(Stage(entry, "pretrain", argv, outputs=[weights[entry]], gpus=args.gpus))
     weights[RANDOM_METHOD] = RANDOM
     weights.update(dict(args.checkpoint))
 
@@ -101,7 +103,8 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
                     *(task.synthetic_flags if task.data in args.synthetic else ()),
                     *chosen, "--out", str(out / name / backbone), "--leaderboard", csv,
                     "--data", str(data[task.data]), *task.budget_flags(args.budget, protocol)]
-            stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path))
+            stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path,
+                                gpus=args.gpus if task.gpus_flag else 1))
     return stages
 
 
@@ -370,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = suite_stages()
     parser.add_argument("--tasks", default=",".join(stages),
                         help=f"comma-separated subset of {', '.join(stages)}")
+    executor.add_arguments(parser)
     args = parser.parse_args(argv)
     args.panel = [p for p in args.panel.split(",") if p]
     args.tasks = [t for t in args.tasks.split(",") if t]
@@ -380,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoint, args.data = check_sources(args.checkpoint, args.data, args.panel)
     except BadArgument as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    problem = executor.full_budget_problem(args.budget, args.arch, args.tasks)
+    if problem:
+        parser.exit(2, f"{parser.prog}: error: {problem}\n")
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
@@ -395,7 +402,12 @@ def main(argv: list[str] | None = None) -> int:
 
         args.jobs = 1 if torch.cuda.is_available() else 2
     try:
-        records = run(plan(args, out), out, max(1, args.jobs))
+        stages = plan(args, out)
+        records = executor.main_branch(args, stages, out)
+        if records == []:  # --dry-run: printed, nothing run
+            return 0
+        if records is None:
+            records = run(stages, out, max(1, args.jobs))
     except SuiteInterrupted as err:
         print(f"[suite] {err}: its running stages were ended; rerun the same command to "
               "continue", file=sys.stderr, flush=True)

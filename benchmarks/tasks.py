@@ -56,6 +56,7 @@ class SuiteTask:
     stage: str = ""                    # prefix of its stage names (default: name)
     synthetic_flags: tuple[str, ...] = ()   # for the embedded set (an engine's small config)
     gpus_flag: str = ""                # its flag for GPUs per stage, if it takes several
+    full_arch: str = ""                # the arch its published protocol needs (--budget full)
     gap: Gap | None = None
 
     @property
@@ -87,17 +88,21 @@ TASKS = {task.name: task for task in (
                            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")},
                        "smoke": {"finetune": (
                            "--val-images", "4", "SOLVER.MAX_ITER", "2",
-                           "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")}},
+                           "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")},
+                       # MCR Table 5 (SimSiam's, Barlow Twins' baselines): MoCo's R50-C4 1x
+                       "full": {"finetune": (
+                           "--config-file", "transfer/configs/coco_R_50_C4_1x_moco.yaml")}},
               synthetic_flags=("--config-file", "transfer/configs/coco_cpu_FPN_128px.yaml"),
-              gpus_flag="--num-gpus"),
+              gpus_flag="--num-gpus", full_arch="resnet50"),
     SuiteTask("mpii_pose", "transfer/mpii_pose.py", ("fixed", "finetune"), "mpii", stage="mpii",
               budgets={"cpu": dict.fromkeys(("fixed", "finetune"), (
                            "--max-iters", "20", "--batch-size", "16", "--val-images", "64")),
                        "smoke": dict.fromkeys(("fixed", "finetune"), (
                            "--max-iters", "2", "--val-images", "8"))},
-              synthetic_flags=("--config", "transfer/configs/mpii_cpu_128x128.py")),
+              synthetic_flags=("--config", "transfer/configs/mpii_cpu_128x128.py"),
+              gpus_flag="--gpus", full_arch="resnet50"),
     SuiteTask("fairface", "benchmarks/fairface.py", ("fixed", "finetune"), "fairface",
-              budgets=PROBE_FINETUNE,
+              budgets=PROBE_FINETUNE, full_arch="resnet50",
               gap=Gap("age,gender-race", ("age_top1", "gender_top1"), ("race_top1",))),
     SuiteTask("colorful_mnist", "benchmarks/colorful_mnist.py", ("fixed", "finetune"),
               "colorful_mnist", budgets=PROBE_FINETUNE,
