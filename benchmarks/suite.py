@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import executor, leaderboard
-from benchmarks.tasks import TASKS, data_sets, suite_stages
+from benchmarks.tasks import PRETRAIN_EPOCHS, TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
 from pretrain.checkpoint import atomic_write, git_commit
 from pretrain.data import DataError
@@ -71,32 +71,39 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
     csv = str(out / "leaderboard.csv")
     data = args.data
     stages: list[Stage] = []
-    weights: dict[str, str] = {}
-    for entry in args.panel:
+    weights: dict[str, dict[str | None, str]] = {}  # backbone -> {data set (None: all): file}
+    # --pretrain-per-task: one backbone per data set the tasks read, as RCL pretrains
+    sets = (list(dict.fromkeys(suite_stages()[name][0].data for name in args.tasks))
+            if getattr(args, "pretrain_per_task", False) else [None])
+    for entry, key in [(entry, key) for entry in args.panel for key in sets]:
         method, _, regularizer = entry.partition("+")
-        run = out / "pretrain" / entry.replace("+", "_")
-        weights[entry] = str(run / "backbone.safetensors")
+        run = out / "pretrain" / (entry.replace("+", "_") + (f"_{key}" if key else ""))
+        weights.setdefault(entry, {})[key] = str(run / "backbone.safetensors")
         argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
                 "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
                 "--out", str(run.parent), "--name", run.name, *_gpus(args, "--gpus"),
                 *PRETRAIN_BUDGETS[args.budget]]
         extra = PRETRAIN_EXTRAS.get(args.budget, {})
         argv += [*extra.get(method, []), *extra.get(regularizer, [])]
+        if key and args.budget == "full" and key in PRETRAIN_EPOCHS:
+            argv += ["--epochs", str(PRETRAIN_EPOCHS[key])]
         if args.pretrain_steps:
             argv += ["--steps", str(args.pretrain_steps)]  # the last --steps wins
-        if "colorful_mnist" in data:
-            argv += ["--data", f"colorful_mnist={data['colorful_mnist']}"]
-        stages.append(Stage(entry, "pretrain", argv, outputs=[weights[entry]], gpus=args.gpus))
-    weights[RANDOM_METHOD] = RANDOM
-    weights.update(dict(args.checkpoint))
+        if key or "colorful_mnist" in data:
+            argv += ["--data", f"{key or 'colorful_mnist'}={data[key or 'colorful_mnist']}"]
+        stages.append(Stage(entry, f"pretrain_{key}" if key else "pretrain", argv,
+                            outputs=[weights[entry][key]], gpus=args.gpus))
+    weights[RANDOM_METHOD] = {None: RANDOM}
+    weights.update({name: {None: path} for name, path in args.checkpoint})
 
-    for backbone, path in weights.items():
-        # the random-init control: the same one in every stage (pretrain/open_backbone.py)
-        chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
-                  if path == RANDOM else ["--weights", path])
+    for backbone, paths in weights.items():
         for name, (task, protocol) in suite_stages().items():
             if name not in args.tasks:
                 continue
+            path = paths.get(task.data, paths.get(None))
+            # the random-init control: the same one in every stage (pretrain/open_backbone.py)
+            chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
+                      if path == RANDOM else ["--weights", path])
             argv = [sys.executable, str(ROOT / task.script),
                     *_gpus(args, task.gpus_flag),
                     *task.protocol_flags(protocol),
@@ -368,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", default="cpu", choices=sorted(PRETRAIN_BUDGETS),
                         help="cpu: sized for a 2-core CPU; smoke: a few steps each (tests); "
                              "full: the engines' own protocols")
+    parser.add_argument("--pretrain-per-task", action="store_true",
+                        help="pretrain one backbone per data set the tasks read (RCL's protocol; "
+                             "with --budget full for the paper's epochs per data set)")
     parser.add_argument("--pretrain-steps", type=int, default=None,
                         help="pretraining steps per backbone (default: the budget's)")
     stages = suite_stages()

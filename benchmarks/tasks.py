@@ -25,6 +25,11 @@ from pretrain.data import LAYOUTS
 # to rank backbones. Detections of any score: 30 iterations leave none above detectron2's 0.05,
 # and COCO AP undefined. "full" is each engine's own protocol (hours on GPUs).
 Budgets = Mapping[str, Mapping[str, tuple[str, ...]]]
+# Pretraining epochs per data set under --budget full with --pretrain-per-task: RCL (Making
+# Contrastive Learning Robust to Shortcuts) pretrains on each task's own data, MPII 300 epochs,
+# FairFace 1000, Colorful-MNIST 200 (its appendix; issue 16). COCO has no such figure: the
+# budget's default length.
+PRETRAIN_EPOCHS = {"mpii": 300, "fairface": 1000, "colorful_mnist": 200}
 PROBE_FINETUNE: Budgets = {"cpu": {"finetune": ("--epochs", "0.25")},
                            "smoke": {"finetune": ("--epochs", "0.05")}}
 

@@ -82,3 +82,24 @@ def test_stages_run_as_submitit_jobs_in_graph_order_with_markers(tmp_path: Path)
     again = executor.run_jobs(stages, out, jobs, use_gpus=False)
     assert [r["status"] for r in again] == ["done", "done", "failed", "skipped"]
     assert again[0] == records[0] and again[1] == records[1]
+
+
+def test_per_task_pretraining_gives_each_task_the_backbone_of_its_data(
+        tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--pretrain-per-task (RCL's protocol): one pretraining per data set, with the paper's epochs
+    per data set in full, and each task reads the backbone of its own data."""
+    out = tmp_path / "suite"
+    assert suite.main(["--out", str(out), "--panel", "simclr+rcl", "--budget", "full", "--arch",
+                       "resnet50", "--pretrain-per-task", "--tasks",
+                       "mpii_fixed,fairface_fixed,colorful_mnist_finetune", "--dry-run",
+                       *_data_flags(tiny_data)]) == 0
+    blocks = re.split(r"\n\s*\d+\. ", capsys.readouterr().out)[1:]
+    epochs = {"mpii": "300", "fairface": "1000", "colorful_mnist": "200"}
+    for key, n in epochs.items():
+        pretrain = next(b for b in blocks if b.startswith(f"simclr+rcl: pretrain_{key}\n"))
+        assert f"--epochs {n} --data {key}={tiny_data / key}" in pretrain
+    for stage, key in (("mpii_fixed", "mpii"), ("fairface_fixed", "fairface"),
+                       ("colorful_mnist_finetune", "colorful_mnist")):
+        task = next(b for b in blocks if b.startswith(f"simclr+rcl: {stage}\n"))
+        assert f"--weights {out / 'pretrain' / f'simclr_rcl_{key}'}/backbone.safetensors" in task
+    assert sum(": pretrain" in b for b in blocks) == 3
