@@ -17,11 +17,13 @@ overrides at the end). This driver adds:
   by ``transfer/convert.py`` before detectron2 sees it, so detectron2 only ever unpickles a file
   this suite wrote and re-read with its arrays-only unpickler. The depth (``RESNETS.DEPTH``,
   ``RES2_OUT_CHANNELS``, from ``pretrain/backbones.py``) follows the weights; C4 needs a ResNet-50.
-- configs (``transfer/configs``): MoCo's detection protocol on the zoo's Mask R-CNN R50-FPN 1x
-  (``coco_R_50_FPN_1x_moco.yaml``, the default with ``--data``) and R50-C4 1x
-  (``coco_R_50_C4_1x_moco.yaml``, with MoCo's ``Res5ROIHeadsExtraNorm``), and the embedded
-  default ``coco_cpu_FPN_128px.yaml`` (used when ``--data`` is absent) are the default
-  ``--config-file``. ``_BASE_:
+- configs (``transfer/configs``): MoCo's detection protocol on the zoo's Mask R-CNN R50-C4 1x
+  (``coco_R_50_C4_1x_moco.yaml``, with MoCo's ``Res5ROIHeadsExtraNorm``: MCR Table 5's protocol,
+  the default for a ResNet-50 with ``--data`` on a GPU) and R50-FPN 1x
+  (``coco_R_50_FPN_1x_moco.yaml``, the default for ResNet-18/34 there), and the CPU recipe
+  ``coco_cpu_FPN_128px.yaml`` (the default on the embedded set or without a GPU). A recipe whose
+  training batch holds more than ``CPU_BATCH_PIXELS`` pixels is refused on a CPU in one line
+  naming the CPU recipe (``MODEL.DEVICE cpu`` among the overrides runs it anyway). ``_BASE_:
   "model_zoo:<path>"`` names a file of detectron2's model zoo; other bases are relative paths.
   A base (and each base it names) must lie in the zoo or ``transfer/configs`` and is read with
   ``yaml.safe_load`` (``transfer/compat.py``).
@@ -38,9 +40,18 @@ per-iteration scalars), ``model_final.pth``, ``backbone.json``
 per category, plus timings) and rows in the leaderboard CSV (task ``coco_det``, protocol
 ``finetune``, metrics ``bbox_AP``, ..., ``segm_APl``).
 
+The conversion is verified in the ResNet the run's own resolved config builds (config file, the
+weights' depth and stride convention, then the ``KEY VALUE`` overrides: an override that
+contradicts the weights, such as ``MODEL.RESNETS.STRIDE_IN_1X1 True`` for torchvision weights,
+stops the run). After detectron2 has built and loaded the model, every tensor of the file it read
+(the converted backbone, C4's res5 under ``roi_heads.res5`` included, or with ``--resume`` and
+``--eval-only`` the run's checkpoint) must be in the model as written, or the run stops naming
+the tensors (:func:`check_loaded`; detectron2 only logs them).
+
 ``--resume`` continues from the run folder's last checkpoint; ``--eval-only`` evaluates it.
 Several GPUs: ``--num-gpus 8``; several machines: ``--num-machines``, ``--machine-rank`` and
-``--dist-url`` as in detectron2's ``train_net.py``. The settings of a run are one frozen
+``--dist-url`` as in detectron2's ``train_net.py``; without CUDA, ``--num-gpus N`` starts N CPU
+processes joined with gloo (:func:`launch_cpu`). The settings of a run are one frozen
 :class:`CocoDetConfig`.
 
 CPU: the embedded default (ResNet-50, 150 iterations of 4 images, 500 test images) used 434 s of

@@ -35,9 +35,17 @@ Runner), mmengine's log and TensorBoard scalars (in a timestamped sub-folder), t
 ``metrics.json`` and leaderboard rows (task ``mpii_pose``; metrics ``PCKh@0.5``, ``PCKh@0.1``,
 ``PCKh@0.5_head``, ``PCKh@0.5_shoulder``, ... one per mmpose joint group).
 
-Several GPUs: mmengine's launcher, e.g.
-``torchrun --nproc_per_node 8 transfer/mpii_pose.py --launcher pytorch --weights FILE --data DIR``
-(``--batch-size`` is per GPU; the learning rate follows the total batch).
+Several GPUs: ``--gpus 8`` starts the driver under torchrun with mmengine's ``pytorch`` launcher
+(a free port), as ``torchrun --nproc_per_node 8 transfer/mpii_pose.py --launcher pytorch ...``
+would; ``--batch-size`` is per GPU and the learning rate follows the total batch (mmpose's
+``auto_scale_lr``: 5e-4 at 8 x 64). Without CUDA the processes join with gloo and the model is
+wrapped in a DDP for CPU modules (how the multi-process path is tested).
+
+``--eval-only --out RUN`` scores the run folder's last checkpoint again (``backbone.json`` there
+says how to rebuild the model). After mmengine loads a Runner checkpoint (``--resume``,
+``--eval-only``) every tensor of it must be in the model as written. ``metrics.json`` holds the
+last validation (``metrics``; the leaderboard's rows) and the best one (``best``, by PCKh@0.5 as
+mmpose's ``save_best='PCK'``, with its iteration).
 
 ``--resume`` (with the same flags) continues from the run folder's last Runner checkpoint (mmengine
 first replays the data loader up to that iteration, for the same data order). Those files hold
