@@ -115,3 +115,24 @@ def test_default_recipe_is_c4_for_a_resnet50_on_real_data_with_a_gpu(
     assert coco_det.default_config("resnet50", real_data=False) == coco_det.CPU_CONFIG
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert coco_det.default_config("resnet50", real_data=True) == coco_det.CPU_CONFIG
+
+
+def test_a_run_whose_model_loaded_nothing_stops_before_training(
+        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker checks after detectron2's resume_or_load: a load that placed nothing (here
+    skipped) stops the run, naming the tensors, before its first iteration."""
+    settings = coco_det.parse_args(["--weights", "random", "--arch", "resnet18", "--data",
+                                    str(tiny_data / "coco"), "--config-file",
+                                    str(coco_det.CPU_CONFIG), "--out", str(tmp_path / "run"),
+                                    "SOLVER.IMS_PER_BATCH", "2"])
+    backbone = open_backbone("random", "resnet18", "imagenet", 0)
+    (tmp_path / "run").mkdir()
+    record = {"meta": backbone.meta, "converted": str(tmp_path / "run" / coco_det.BACKBONE_FILE)}
+    record = coco_det.prepare_backbone(settings, backbone,
+                                       coco_det.setup_cfg(settings, record, num_classes=10))
+    monkeypatch.setattr(coco_det.Trainer, "resume_or_load", lambda self, resume: None)
+    monkeypatch.setattr(coco_det.Trainer, "train", lambda self: pytest.fail("it trained"))
+    with pytest.raises(CocoDetError, match="backbone_detectron2.pkl: after detectron2 built and "
+                       "loaded the model, [0-9]+ of its [0-9]+ tensors") as err:
+        coco_det.worker(settings, record, 10, None)
+    assert "backbone.bottom_up.stem.conv1.weight" in str(err.value)
