@@ -16,7 +16,6 @@ and the architecture ``--budget full`` needs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -111,17 +110,10 @@ def run_jobs(stages: list[Stage], out: Path, executor: object, cpus_per_gpu: int
     """Submit the stages not yet done as jobs, each once the stage making its input has ended;
     wait for all; write each stage's marker (``benchmarks/suite.py``'s). Returns one record per
     stage, in order, as the local runner does."""
-    from benchmarks.suite import ROOT, _finish, _log, _marker, _tail
+    from benchmarks.suite import ROOT, _finish, _log, _tail, done_records
 
-    records: dict[int, dict] = {}
-    waiting = []
-    for i, stage in enumerate(stages):
-        marker = _marker(out, stage)
-        record = json.loads(marker.read_text()) if marker.exists() else {}
-        if record.get("status") == "done":
-            records[i] = record
-        else:
-            waiting.append(i)
+    records = done_records(stages, out)
+    waiting = [i for i in range(len(stages)) if i not in records]
     made_by = {path: i for i, stage in enumerate(stages) for path in stage.outputs}
     running: dict[int, tuple[object, float]] = {}
     while waiting or running:
@@ -161,12 +153,10 @@ def run_jobs(stages: list[Stage], out: Path, executor: object, cpus_per_gpu: int
 def main_branch(args: argparse.Namespace, stages: list[Stage], out: Path) -> list[dict] | None:
     """``--dry-run`` (prints, returns no records) or the submitit executors (their records);
     None for the local runner."""
-    from benchmarks.suite import _marker
+    from benchmarks.suite import done_records
 
     if args.dry_run:
-        done = {i for i, stage in enumerate(stages) if _marker(out, stage).exists()
-                and json.loads(_marker(out, stage).read_text()).get("status") == "done"}
-        print(describe(stages, out, done), flush=True)
+        print(describe(stages, out, set(done_records(stages, out))), flush=True)
         return []
     if args.executor == "local":
         return None

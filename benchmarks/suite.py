@@ -173,15 +173,8 @@ def _end_stages(procs: list[subprocess.Popen]) -> None:
 
 def _run(stages: list[Stage], out: Path, jobs: int,
          running: dict[int, tuple[subprocess.Popen, float]], stop: list[int]) -> list[dict]:
-    records: dict[int, dict] = {}
-    waiting: list[int] = []
-    for i, stage in enumerate(stages):
-        marker = _marker(out, stage)
-        record = json.loads(marker.read_text()) if marker.exists() else {}
-        if record.get("status") == "done":
-            records[i] = record
-        else:
-            waiting.append(i)
+    records = done_records(stages, out)
+    waiting = [i for i in range(len(stages)) if i not in records]
     made_by = {path: i for i, stage in enumerate(stages) for path in stage.outputs}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if jobs > 1:  # one share of the cores each, unless the caller chose
@@ -239,6 +232,17 @@ def _log(out: Path, stage: Stage) -> Path:
 
 def _marker(out: Path, stage: Stage) -> Path:
     return out / "state" / f"{stage.backbone}__{stage.name}.json"
+
+
+def done_records(stages: list[Stage], out: Path) -> dict[int, dict]:
+    """{index: marker record} of the stages whose marker says done (a rerun skips them)."""
+    records = {}
+    for i, stage in enumerate(stages):
+        marker = _marker(out, stage)
+        record = json.loads(marker.read_text()) if marker.exists() else {}
+        if record.get("status") == "done":
+            records[i] = record
+    return records
 
 
 def _finish(out: Path, stage: Stage, records: dict[int, dict], i: int, **result) -> None:

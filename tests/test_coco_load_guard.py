@@ -86,11 +86,15 @@ def test_conversion_is_verified_with_the_runs_overrides(tiny_data: Path, tmp_pat
     assert not (out / coco_det.BACKBONE_FILE).exists() and not (out / "last_checkpoint").exists()
 
 
-def test_gpu_recipe_on_a_cpu_is_refused_naming_the_cpu_one(tiny_data: Path, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture) -> None:
+def test_gpu_recipe_on_a_cpu_is_refused_naming_the_cpu_one(
+        tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     if torch.cuda.is_available():
         pytest.skip("the guard is for machines without a GPU")
     out = tmp_path / "run"
+    # without the guard the run would convert and start training: fail at once, not after GBs
+    monkeypatch.setattr(coco_det, "prepare_backbone", lambda *a: pytest.fail("it converted"))
+    monkeypatch.setattr(coco_det, "launch_cpu", lambda *a, **k: pytest.fail("it started"))
     for config in (coco_det.C4_CONFIG, coco_det.FPN_CONFIG):
         assert coco_det.main(["--weights", "random", "--data", str(tiny_data / "coco"),
                               "--config-file", str(config), "--out", str(out)]) == 2
