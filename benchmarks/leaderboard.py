@@ -136,6 +136,13 @@ def _row_problem(header: list[str], record: list[str]) -> str | None:
     return None
 
 
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def _undecodable(cells: list[str]) -> bool:
     return any("\udc80" <= ch <= "\udcff" for cell in cells for ch in cell)
 
@@ -154,6 +161,11 @@ def write_rows(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> P
         absent = [c for c in REQUIRED if row.get(c) in (None, "")]
         if absent:
             raise ValueError(f"leaderboard row {row} lacks {absent}")
+        if not _finite(row["value"]):  # a NaN or infinite score is a failed measurement
+            raise LeaderboardError(
+                f"{path}: score {row['metric']} ({row['task']}, {row.get('protocol')}, seed "
+                f"{row.get('seed', 0)}) of backbone {row['backbone_id']} is {row['value']}, not a "
+                "finite number; no row of this run was written")
         new_rows.append({k: _cell(v) for k, v in {**defaults, **row}.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:

@@ -47,7 +47,7 @@ from benchmarks.protocols import (
 )
 from benchmarks.tasks import gap_of
 from pretrain.checkpoint import atomic_write, git_commit, save_backbone
-from pretrain.cli import InputError, run_main
+from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
 from pretrain.open_backbone import (
     RANDOM,
     Backbone,
@@ -126,9 +126,9 @@ class ProbeConfig:
 
 def parser(task: Task) -> argparse.ArgumentParser:
     """The flags every benchmark script shares (each sets a :class:`ProbeConfig` field)."""
-    p = argparse.ArgumentParser(prog=f"python benchmarks/{task.name}.py",
-                                description=task.description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = one_line_errors(argparse.ArgumentParser(
+        prog=f"python benchmarks/{task.name}.py", description=task.description,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     add_backbone_arguments(p, random_stem="'small' for images of 64 px or less, else "
                            "'imagenet'")
     p.add_argument("--data", type=Path, help="data root" + (
@@ -147,24 +147,25 @@ def parser(task: Task) -> argparse.ArgumentParser:
                        help="train a backbone from --weights (default random init) supervised on "
                        f"these attributes of {names} ('all' for every one), then "
                        "linear-probe every attribute: the 'supervised on X' ceiling")
-    p.add_argument("--seeds", type=int, default=ProbeConfig.seeds,
+    p.add_argument("--seeds", type=number(), default=ProbeConfig.seeds,
                    help="seeds 0..N-1, reported as mean/std")
     if "finetune" in task.protocols or task.supervised:
-        p.add_argument("--epochs", type=float, help="fine-tuning epochs (fractions allowed; "
+        positive = number(float, 0, above=True)
+        p.add_argument("--epochs", type=positive, help="fine-tuning epochs (fractions allowed; "
                        f"default {FINETUNE_EPOCHS['cpu']:g} on the CPU, a quick look sized "
                        f"for minutes; {FINETUNE_EPOCHS['cuda']:g} on a GPU)")
-        p.add_argument("--lr", type=float, default=ProbeConfig.lr, help="fine-tuning "
+        p.add_argument("--lr", type=positive, default=ProbeConfig.lr, help="fine-tuning "
                        "learning rate (SGD, batch 64; default %(default)s)")
-    p.add_argument("--linear-epochs", type=int, default=ProbeConfig.linear_epochs,
+    p.add_argument("--linear-epochs", type=number(), default=ProbeConfig.linear_epochs,
                    help="linear-probe epochs (default %(default)s)")
     p.add_argument("--init-seed", type=int, default=ProbeConfig.init_seed,
                    help="seed of the random-init control")
-    p.add_argument("--image-size", type=int, help="resolution fed to the backbone (default: the "
-                   "first train image's shorter side, at most 224)")
-    p.add_argument("--batch-size", type=int, default=ProbeConfig.batch_size,
+    p.add_argument("--image-size", type=number(int, 8), help="resolution fed to the backbone "
+                   "(default: the first train image's shorter side, at most 224)")
+    p.add_argument("--batch-size", type=number(), default=ProbeConfig.batch_size,
                    help="extraction batch size")
-    p.add_argument("--workers", type=int, help="DataLoader workers (default 0 on the CPU, "
-                   "8 on a GPU)")
+    p.add_argument("--workers", type=number(int, 0), help="DataLoader workers (default 0 on "
+                   "the CPU, 8 on a GPU)")
     p.add_argument("--cache-dir", type=Path, default=ProbeConfig.cache_dir,
                    help=f"feature cache folder (default {ProbeConfig.cache_dir})")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default %(default)s)")
@@ -192,7 +193,9 @@ def resolve(task: Task, cfg: ProbeConfig) -> tuple[Task, ProbeConfig]:
         raise ProbeError(f"--data {data}: no such folder")
     if callable(task.classes):
         task = replace(task, classes=task.classes(data))
-    image_size = cfg.image_size or native_image_size(task.load(data, "train", None))
+    train = task.load(data, "train", None)  # both splits' files checked before any is written
+    task.load(data, "test", None)
+    image_size = cfg.image_size or native_image_size(train)
     stem = cfg.stem
     if is_random(cfg.weights or RANDOM) and stem is None:
         stem = "small" if image_size <= 64 else "imagenet"
@@ -248,6 +251,8 @@ def prepare(task: Task, argv: list[str] | None, protocol: str | None = None) -> 
                              cfg.prefix, cfg.stride_in_1x1)
     name = backbone_fields(backbone)["backbone_id"]
     out = cfg.out or Path("runs/benchmarks") / task.name / name / protocol.replace(":", "_")
+    claim_output(out, f"benchmarks/{task.name}.py {protocol}",
+                 own=lambda folder: _earlier_run(folder, task.name, protocol))
     _setup_logging(out)
     atomic_write(out / "config.json", lambda f: f.write(json.dumps(
         {**cfg.to_json(), "task": task.name, "protocol": protocol}, indent=1).encode()))
@@ -255,6 +260,17 @@ def prepare(task: Task, argv: list[str] | None, protocol: str | None = None) -> 
              f"{backbone.meta['stem']} stem) on {cfg.data} at {cfg.image_size} px, "
              f"device {cfg.device}; output {out}")
     return Run(task, cfg, backbone, out, {})
+
+
+def _earlier_run(folder: Path, task: str, protocol: str) -> bool:
+    """Whether ``folder`` holds a run of this task and protocol made before folders were marked
+    (its config.json says so)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and (config.get("task"), config.get("protocol")) == (
+        task, protocol)
 
 
 def summarize(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
@@ -298,7 +314,8 @@ def report(run: Run, per_seed: list[dict[str, dict[str, float]]],
                "commit": git_commit(), **(extra or {})}
     atomic_write(run.out / "metrics.json",
                  lambda f: f.write(json.dumps(metrics, indent=1).encode()))
-    leaderboard.write_rows(run.cfg.leaderboard, rows)
+    with keeping(run.out / "metrics.json"):
+        leaderboard.write_rows(run.cfg.leaderboard, rows)
     for protocol, stats in results.items():
         shown = ", ".join(f"{m} {s['mean']:.2f}" + (f" ± {s['std']:.2f}" if len(per_seed) > 1
                                                      else "") for m, s in stats.items())
@@ -400,4 +417,4 @@ def _supervised_attrs(task: Task, value: str | None) -> list[str]:
 
 def main(run: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> int:
     """Run a benchmark's command line, turning bad input into a one-line error and exit 2."""
-    return run_main(lambda: run(argv))
+    return run_main(lambda: run(argv), statuses={leaderboard.LeaderboardError: 2})

@@ -34,6 +34,7 @@ from benchmarks import executor, leaderboard
 from benchmarks.tasks import PRETRAIN_EPOCHS, TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
 from pretrain.checkpoint import atomic_write, git_commit
+from pretrain.cli import number, one_line_errors
 from pretrain.data import DataError
 from pretrain.open_backbone import RANDOM, RANDOM_METHOD
 
@@ -360,6 +361,7 @@ def check_sources(checkpoints: list[str], data: list[str], panel: list[str]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    one_line_errors(parser)  # a bad flag is one line, exit 2
     parser.add_argument("--out", default="runs/suite", help="output folder (default runs/suite)")
     parser.add_argument("--size", default="default", choices=["default", "tiny"],
                         help="embedded synthetic data size, for sets without --data")
@@ -371,8 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", default=[], metavar="SET=ROOT",
                         help=f"real data root for {', '.join(data_sets())}")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS)
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs per stage (detectron2 launch)")
-    parser.add_argument("--jobs", type=int, default=None,
+    parser.add_argument("--gpus", type=number(), default=1,
+                        help="GPUs per stage (detectron2 launch)")
+    parser.add_argument("--jobs", type=number(), default=None,
                         help="stages run at once, each on its share of the CPU cores "
                              "(default: 2 on a CPU-only machine, where it is about 1.5x faster "
                              "than one stage on both cores; 1 with a GPU)")
@@ -382,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-per-task", action="store_true",
                         help="pretrain one backbone per data set the tasks read (RCL's protocol; "
                              "with --budget full for the paper's epochs per data set)")
-    parser.add_argument("--pretrain-steps", type=int, default=None,
+    parser.add_argument("--pretrain-steps", type=number(), default=None,
                         help="pretraining steps per backbone (default: the budget's)")
     stages = suite_stages()
     parser.add_argument("--tasks", default=",".join(stages),

@@ -41,6 +41,10 @@ class CheckpointError(InputError):
     """A checkpoint file that cannot be used; the message names the file and the problem."""
 
 
+class NotWrittenBySuite(CheckpointError):
+    """A safetensors file without the suite's metadata: another library's state dict."""
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
     """Call ``write(f)`` on a temp file beside ``path``, fsync it, then rename it to ``path``."""
     path = Path(path)
@@ -118,15 +122,19 @@ def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
         raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(err)}); the "
                               "file may be truncated or of another format") from err
     if META_KEY not in header:
-        raise CheckpointError(f"{path}: safetensors file without '{META_KEY}' metadata, so it "
-                              "was not written by this suite; convert it with transfer/convert.py")
+        raise NotWrittenBySuite(f"{path}: safetensors file without '{META_KEY}' metadata, so it "
+                                "was not written by this suite; convert it with "
+                                "transfer/convert.py")
     try:
         meta = json.loads(header[META_KEY])
     except ValueError as err:
-        raise CheckpointError(f"{path}: its '{META_KEY}' header is not valid JSON "
-                              f"({_one_line(err)})") from err
+        raise CheckpointError(f"{path}: its '{META_KEY}' metadata is not valid JSON "
+                              f"({_one_line(err)}); the file was edited or damaged, export it "
+                              "again") from err
     if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: its '{META_KEY}' header is not a JSON object")
+        raise CheckpointError(f"{path}: its '{META_KEY}' metadata is a {type(meta).__name__}, "
+                              "not a JSON object; the file was edited or damaged, export it "
+                              "again")
     check_finite(tensors, str(path))
     return tensors, meta
 

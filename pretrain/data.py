@@ -9,7 +9,9 @@ Items are ``(PIL RGB image or transform(image), labels dict)``.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,16 +49,31 @@ class DataError(InputError):
     """A data layout or file is missing or malformed; the message names the path and the fix."""
 
 
+# The suite's limit on an image's pixels, checked from its header before it is decoded: a few KB
+# of PNG can declare gigapixels (a decompression bomb). 8192 x 8192 is over 30x the pixels of a
+# 1920 x 1080 photo (the real sets' images are smaller), and below PIL's own limit
+# (Image.MAX_IMAGE_PIXELS, about 89M, where PIL only warns; it refuses at twice that).
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
 def load_rgb(path: Path) -> Image.Image:
-    """Open an image as RGB, or raise :class:`DataError` naming it."""
+    """Open an image as RGB, or raise :class:`DataError` naming it (also one larger than
+    :data:`MAX_IMAGE_PIXELS`)."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            if img.width * img.height <= MAX_IMAGE_PIXELS:
+                return img.convert("RGB")
     except FileNotFoundError as e:
         raise DataError(f"{path}: image file is missing") from e
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: refused by PIL as a decompression bomb ({e}); downscale "
+                        "the image or replace it") from e
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot decode image ({e}); the file is corrupt or not an "
                         "image - replace it or re-run the preparation script") from e
+    raise DataError(f"{path}: image of {img.width} x {img.height} pixels, above the suite's "
+                    f"limit of {MAX_IMAGE_PIXELS} (MAX_IMAGE_PIXELS in pretrain/data.py); a "
+                    "decompression bomb, or an image to downscale before use")
 
 
 def _dataset_dir(root: str | Path, name: str, marker: str) -> Path:
@@ -76,15 +93,31 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def _text(path: Path, what: str) -> str:
+    """A data file's text, UTF-8 (a BOM is allowed); a wrong encoding names the line and byte."""
+    _require(path, what)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: byte {data[e.start:e.start + 1]!r} at offset "
+                        f"{e.start} is not UTF-8; save the file as UTF-8 (e.g. iconv -f "
+                        "latin1 -t utf-8)") from e
+
+
 def _read_csv(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
-    _require(path, "label CSV")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(_text(path, "label CSV"), newline=""))
+    try:
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(missing)}; "
                             f"expected header {','.join(columns)}")
         rows = list(reader)
+    except csv.Error as e:  # a NUL byte, a field over csv's size limit
+        # line_num counts the lines read before the one that failed
+        raise DataError(f"{path}, line {reader.line_num + 1}: not CSV ({e}); repair or "
+                        "regenerate the file") from e
     for line, row in enumerate(rows, start=2):
         empty = [c for c in columns if not (row.get(c) or "").strip()]
         if empty:
@@ -111,11 +144,34 @@ def _check_files_exist(base: Path, names: list[str], listed_in: Path) -> None:
 
 
 def _read_json(path: Path) -> Any:
-    _require(path, "annotation file")
+    text = _text(path, "annotation file")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from e
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        # an annotation file is an object or a list: one that does not end as one was cut off
+        ending = "" if text.rstrip().endswith(("}", "]")) else " (it ends mid-document: truncated?)"
+        raise DataError(f"{path}: not valid JSON at line {e.lineno} column {e.colno} "
+                        f"({e.msg}){ending}; re-download or regenerate it") from e
+    except RecursionError as e:
+        raise DataError(f"{path}: JSON nested too deeply to be an annotation file") from e
+
+
+# The types the suite, detectron2 and pycocotools need of a COCO json's fields (bool is not a
+# number here: ``True`` as an id is a sign of a broken file).
+_NUMBER = (int, float)
+COCO_TYPES = {"id": int, "image_id": int, "category_id": int, "file_name": str, "width": int,
+              "height": int, "area": _NUMBER, "iscrowd": int, "name": str,
+              "segmentation": (list, dict)}
+
+
+def _check_types(path: Path, record: dict, types: dict[str, type | tuple[type, ...]],
+                 what: str) -> None:
+    for field, kind in types.items():
+        if field in record and (not isinstance(record[field], kind)
+                                or isinstance(record[field], bool)):
+            names = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise DataError(f"{path}: {what}: '{field}' must be {names}, got "
+                            f"{record[field]!r:.60}; repair or regenerate the file")
 
 
 def _require_fields(path: Path, record: dict, fields: Sequence[str], what: str) -> None:
@@ -228,6 +284,12 @@ def validate_coco(path: Path, image_dir: Path, masks: bool = False) -> dict:
     for key, needed in fields.items():
         for i, item in enumerate(doc[key]):
             _require_fields(path, item, needed, f"{key}[{i}]")
+            _check_types(path, item, COCO_TYPES, f"{key}[{i}]")
+            box = item.get("bbox", [0, 0, 0, 0])
+            if not (isinstance(box, list) and len(box) == 4 and all(
+                    isinstance(v, _NUMBER) and not isinstance(v, bool) for v in box)):
+                raise DataError(f"{path}: {key}[{i}]: 'bbox' must be [x, y, width, height] "
+                                f"numbers, got {box!r:.60}; repair or regenerate the file")
     empty = [k for k in ("images", "categories") if not doc[k]]
     if empty:
         raise DataError(f"{path}: no {' and no '.join(empty)}")
@@ -344,11 +406,13 @@ def validate_mpii(root: str | Path) -> MpiiLayout:
         raise DataError(f"{mat}: missing head-box file; PCKh normalizes by head size, which "
                         "comes from 'headboxes_src' in mpii_gt_val.mat (MPII's evaluation file)")
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     try:
         boxes = loadmat(mat).get("headboxes_src")
-    except (ValueError, OSError, TypeError) as e:
-        raise DataError(f"{mat}: not a readable MATLAB file ({e})") from e
+    except (MatReadError, ValueError, OSError, TypeError, EOFError, zlib.error) as e:
+        raise DataError(f"{mat}: not a readable MATLAB file ({' '.join(str(e).split())}); "
+                        "replace it with MPII's mpii_gt_val.mat") from e
     if boxes is None or boxes.shape != (2, 2, sizes["val"]):
         found = "absent" if boxes is None else f"shape {boxes.shape}"
         raise DataError(f"{mat}: 'headboxes_src' must have shape (2, 2, {sizes['val']}) in the "
@@ -366,6 +430,7 @@ def _mpii_annotations(root: Path, split: str) -> list[dict]:
                                         and "image" in ann else "")
         _require_fields(path, ann, ("image", "joints", "joints_vis", "center", "scale"),
                         f"entry {i}")
+        _check_types(path, ann, {"image": str}, f"entry {i}")
         for key, shape in (("joints", (MPII_NUM_JOINTS, 2)), ("joints_vis", (MPII_NUM_JOINTS,)),
                            ("center", (2,))):
             try:

@@ -69,6 +69,7 @@ from pretrain.backbones import RESNETS, arch_of, build_resnet, stem_of
 from pretrain.checkpoint import (
     META_KEY,
     CheckpointError,
+    NotWrittenBySuite,
     existing_file,
     load_backbone,
     load_pickle_arrays,
@@ -303,20 +304,9 @@ def _read_safetensors(path: Path) -> tuple[Any, dict[str, Any]]:
     from safetensors.torch import load_file
 
     try:
-        tensors, meta = load_backbone(path)
-    except CheckpointError as err:
-        if META_KEY not in str(err):
-            raise
-    except ValueError as err:  # the suite meta is not JSON
-        raise CheckpointError(f"{path}: its '{META_KEY}' metadata is not valid JSON "
-                              f"({_one_line(err)}); the file was edited or damaged, export it "
-                              "again") from err
-    else:
-        if not isinstance(meta, dict):
-            raise CheckpointError(f"{path}: its '{META_KEY}' metadata is a "
-                                  f"{type(meta).__name__}, not a JSON object; the file was "
-                                  "edited or damaged, export it again")
-        return tensors, meta
+        return load_backbone(path)
+    except NotWrittenBySuite:
+        pass  # a plain safetensors state dict (timm, Hugging Face): no suite metadata
     try:
         return load_file(str(path)), {}
     except (SafetensorError, OSError) as err:

@@ -164,7 +164,7 @@ def test_engine_loaders_never_unpickle_a_planted_file(place: str, tmp_path: Path
     with pytest.raises(CheckpointError, match="refused") as raised:
         load(evil, run)
     message = str(raised.value)
-    assert "\n" not in message and (name in message or place.startswith("mmengine.load"))
+    assert "\n" not in message and name in message
     assert not planted.exists(), f"{place} ran code from the file"
 
 

@@ -92,7 +92,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 
 from pretrain.backbones import RESNETS
 from pretrain.checkpoint import atomic_write
-from pretrain.cli import InputError, run_main
+from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
 from pretrain.data import coco_files, validate_coco
 from pretrain.open_backbone import Backbone, add_backbone_arguments, is_random, open_backbone
 from transfer.compat import ZOO_PREFIX, UnsafeConfigError, detectron2_base
@@ -416,7 +416,8 @@ def write_outputs(settings: CocoDetConfig, cfg: CfgNode, record: dict[str, Any],
             f"and no leaderboard row was written ({out / METRICS_FILE} holds the NaNs); train "
             "longer (SOLVER.MAX_ITER) or evaluate again with --eval-only --opts "
             "MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0")
-    write_rows(settings.leaderboard, rows)
+    with keeping(out / METRICS_FILE):
+        write_rows(settings.leaderboard, rows)
     return summary
 
 
@@ -439,6 +440,7 @@ def run(settings: CocoDetConfig) -> dict[str, Any]:
         if not has_checkpoint:
             raise CocoDetError(f"--out {out}: no detectron2 checkpoint (last_checkpoint) to "
                                f"{'evaluate' if settings.eval_only else 'resume'}")
+        claim_output(out, COMMAND, own=_earlier_run)
         record = json.loads((out / BACKBONE_RECORD).read_text())
     else:
         if has_checkpoint:
@@ -457,7 +459,7 @@ def run(settings: CocoDetConfig) -> dict[str, Any]:
     cfg = setup_cfg(settings, record, len(categories[0]))
     check_cpu_recipe(cfg, settings)
     if backbone is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        claim_output(out, COMMAND, own=_earlier_run)
         record = prepare_backbone(settings, backbone, cfg)
     val_json = val_subset(data, out, settings.val_images) if settings.val_images else None
     start = launch if torch.cuda.is_available() else launch_cpu
@@ -506,6 +508,14 @@ def _cpu_worker(local_rank: int, main_func: Any, world_size: int, num_gpus_per_m
     main_func(*args)
 
 
+COMMAND = "transfer/coco_det.py"
+
+
+def _earlier_run(folder: Path) -> bool:
+    """A run folder of this driver made before folders were marked: it has the backbone record."""
+    return (folder / BACKBONE_RECORD).is_file()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """detectron2's ``default_argument_parser`` with the driver's flags added."""
     from benchmarks.leaderboard import DEFAULT_PATH
@@ -515,6 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 f"ResNet-18/34 with --data on a GPU, else {CPU_CONFIG.name}. "
                                 "Config overrides KEY VALUE ... come last.")
     p.prog, p.description = "python transfer/coco_det.py", __doc__.split("\n\n")[0]
+    one_line_errors(p)
+    for action in p._actions:  # detectron2's launcher flags: a count of at least 1, a rank >= 0
+        if action.dest in ("num_gpus", "num_machines", "machine_rank"):
+            action.type = number(int, 0 if action.dest == "machine_rank" else 1)
     p.set_defaults(dist_url="auto")  # a free port: two runs on one machine must not collide
     add_backbone_arguments(p, random_arch=RANDOM_ARCH,
                            weights_help=" (required unless --resume or --eval-only)")
@@ -524,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="run folder")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the run (and of the random-init control)")
-    p.add_argument("--val-images", type=int, default=None, metavar="N",
+    p.add_argument("--val-images", type=number(), default=None, metavar="N",
                    help="evaluate on the first N val2017 images only (a quick check; the "
                         "protocol evaluates all)")
     p.add_argument("--leaderboard", type=Path, default=DEFAULT_PATH, help="leaderboard CSV")
@@ -538,8 +552,6 @@ def parse_args(argv: list[str] | None = None) -> CocoDetConfig:
     opts = tuple(args.opts or ())
     if args.weights is None and not (args.resume or args.eval_only):
         p.error("--weights is required (a backbone file, or 'random')")
-    if args.val_images is not None and args.val_images < 1:
-        p.error("--val-images must be at least 1")
     if len(opts) % 2:
         p.error(f"config overrides come as KEY VALUE pairs; got {' '.join(opts)}")
     config_file = Path(args.config_file) if args.config_file else None
@@ -558,16 +570,17 @@ def parse_args(argv: list[str] | None = None) -> CocoDetConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = parse_args(argv)
-
     def train_and_score() -> None:
+        settings = parse_args(argv)  # inside: making the default data may fail (a full disk)
         summary = run(settings)
         if summary:
             print(json.dumps({k: summary[k] for k in ("metrics", "train_seconds", "eval_seconds",
                                                      "convert_seconds")}, indent=2))
             print(f"run folder: {settings.out}")
 
-    return run_main(train_and_score)
+    from benchmarks.leaderboard import LeaderboardError
+
+    return run_main(train_and_score, statuses={LeaderboardError: 2})
 
 
 if __name__ == "__main__":

@@ -66,6 +66,9 @@ mmengine_safe_fileio (``mmengine.fileio.handlers``)
     ``mmengine.load`` reads ``.pkl`` with ``pickle.load`` and ``.yaml`` with ``yaml.Loader``
     (which constructs Python objects); they become the arrays-only unpickler and
     ``yaml.safe_load``.
+mmengine_named_loads (``mmengine.fileio.io``)
+    ``mmengine.load(path)`` hands the handlers a nameless buffer: an error from the readers above
+    (or from json) is made to name ``path``.
 """
 from __future__ import annotations
 
@@ -350,7 +353,34 @@ def mmengine_safe_checkpoints(module: types.ModuleType) -> None:
 def mmengine_safe_fileio(module: types.ModuleType) -> None:
     module.PickleHandler.load_from_fileobj = lambda self, file, **_: _load_pickle(file)
     module.YamlHandler.load_from_fileobj = lambda self, file, **_: safe_yaml(
-        file, str(getattr(file, "name", "a YAML file read by mmengine")))
+        file, str(getattr(file, "name", UNNAMED_YAML)))
+
+
+UNNAMED_YAML = "a YAML file read by mmengine"
+
+
+def mmengine_named_loads(module: types.ModuleType) -> None:
+    load = module.load
+
+    def named_load(file: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return load(file, *args, **kwargs)
+        except ValueError as err:  # the suite's readers' errors, json's, a wrong encoding
+            if not isinstance(file, (str, os.PathLike)):
+                raise
+            from pretrain.cli import InputError
+
+            text = _first_line(err)
+            named = text.replace("<stream>", str(file)).replace(UNNAMED_YAML, str(file))
+            if isinstance(err, (InputError, UnsafeConfigError)) and str(file) in named:
+                err.args = (named,)
+                raise
+            raise InputError(f"{file}: cannot be read ({text})") from err
+
+    module.load = named_load
+    for package in ("mmengine.fileio", "mmengine"):  # already bound when mmengine came first
+        if getattr(sys.modules.get(package), "load", None) is load:
+            sys.modules[package].load = named_load
 
 
 GUARDS: dict[str, Callable[[types.ModuleType], None]] = {
@@ -360,6 +390,7 @@ GUARDS: dict[str, Callable[[types.ModuleType], None]] = {
     "fvcore.common.checkpoint": fvcore_safe_checkpoints,
     "mmengine.runner.checkpoint": mmengine_safe_checkpoints,
     "mmengine.fileio.handlers": mmengine_safe_fileio,
+    "mmengine.fileio.io": mmengine_named_loads,
 }
 
 

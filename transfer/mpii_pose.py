@@ -77,11 +77,11 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from benchmarks.leaderboard import DEFAULT_PATH, backbone_fields, write_rows
+from benchmarks.leaderboard import DEFAULT_PATH, LeaderboardError, backbone_fields, write_rows
 from pretrain.backbones import RESNETS
 from pretrain.checkpoint import RestrictedUnpickler, atomic_write
 from pretrain.data import validate_mpii
-from pretrain.cli import InputError, run_main
+from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
 from pretrain.open_backbone import Backbone, add_backbone_arguments, open_backbone
 from transfer.convert import export_backbone, mmpose_style
 
@@ -313,7 +313,8 @@ def run(settings: MpiiPoseConfig) -> dict[str, Any]:
                              settings.prefix, settings.stride_in_1x1)
     protocol = settings.protocol
     out = run_folder(settings, backbone)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output(out, f"transfer/mpii_pose.py {protocol}",
+                 own=lambda folder: (folder / "backbone_mmpose.pth").is_file())
 
     backbone_file = prepare_backbone(backbone, out)
     arch, style = backbone.meta["arch"], mmpose_style(backbone.meta)
@@ -445,8 +446,9 @@ def _report(settings: MpiiPoseConfig, runner, cfg: Config, guard: BackboneGuard,
                      lambda f: f.write(json.dumps(record, indent=2).encode()))
         base = {**record["backbone"], "task": TASK, "protocol": about["protocol"],
                 "seed": settings.seed}
-        write_rows(settings.leaderboard, [{**base, "metric": m, "value": v}
-                                          for m, v in metrics.items()])
+        with keeping(out / "metrics.json"):
+            write_rows(settings.leaderboard, [{**base, "metric": m, "value": v}
+                                              for m, v in metrics.items()])
     return record
 
 
@@ -516,9 +518,9 @@ def resume_checkpoint(out_dir: Path, flag: str = "--resume") -> str:
 
 def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
     """The command line, checked, as the run's :class:`MpiiPoseConfig`."""
-    p = argparse.ArgumentParser(prog="python transfer/mpii_pose.py",
-                                description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = one_line_errors(argparse.ArgumentParser(
+        prog="python transfer/mpii_pose.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     add_backbone_arguments(p)
     p.add_argument("--protocol", choices=PROTOCOLS, default="fixed",
                    help="fixed: frozen backbone (BN in eval), train the head; finetune: train all")
@@ -527,10 +529,10 @@ def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
     p.add_argument("--out", type=Path, help="run folder; default runs/mpii_pose/<name>, name = "
                                  "<weights' stem>-<8 hex of its hash>-<protocol>")
     p.add_argument("--name", help="run name under runs/mpii_pose when --out is not given")
-    p.add_argument("--max-iters", type=int,
+    p.add_argument("--max-iters", type=number(),
                    help="train N iterations, the whole schedule scaled to fit")
-    p.add_argument("--batch-size", type=int, help="per-process batch (lr follows the total)")
-    p.add_argument("--val-images", type=int, metavar="N",
+    p.add_argument("--batch-size", type=number(), help="per-process batch (lr follows the total)")
+    p.add_argument("--val-images", type=number(), metavar="N",
                    help="evaluate on the first N val people only (a quick check; the protocol "
                         "evaluates all)")
     p.add_argument("--config", type=Path,
@@ -547,20 +549,15 @@ def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
                    help="continue from the last checkpoint in the run folder")
     p.add_argument("--eval-only", action="store_true",
                    help="score the run folder's last checkpoint (--out of the training run)")
-    p.add_argument("--gpus", type=int, default=1,
+    p.add_argument("--gpus", type=number(), default=1,
                    help="processes (one per GPU; gloo processes on a CPU): with N > 1 the driver "
                         "starts itself under torchrun with --launcher pytorch")
     args = p.parse_args(argv)
     if args.weights is None and not args.eval_only:
         p.error("--weights is required (a backbone checkpoint, or 'random')")
-    if args.gpus < 1:
-        p.error("--gpus must be at least 1")
     if args.gpus > 1 and args.launcher != "none":
         p.error("--gpus starts torchrun itself; under a launcher of your own pass --launcher "
                 "and not --gpus")
-    for flag in ("max_iters", "val_images"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            p.error(f"--{flag.replace('_', '-')} must be at least 1")
     return MpiiPoseConfig(**vars(args))
 
 
@@ -587,13 +584,16 @@ def torchrun_command(argv: list[str], gpus: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    settings = parse_args(argv)
-    if settings.gpus > 1:
-        import subprocess
-
-        return subprocess.call(torchrun_command(argv, settings.gpus))
+    code = 0
 
     def train_and_score() -> None:
+        nonlocal code
+        settings = parse_args(argv)
+        if settings.gpus > 1:
+            import subprocess
+
+            code = subprocess.call(torchrun_command(argv, settings.gpus))
+            return
         record = run(settings)
         if os.environ.get("RANK", "0") != "0":  # under torchrun: one summary
             return
@@ -601,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "lr", "train_seconds", "eval_seconds")},
                          indent=2))
 
-    return run_main(train_and_score)
+    return run_main(train_and_score, statuses={LeaderboardError: 2}) or code
 
 
 if __name__ == "__main__":
