@@ -71,7 +71,15 @@ def test_conversion_is_verified_with_the_runs_overrides(tiny_data: Path, tmp_pat
                                                         capsys: pytest.CaptureFixture) -> None:
     """Weights trained with the stride in the 3x3 conv, a run that overrides STRIDE_IN_1X1 True:
     verified in the ResNet the run builds, the features differ and nothing starts."""
+    import logging
+
     import torchvision
+    from detectron2.utils.logger import setup_logger
+
+    # an earlier in-process detectron2 run leaves cached handlers on a closed captured stream
+    setup_logger.cache_clear()
+    for name in ("detectron2", "fvcore", "d2"):
+        logging.getLogger(name).handlers.clear()
 
     out, weights = tmp_path / "run", tmp_path / "r50.pth"
     torch.manual_seed(0)  # no zero-init residuals: they would hide where the stride sits
