@@ -25,6 +25,7 @@ TASK = Task(
     load=lambda root, split, transform: ColorfulMNIST(root, split, transform),
     default_data=default_root,
     description=__doc__,
+    hflip=False,  # a mirrored digit is not the digit (2, 3, 7 ...): no flip when fine-tuning
 )
 
 if __name__ == "__main__":

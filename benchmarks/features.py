@@ -44,11 +44,13 @@ def eval_transform(image_size: int) -> T.Compose:
                       T.Normalize(MEAN, STD)])
 
 
-def train_transform(image_size: int) -> T.Compose:
-    """Fine-tuning's light augmentation: random crop (reflect-padded by 1/8) and flip."""
+def train_transform(image_size: int, hflip: bool = True) -> T.Compose:
+    """Fine-tuning's light augmentation: random crop (reflect-padded by 1/8) and, unless
+    ``hflip`` is False (a mirrored digit is another symbol), a horizontal flip."""
+    flip = [T.RandomHorizontalFlip()] if hflip else []
     return T.Compose([T.Resize((image_size, image_size), antialias=True),
                       T.RandomCrop(image_size, padding=image_size // 8, padding_mode="reflect"),
-                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+                      *flip, T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
 def native_image_size(dataset: Dataset) -> int:

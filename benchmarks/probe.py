@@ -5,7 +5,8 @@ folder, the protocols of :mod:`benchmarks.protocols` on the features of :mod:`be
 A script (``benchmarks/fairface.py``, ...) contributes a :class:`Task`: its name, attributes and how
 to read a split. ``--protocol fixed`` runs the linear probe (per seed) and kNN (k=5, 200) on frozen
 features; ``finetune`` fine-tunes the whole backbone with one head per attribute (light
-augmentation: random crop with reflect padding + horizontal flip); ``--supervised-on A[,B]`` is
+augmentation: random crop with reflect padding + horizontal flip, no flip where the task says
+its labels mirror, as Colorful-MNIST's digits do); ``--supervised-on A[,B]`` is
 the RCL paper's "supervised on X" ceiling: the fine-tuning code trains a backbone from random init
 (or ``--weights``) with heads for the named attributes only, then the linear probe measures every
 attribute on it. The backbone comes from :func:`pretrain.open_backbone.open_backbone`.
@@ -90,6 +91,7 @@ class Task:
     description: str = ""
     protocols: tuple[str, ...] = ("fixed", "finetune")   # its --protocol choices
     supervised: bool = True                     # whether it offers --supervised-on
+    hflip: bool = True                          # fine-tuning may flip images (False: digits)
 
 
 def default_device() -> str:
@@ -456,9 +458,9 @@ def _finetune_seed(run: Run, classes: dict[str, int], seed: int
                    ) -> tuple[nn.Module, nn.ModuleDict, FinetuneRecipe]:
     """A fresh copy of the backbone fine-tuned with heads for ``classes``."""
     model = copy.deepcopy(run.backbone.model)
-    recipe = FinetuneRecipe(epochs=run.cfg.epochs, lr=run.cfg.lr)
-    heads = finetune(model, run.load("train", train_transform(run.cfg.image_size)), classes,
-                     run.cfg.device, recipe, seed, run.cfg.workers,
+    recipe = FinetuneRecipe(epochs=run.cfg.epochs, lr=run.cfg.lr, hflip=run.task.hflip)
+    data = run.load("train", train_transform(run.cfg.image_size, recipe.hflip))
+    heads = finetune(model, data, classes, run.cfg.device, recipe, seed, run.cfg.workers,
                      tensorboard=run.out / "tb" / f"seed{seed}")
     return model, heads, recipe
 

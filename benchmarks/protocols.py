@@ -169,6 +169,7 @@ class FinetuneRecipe:
     batch_size: int = 64
     lr: float = 0.02
     weight_decay: float = 5e-4
+    hflip: bool = True    # horizontal flip in the augmentation (False: the task's labels mirror)
 
 
 def finetune(backbone: nn.Module, dataset: Dataset, classes: dict[str, int], device: str,

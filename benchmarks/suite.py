@@ -29,9 +29,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import leaderboard, speed
+from benchmarks import executor, leaderboard, speed
 from benchmarks import report as suite_report
-from benchmarks.tasks import TASKS, data_sets, suite_stages
+from benchmarks.tasks import PRETRAIN_EPOCHS, TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
 from pretrain.checkpoint import atomic_write
 from pretrain.cli import number, one_line_errors
@@ -68,6 +68,7 @@ class Stage:
     argv: list[str]
     needs: str | None = None                 # a file the stage reads, made by an earlier stage
     outputs: list[str] = field(default_factory=list)
+    gpus: int = 1                            # GPUs the stage uses (a cluster job's request)
 
 
 def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
@@ -75,40 +76,48 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
     csv = str(out / "leaderboard.csv")
     data = args.data
     stages: list[Stage] = []
-    weights: dict[str, str] = {}
+    weights: dict[str, dict[str | None, str]] = {}  # backbone -> {data set (None: all): file}
     seeds = range(getattr(args, "seeds", 1))
     seed_of = {_seeded(e, s): s for e in (*args.panel, RANDOM_METHOD) for s in seeds}
-    for entry, seed in ((e, s) for e in args.panel for s in seeds):
+    # --pretrain-per-task: one backbone per data set the tasks read, as RCL pretrains
+    sets = (list(dict.fromkeys(suite_stages()[name][0].data for name in args.tasks))
+            if getattr(args, "pretrain_per_task", False) else [None])
+    for entry, seed, key in [(e, s, k) for e in args.panel for s in seeds for k in sets]:
         method, _, regularizer = entry.partition("+")
         name = _seeded(entry, seed)
-        run = out / "pretrain" / name.replace("+", "_")
-        weights[name] = str(run / "backbone.safetensors")
+        run = out / "pretrain" / (name.replace("+", "_") + (f"_{key}" if key else ""))
+        weights.setdefault(name, {})[key] = str(run / "backbone.safetensors")
         argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
                 "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
-                "--out", str(run.parent), "--name", run.name, *PRETRAIN_BUDGETS[args.budget],
-                *(["--seed", str(seed)] if len(seeds) > 1 else [])]
+                "--out", str(run.parent), "--name", run.name, *_gpus(args, "--gpus"),
+                *PRETRAIN_BUDGETS[args.budget], *(["--seed", str(seed)] if len(seeds) > 1 else [])]
         extra = PRETRAIN_EXTRAS.get(args.budget, {})
         argv += [*extra.get(method, []), *extra.get(regularizer, [])]
+        if key and args.budget == "full" and key in PRETRAIN_EPOCHS:
+            argv += ["--epochs", str(PRETRAIN_EPOCHS[key])]
         if args.pretrain_steps:
             argv += ["--steps", str(args.pretrain_steps)]  # the last --steps wins
-        if "colorful_mnist" in data:
-            argv += ["--data", f"colorful_mnist={data['colorful_mnist']}"]
-        stages.append(Stage(name, "pretrain", argv, outputs=[weights[name]]))
-    weights.update({_seeded(RANDOM_METHOD, seed): RANDOM for seed in seeds})
-    weights.update(dict(args.checkpoint))
+        if key or "colorful_mnist" in data:
+            argv += ["--data", f"{key or 'colorful_mnist'}={data[key or 'colorful_mnist']}"]
+        stages.append(Stage(name, f"pretrain_{key}" if key else "pretrain", argv,
+                            outputs=[weights[name][key]], gpus=args.gpus))
+    weights.update({_seeded(RANDOM_METHOD, seed): {None: RANDOM} for seed in seeds})
+    weights.update({name: {None: path} for name, path in args.checkpoint})
     # a path check below the full budget runs on one backbone: the first pretrained (its
     # conversion is on the path), else the control
-    path_backbone = next((b for b, p in weights.items() if p != RANDOM), RANDOM_METHOD)
+    path_backbone = next((b for b, paths in weights.items() if RANDOM not in paths.values()),
+                         RANDOM_METHOD)
 
-    for backbone, path in weights.items():
+    for backbone, paths in weights.items():
         seed = seed_of.get(backbone, 0)
-        # the random-init control: the same one in every stage (pretrain/open_backbone.py)
-        chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
-                  if path == RANDOM else ["--weights", path])
         for name, (task, protocol) in suite_stages().items():
             if name not in args.tasks or (protocol in task.path_checks and args.budget != "full"
                                           and backbone != path_backbone):
                 continue
+            path = paths.get(task.data, paths.get(None))
+            # the random-init control: the same one in every stage (pretrain/open_backbone.py)
+            chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
+                      if path == RANDOM else ["--weights", path])
             argv = [sys.executable, str(ROOT / task.script),
                     *_gpus(args, task.gpus_flag),
                     *task.protocol_flags(protocol),
@@ -117,7 +126,8 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
                     "--data", str(data[task.data]),
                     *(_seed_flags(task.script, seed) if len(seeds) > 1 else []),
                     *task.budget_flags(args.budget, protocol)]
-            stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path))
+            stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path,
+                                gpus=args.gpus if task.gpus_flag else 1))
     return stages
 
 
@@ -196,15 +206,8 @@ def _end_stages(procs: list[subprocess.Popen]) -> None:
 def _run(stages: list[Stage], out: Path, jobs: int,
          running: dict[int, tuple[subprocess.Popen, float]], stop: list[int],
          costs: list[float | None], seconds_per_cost: float) -> list[dict]:
-    records: dict[int, dict] = {}
-    waiting: list[int] = []
-    for i, stage in enumerate(stages):
-        marker = _marker(out, stage)
-        record = json.loads(marker.read_text()) if marker.exists() else {}
-        if record.get("status") == "done":
-            records[i] = record
-        else:
-            waiting.append(i)
+    records = done_records(stages, out)
+    waiting = [i for i in range(len(stages)) if i not in records]
     after = speed.after_of(stages)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if jobs > 1:  # one share of the cores each, unless the caller chose
@@ -265,6 +268,17 @@ def _log(out: Path, stage: Stage) -> Path:
 
 def _marker(out: Path, stage: Stage) -> Path:
     return out / "state" / f"{stage.backbone}__{stage.name}.json"
+
+
+def done_records(stages: list[Stage], out: Path) -> dict[int, dict]:
+    """{index: marker record} of the stages whose marker says done (a rerun skips them)."""
+    records = {}
+    for i, stage in enumerate(stages):
+        marker = _marker(out, stage)
+        record = json.loads(marker.read_text()) if marker.exists() else {}
+        if record.get("status") == "done":
+            records[i] = record
+    return records
 
 
 def _finish(out: Path, stage: Stage, records: dict[int, dict], i: int, **result) -> None:
@@ -368,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="pretrain each backbone with seeds 0..N-1 and run each stage with "
                              "the backbone's seed (probe seed and random init), for intervals over "
                              "seeds in the report (default 1)")
+    parser.add_argument("--pretrain-per-task", action="store_true",
+                        help="pretrain one backbone per data set the tasks read (RCL's protocol; "
+                             "with --budget full for the paper's epochs per data set)")
     parser.add_argument("--pretrain-steps", type=number(), default=None,
                         help="pretraining steps per backbone (default: the budget's)")
     parser.add_argument("--calibrate", action="store_true",
@@ -376,11 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     stages = suite_stages()
     parser.add_argument("--tasks", default=",".join(stages),
                         help=f"comma-separated subset of {', '.join(stages)}")
+    executor.add_arguments(parser)
     args = parser.parse_args(argv)
     args.panel = [p for p in args.panel.split(",") if p]
     args.tasks = [t for t in args.tasks.split(",") if t]
-    if args.seeds < 1:
-        parser.error(f"--seeds must be at least 1, got {args.seeds}")
     os.environ[leaderboard.BUDGET_ENV] = args.budget  # the stages' rows name the budget
     if set(args.tasks) - set(stages):
         parser.error(f"--tasks: unknown {sorted(set(args.tasks) - set(stages))}; "
@@ -389,14 +405,18 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoint, args.data = check_sources(args.checkpoint, args.data, args.panel)
     except BadArgument as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    problem = executor.full_budget_problem(args.budget, args.arch, args.tasks)
+    if problem:
+        parser.exit(2, f"{parser.prog}: error: {problem}\n")
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
-    images_per_s = speed.measure_reference_speed()  # first: the estimate's unit
-    one_thread = speed.measure_reference_speed(threads=1)  # a stage's share at --jobs 2
-    print(f"[suite] reference speed {images_per_s:.1f} images/s (the budget is sized for "
-          f"{speed.REFERENCE_IMAGES_PER_S:.0f}: {speed.REFERENCE_BENCHMARK}); "
-          f"one thread {one_thread:.1f}", flush=True)
+    if not args.dry_run:
+        images_per_s = speed.measure_reference_speed()  # first: the estimate's unit
+        one_thread = speed.measure_reference_speed(threads=1)  # a stage's share at --jobs 2
+        print(f"[suite] reference speed {images_per_s:.1f} images/s (the budget is sized for "
+              f"{speed.REFERENCE_IMAGES_PER_S:.0f}: {speed.REFERENCE_BENCHMARK}); "
+              f"one thread {one_thread:.1f}", flush=True)
     args.synthetic = set(data_sets()) - set(args.data)
     if args.synthetic:
         from pretrain.synthetic import default_root
@@ -409,12 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs is None:
         args.jobs = 1 if torch.cuda.is_available() else 2
     stages = plan(args, out)
+    if args.dry_run:  # every stage's command, resources and inputs; nothing is run or written
+        print(executor.describe(stages, out, set(done_records(stages, out))), flush=True)
+        return 0
     if args.calibrate:
         speed.calibrate(stages, out)
         return 0
     jobs = max(1, args.jobs)
-    done = {i: None for i, stage in enumerate(stages) if _marker(out, stage).exists()
-            and json.loads(_marker(out, stage).read_text()).get("status") == "done"}
+    done = dict.fromkeys(done_records(stages, out))
     costs, left = speed.estimate(stages, args.budget, args.size == "default"
                                  and args.arch == "resnet18" and args.data.keys() == args.synthetic
                                  and args.gpus == 1 and jobs <= 2
@@ -430,7 +452,9 @@ def main(argv: list[str] | None = None) -> int:
                  expected_s=expected and round(expected),
                  path_checks=speed.path_checks(stages, args.budget))
     try:
-        records = run(stages, out, jobs, costs, speed.seconds_per_cost(one_thread, jobs))
+        records = executor.main_branch(args, stages, out)
+        if records is None:
+            records = run(stages, out, jobs, costs, speed.seconds_per_cost(one_thread, jobs))
     except SuiteInterrupted as err:
         print(f"[suite] {err}: its running stages were ended; rerun the same command to "
               "continue", file=sys.stderr, flush=True)

@@ -211,7 +211,7 @@ def test_command_line_extends_detectron2s_parser(tmp_path: Path) -> None:
     settings = coco_det.parse_args(["--weights", "random", "--num-gpus", "2", "--data",
                                     str(tmp_path), "SOLVER.MAX_ITER", "3"])
     assert settings.opts == ("SOLVER.MAX_ITER", "3") and settings.num_gpus == 2
-    assert settings.arch == "resnet50" and settings.config_file == coco_det.FULL_CONFIG
+    assert settings.arch == "resnet50" and settings.config_file is None  # by arch and device
     assert settings.dist_url == "auto"
     with pytest.raises(FrozenInstanceError):
         settings.out = tmp_path  # type: ignore[misc]

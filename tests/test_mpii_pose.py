@@ -217,7 +217,7 @@ def test_mis_prefixed_mmpose_file_stops_before_training(tiny_data, tmp_path):
                                  out_dir=tmp_path / "run", n_train=16, max_iters=1)
     runner = Runner.from_cfg(cfg)
     source = Backbone(model, {"arch": "resnet18", "stem": "imagenet"}, None, "in memory")
-    runner.register_hook(mpii_pose.BackboneGuard(source, bad, frozen=True, resumed=False),
+    runner.register_hook(mpii_pose.BackboneGuard(source, bad, frozen=True),
                          "VERY_HIGH")
     with pytest.raises(mpii_pose.MpiiPoseError, match="backbone was not loaded"):
         runner.train()

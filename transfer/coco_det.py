@@ -17,11 +17,13 @@ overrides at the end). This driver adds:
   by ``transfer/convert.py`` before detectron2 sees it, so detectron2 only ever unpickles a file
   this suite wrote and re-read with its arrays-only unpickler. The depth (``RESNETS.DEPTH``,
   ``RES2_OUT_CHANNELS``, from ``pretrain/backbones.py``) follows the weights; C4 needs a ResNet-50.
-- configs (``transfer/configs``): MoCo's detection protocol on the zoo's Mask R-CNN R50-FPN 1x
-  (``coco_R_50_FPN_1x_moco.yaml``, the default with ``--data``) and R50-C4 1x
-  (``coco_R_50_C4_1x_moco.yaml``, with MoCo's ``Res5ROIHeadsExtraNorm``), and the embedded
-  default ``coco_cpu_FPN_128px.yaml`` (used when ``--data`` is absent) are the default
-  ``--config-file``. ``_BASE_:
+- configs (``transfer/configs``): MoCo's detection protocol on the zoo's Mask R-CNN R50-C4 1x
+  (``coco_R_50_C4_1x_moco.yaml``, with MoCo's ``Res5ROIHeadsExtraNorm``: MCR Table 5's protocol,
+  the default for a ResNet-50 with ``--data`` on a GPU) and R50-FPN 1x
+  (``coco_R_50_FPN_1x_moco.yaml``, the default for ResNet-18/34 there), and the CPU recipe
+  ``coco_cpu_FPN_128px.yaml`` (the default on the embedded set or without a GPU). A recipe whose
+  training batch holds more than ``CPU_BATCH_PIXELS`` pixels is refused on a CPU in one line
+  naming the CPU recipe (``MODEL.DEVICE cpu`` among the overrides runs it anyway). ``_BASE_:
   "model_zoo:<path>"`` names a file of detectron2's model zoo; other bases are relative paths.
   A base (and each base it names) must lie in the zoo or ``transfer/configs`` and is read with
   ``yaml.safe_load`` (``transfer/compat.py``).
@@ -38,9 +40,18 @@ per-iteration scalars), ``model_final.pth``, ``backbone.json``
 per category, plus timings) and rows in the leaderboard CSV (task ``coco_det``, protocol
 ``finetune``, metrics ``bbox_AP``, ..., ``segm_APl``).
 
+The conversion is verified in the ResNet the run's own resolved config builds (config file, the
+weights' depth and stride convention, then the ``KEY VALUE`` overrides: an override that
+contradicts the weights, such as ``MODEL.RESNETS.STRIDE_IN_1X1 True`` for torchvision weights,
+stops the run). After detectron2 has built and loaded the model, every tensor of the file it read
+(the converted backbone, C4's res5 under ``roi_heads.res5`` included, or with ``--resume`` and
+``--eval-only`` the run's checkpoint) must be in the model as written, or the run stops naming
+the tensors (:func:`check_loaded`; detectron2 only logs them).
+
 ``--resume`` continues from the run folder's last checkpoint; ``--eval-only`` evaluates it.
 Several GPUs: ``--num-gpus 8``; several machines: ``--num-machines``, ``--machine-rank`` and
-``--dist-url`` as in detectron2's ``train_net.py``. The settings of a run are one frozen
+``--dist-url`` as in detectron2's ``train_net.py``; without CUDA, ``--num-gpus N`` starts N CPU
+processes joined with gloo (:func:`launch_cpu`). The settings of a run are one frozen
 :class:`CocoDetConfig`.
 
 CPU: the embedded default (ResNet-50, 150 iterations of 4 images, 500 test images) used 434 s of
@@ -55,7 +66,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,13 +94,19 @@ from pretrain.backbones import RESNETS
 from pretrain.checkpoint import atomic_write
 from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
 from pretrain.data import coco_files, validate_coco
-from pretrain.open_backbone import add_backbone_arguments, is_random, open_backbone
+from pretrain.open_backbone import Backbone, add_backbone_arguments, is_random, open_backbone
 from transfer.compat import ZOO_PREFIX, UnsafeConfigError, detectron2_base
-from transfer.convert import export_backbone
+from transfer.convert import ConversionError, export_backbone, preview
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-FULL_CONFIG = CONFIG_DIR / "coco_R_50_FPN_1x_moco.yaml"
+C4_CONFIG = CONFIG_DIR / "coco_R_50_C4_1x_moco.yaml"
+FULL_CONFIG = FPN_CONFIG = CONFIG_DIR / "coco_R_50_FPN_1x_moco.yaml"
 CPU_CONFIG = CONFIG_DIR / "coco_cpu_FPN_128px.yaml"
+# The most pixels a training batch may hold on a CPU unless the user opts in (MODEL.DEVICE cpu):
+# the GPU recipe (16 images, up to 1333 px: 28M pixels) was killed by the kernel at about 22 GB
+# on a CPU (issue 16), about 0.8 kB a pixel, so this cap keeps a batch near 3 GB. The CPU recipe
+# holds 4 x 192^2 = 0.15M pixels.
+CPU_BATCH_PIXELS = 2 ** 22
 TRAIN_SET, TEST_SET = "suite_coco_train", "suite_coco_val"
 SPLITS = {TRAIN_SET: "train", TEST_SET: "val"}
 TASK, PROTOCOL = "coco_det", "finetune"
@@ -211,8 +228,9 @@ class CocoDetConfig:
     arch: str | None
     stem: str | None
     seed: int
-    config_file: Path
+    config_file: Path | None  # None: :func:`default_config`, once the backbone's arch is known
     data: Path
+    real_data: bool           # --data given (else the embedded synthetic set)
     out: Path
     val_images: int | None
     leaderboard: Path
@@ -226,14 +244,21 @@ class CocoDetConfig:
 
 
 # ------------------------------------------------------------------------------------ backbone
-def prepare_backbone(settings: CocoDetConfig) -> dict[str, Any]:
-    """Convert ``--weights`` into the run folder (verified); return the backbone record."""
+def prepare_backbone(settings: CocoDetConfig, backbone: Backbone, cfg: CfgNode) -> dict[str, Any]:
+    """Convert ``backbone`` into the run folder, verified in the ResNet the run's resolved
+    ``cfg`` builds; return the backbone record."""
     out = settings.out
     pkl = out / BACKBONE_FILE
-    backbone = open_backbone(settings.weights, settings.arch, settings.stem, settings.seed,
-                             settings.prefix, settings.stride_in_1x1)
     start = time.perf_counter()
-    export_backbone(backbone, "detectron2", pkl, verify=True)
+    try:
+        export_backbone(backbone, "detectron2", pkl, verify=True, engine_cfg=cfg)
+    except ConversionError as err:
+        resnets = cfg.MODEL.RESNETS
+        raise ConversionError(f"{err} [verified with the run's config: MODEL.RESNETS.DEPTH "
+                              f"{resnets.DEPTH}, STRIDE_IN_1X1 {resnets.STRIDE_IN_1X1}; the "
+                              f"weights were trained with the stride in the "
+                              f"{'1x1' if backbone.meta.get('stride_in_1x1') else '3x3'} conv]"
+                              ) from err
     record = {"source": backbone.origin, "backbone_id_from_file": backbone.weights is not None,
               "converted": str(pkl), "convert_seconds": round(time.perf_counter() - start, 2),
               "meta": backbone.meta}
@@ -241,23 +266,50 @@ def prepare_backbone(settings: CocoDetConfig) -> dict[str, Any]:
     return record
 
 
+def default_config(arch: str, real_data: bool) -> Path:
+    """The recipe when ``--config-file`` is not given: on real data with a GPU, MoCo's R50-C4 1x
+    protocol for a ResNet-50 (MCR Table 5, SimSiam's and Barlow Twins' baselines) and R50-FPN 1x
+    for ResNet-18/34 (C4 needs Bottleneck blocks); the CPU recipe on the embedded set or without
+    a GPU."""
+    if not real_data or not torch.cuda.is_available():
+        return CPU_CONFIG
+    return C4_CONFIG if RESNETS[arch].bottleneck else FPN_CONFIG
+
+
+def check_cpu_recipe(cfg: CfgNode, settings: CocoDetConfig) -> None:
+    """Refuse a GPU-sized recipe on a CPU (the kernel would kill it without a word), unless the
+    overrides say ``MODEL.DEVICE cpu``."""
+    if cfg.MODEL.DEVICE != "cpu" or "MODEL.DEVICE" in settings.opts[::2]:
+        return
+    pixels = cfg.SOLVER.IMS_PER_BATCH * cfg.INPUT.MAX_SIZE_TRAIN ** 2
+    if pixels > CPU_BATCH_PIXELS:
+        raise CocoDetError(
+            f"--config-file {settings.config_file.name} is a GPU recipe ({cfg.SOLVER.IMS_PER_BATCH}"
+            f" images a step at up to {cfg.INPUT.MAX_SIZE_TRAIN} px, tens of GB on a CPU) and "
+            "this machine has no GPU: use the CPU recipe --config-file "
+            f"transfer/configs/{CPU_CONFIG.name}, or add MODEL.DEVICE cpu to run it anyway")
+
+
 def setup_cfg(settings: CocoDetConfig, record: dict[str, Any], num_classes: int) -> CfgNode:
+    """The run's resolved config: the config file, the backbone's depth and stride convention
+    (``record["meta"]``), then the ``KEY VALUE`` overrides; the conversion is verified with it."""
     cfg = load_config(settings.config_file)
     if not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"  # before the overrides, which may still say otherwise
+    arch = record["meta"]["arch"]
+    cfg.MODEL.RESNETS.DEPTH = RESNETS[arch].depth
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = RESNETS[arch].res2_channels
+    # the convention the weights were trained with (transfer/convert.py records it); an override
+    # below that contradicts it fails the verification with this config
+    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = record["meta"].get("stride_in_1x1", False)
     try:
         cfg.merge_from_list(list(settings.opts))
     except (KeyError, ValueError, AssertionError) as err:
         raise CocoDetError(f"config overrides {' '.join(settings.opts)}: {err}") from err
-    arch = record["meta"]["arch"]
     if cfg.MODEL.ROI_HEADS.NAME.startswith("Res5") and not RESNETS[arch].bottleneck:
         raise CocoDetError(f"{settings.config_file}: a C4 config builds res5 in the ROI head from "
                            f"Bottleneck blocks, so it needs a ResNet-50, not {arch}; "
-                           f"use {FULL_CONFIG.name} (FPN) for ResNet-18/34")
-    cfg.MODEL.RESNETS.DEPTH = RESNETS[arch].depth
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = RESNETS[arch].res2_channels
-    # the convention the weights were trained with, recorded by transfer/convert.py
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = record["meta"].get("stride_in_1x1", False)
+                           f"use {FPN_CONFIG.name} (FPN) for ResNet-18/34")
     cfg.MODEL.WEIGHTS = record["converted"]
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (TRAIN_SET,), (TEST_SET,)
@@ -265,6 +317,47 @@ def setup_cfg(settings: CocoDetConfig, record: dict[str, Any], num_classes: int)
     cfg.SEED = settings.seed
     cfg.freeze()
     return cfg
+
+
+# ------------------------------------------------------------------------------------ load guard
+ENGINE_PREFIXES = ("backbone.bottom_up.", "backbone.", "roi_heads.")  # FPN, C4 res2-4, C4 res5
+
+
+def loaded_file(checkpointer: DetectionCheckpointer, cfg: CfgNode, resume: bool) -> str:
+    """The file ``checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)`` reads."""
+    return (checkpointer.get_checkpoint_file() if resume and checkpointer.has_checkpoint()
+            else cfg.MODEL.WEIGHTS)
+
+
+def check_loaded(model: torch.nn.Module, path: str | Path) -> int:
+    """Fail unless ``model`` holds every tensor of ``path`` as written: a converted backbone
+    (its names under the backbone, or C4's res5 under ``roi_heads.``, found by this fixed rule,
+    not by detectron2's matching heuristics) or a run's checkpoint (same names). detectron2 only
+    logs what it did not load. Returns the number of tensors checked."""
+    path = Path(path)
+    data = DetectionCheckpointer(model)._load_file(str(path))
+    written = data.get("model", data) if isinstance(data, dict) else {}
+    state = model.state_dict()
+    converted = path.name == BACKBONE_FILE
+    wrong = []
+    for name, value in written.items():
+        if name.endswith("num_batches_tracked"):
+            continue
+        if converted:
+            found = [prefix + name for prefix in ENGINE_PREFIXES if prefix + name in state]
+            key = found[0] if len(found) == 1 else None
+        else:
+            key = name if name in state else None
+        expected = torch.as_tensor(value)
+        if key is None or state[key].shape != expected.shape or not torch.equal(
+                state[key].detach().cpu(), expected.to(state[key].dtype)):
+            wrong.append(key or name)
+    if not written or wrong:
+        raise CocoDetError(
+            f"{path}: after detectron2 built and loaded the model, {len(wrong)} of its "
+            f"{len(written)} tensors are not in the model as written: {preview(wrong, 8)} "
+            "(detectron2 only logs this); check the file, the config and --resume")
+    return len(written)
 
 
 # ------------------------------------------------------------------------------------ run
@@ -279,12 +372,15 @@ def worker(settings: CocoDetConfig, record: dict[str, Any], num_classes: int,
     start = time.perf_counter()
     if settings.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=True)
+        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
+        check_loaded(model, loaded_file(checkpointer, cfg, resume=True))
         results = Trainer.test(cfg, model)
     else:
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=settings.resume)
+        check_loaded(trainer.checkpointer.model,
+                     loaded_file(trainer.checkpointer, cfg, settings.resume))
         trainer.train()  # ends with the EvalHook's evaluation
         results = getattr(trainer, "_last_eval_results", {})
     if comm.is_main_process():
@@ -334,10 +430,12 @@ def write_outputs(settings: CocoDetConfig, cfg: CfgNode, record: dict[str, Any],
 
 
 def run(settings: CocoDetConfig) -> dict[str, Any]:
-    """Check the data, convert the weights, then train and evaluate on every process (``launch``);
-    returns metrics.json's content (on the first machine)."""
+    """Check the data, resolve the config, convert the weights (verified with that config), then
+    train and evaluate on every process (``launch``); returns metrics.json's content (on the
+    first machine)."""
     out, data = settings.out, settings.data
-    masks = load_config(settings.config_file).MODEL.MASK_ON or "MODEL.MASK_ON" in settings.opts
+    masks = "MODEL.MASK_ON" in settings.opts or (  # every default recipe has masks
+        settings.config_file is None or load_config(settings.config_file).MODEL.MASK_ON)
     categories = [sorted(c["id"] for c in validate_coco(*coco_files(data, split),
                                                         masks=masks)["categories"])
                   for split in SPLITS.values()]
@@ -345,6 +443,7 @@ def run(settings: CocoDetConfig) -> dict[str, Any]:
         raise CocoDetError(f"{data}: train and val list different categories "
                            f"({categories[0]} vs {categories[1]})")
     has_checkpoint = (out / "last_checkpoint").is_file()
+    backbone = None
     if settings.eval_only or settings.resume:
         if not has_checkpoint:
             raise CocoDetError(f"--out {out}: no detectron2 checkpoint (last_checkpoint) to "
@@ -356,13 +455,65 @@ def run(settings: CocoDetConfig) -> dict[str, Any]:
             raise CocoDetError(f"--out {out}: already holds a run (last_checkpoint); pass "
                                "--resume to continue it, --eval-only to evaluate it, or another "
                                "--out")
+        backbone = open_backbone(settings.weights, settings.arch, settings.stem, settings.seed,
+                                 settings.prefix, settings.stride_in_1x1)
+        record = {"meta": backbone.meta, "converted": str(out / BACKBONE_FILE)}
+    if settings.config_file is None:
+        chosen = default_config(record["meta"]["arch"], settings.real_data)
+        settings = replace(settings, config_file=chosen)
+        if chosen == CPU_CONFIG and settings.real_data:
+            print(f"no GPU: the CPU recipe transfer/configs/{CPU_CONFIG.name} (the published one "
+                  f"is --config-file transfer/configs/{C4_CONFIG.name}, on GPUs)", flush=True)
+    cfg = setup_cfg(settings, record, len(categories[0]))
+    check_cpu_recipe(cfg, settings)
+    if backbone is not None:
         claim_output(out, COMMAND, own=_earlier_run)
-        record = prepare_backbone(settings)
+        record = prepare_backbone(settings, backbone, cfg)
     val_json = val_subset(data, out, settings.val_images) if settings.val_images else None
-    launch(worker, settings.num_gpus, num_machines=settings.num_machines,
-           machine_rank=settings.machine_rank, dist_url=settings.dist_url,
-           args=(settings, record, len(categories[0]), val_json))
+    start = launch if torch.cuda.is_available() else launch_cpu
+    start(worker, settings.num_gpus, num_machines=settings.num_machines,
+          machine_rank=settings.machine_rank, dist_url=settings.dist_url,
+          args=(settings, record, len(categories[0]), val_json))
     return json.loads((out / METRICS_FILE).read_text()) if settings.machine_rank == 0 else {}
+
+
+def launch_cpu(main_func: Any, num_gpus_per_machine: int, num_machines: int = 1,
+               machine_rank: int = 0, dist_url: str = "auto", args: tuple = ()) -> None:
+    """detectron2's ``launch`` for a machine without CUDA (its own asserts CUDA and uses NCCL):
+    ``num_gpus_per_machine`` processes joined with gloo, each ``main_func(*args)``. For tests of
+    the multi-process path on CPUs."""
+    world_size = num_machines * num_gpus_per_machine
+    if world_size == 1:
+        main_func(*args)
+        return
+    if dist_url == "auto":
+        from detectron2.engine.launch import _find_free_port
+
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    torch.multiprocessing.start_processes(
+        _cpu_worker, nprocs=num_gpus_per_machine, start_method="spawn", daemon=False,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args))
+
+
+def _cpu_worker(local_rank: int, main_func: Any, world_size: int, num_gpus_per_machine: int,
+                machine_rank: int, dist_url: str, args: tuple) -> None:
+    """detectron2's ``_distributed_worker`` with gloo and no device: the process group, the
+    machine's local group, and DDP without ``device_ids`` (torch refuses them for CPU modules)."""
+    import torch.distributed as dist
+    from detectron2.engine import defaults
+
+    dist.init_process_group("gloo", init_method=dist_url, world_size=world_size,
+                            rank=machine_rank * num_gpus_per_machine + local_rank)
+    for machine in range(world_size // num_gpus_per_machine):
+        group = dist.new_group(list(range(machine * num_gpus_per_machine,
+                                          (machine + 1) * num_gpus_per_machine)))
+        if machine == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    create_ddp_model = defaults.create_ddp_model
+    defaults.create_ddp_model = lambda model, **kwargs: create_ddp_model(
+        model, **{**kwargs, "device_ids": None})
+    comm.synchronize()
+    main_func(*args)
 
 
 COMMAND = "transfer/coco_det.py"
@@ -377,9 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     """detectron2's ``default_argument_parser`` with the driver's flags added."""
     from benchmarks.leaderboard import DEFAULT_PATH
 
-    p = default_argument_parser(epilog=f"--config-file defaults to {CPU_CONFIG.name} without "
-                                f"--data, {FULL_CONFIG.name} with it (both in transfer/configs/)."
-                                " Config overrides KEY VALUE ... come last.")
+    p = default_argument_parser(epilog=f"--config-file (in transfer/configs/) defaults to "
+                                f"{C4_CONFIG.name} for a ResNet-50 and {FPN_CONFIG.name} for "
+                                f"ResNet-18/34 with --data on a GPU, else {CPU_CONFIG.name}. "
+                                "Config overrides KEY VALUE ... come last.")
     p.prog, p.description = "python transfer/coco_det.py", __doc__.split("\n\n")[0]
     one_line_errors(p)
     for action in p._actions:  # detectron2's launcher flags: a count of at least 1, a rank >= 0
@@ -410,18 +562,19 @@ def parse_args(argv: list[str] | None = None) -> CocoDetConfig:
         p.error("--weights is required (a backbone file, or 'random')")
     if len(opts) % 2:
         p.error(f"config overrides come as KEY VALUE pairs; got {' '.join(opts)}")
-    config_file = Path(args.config_file) if args.config_file else (
-        FULL_CONFIG if args.data else CPU_CONFIG)
+    config_file = Path(args.config_file) if args.config_file else None
     data = args.data
     if data is None:
         from pretrain.synthetic import default_root
 
         data = default_root() / "coco"
     name = Path(args.weights).stem if args.weights else "run"
+    recipe = config_file.stem if config_file else "default"
     return CocoDetConfig(**{
         **vars(args), "opts": opts, "config_file": config_file, "data": data,
+        "real_data": args.data is not None,
         "arch": args.arch or (RANDOM_ARCH if is_random(args.weights) else None),
-        "out": args.out or Path("runs/coco_det") / f"{name}-{config_file.stem}-seed{args.seed}"})
+        "out": args.out or Path("runs/coco_det") / f"{name}-{recipe}-seed{args.seed}"})
 
 
 def main(argv: list[str] | None = None) -> int:

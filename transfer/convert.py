@@ -103,10 +103,13 @@ def mmpose_style(meta: dict[str, Any]) -> str:
 
 
 def export_backbone(backbone: Backbone, to: str, out: str | os.PathLike, verify: bool = True,
-                    differences: dict[str, float] | None = None) -> Path:
+                    differences: dict[str, float] | None = None,
+                    engine_cfg: Any = None) -> Path:
     """Write ``backbone`` (opened by :func:`~pretrain.open_backbone.open_backbone`) for ``to``
     (detectron2 or mmpose) into ``out``, verified unless ``verify=False``; ``differences``, when
-    given, receives the max abs difference of each stage from the source network. On any failure
+    given, receives the max abs difference of each stage from the source network. ``engine_cfg``
+    (detectron2): the run's resolved config, whose ``MODEL.RESNETS`` builds the ResNet that
+    verifies (default: MoCo's protocol in the convention the file records). On any failure
     nothing new is left at ``out`` (an older file stays)."""
     if to not in TARGETS:
         raise ValueError(f"unknown target {to!r}; choose one of {', '.join(TARGETS)}")
@@ -125,7 +128,8 @@ def export_backbone(backbone: Backbone, to: str, out: str | os.PathLike, verify:
     try:
         atomic_write(tmp, lambda f: f.write(payload))
         if verify:
-            found = (verify_detectron2 if to == "detectron2" else verify_mmpose)(tmp, backbone)
+            found = (verify_detectron2(tmp, backbone, engine_cfg) if to == "detectron2"
+                     else verify_mmpose(tmp, backbone))
             if differences is not None:
                 differences.update(found)
         os.replace(tmp, out)
@@ -256,6 +260,21 @@ def _detectron2_resnet(arch: str, stride_in_1x1: bool, norm: str = "SyncBN") -> 
     return build_resnet_backbone(cfg, ShapeSpec(channels=3))
 
 
+def _run_resnet(run_cfg: Any) -> torch.nn.Module:
+    """The ResNet a run's config builds (every ``MODEL.RESNETS`` key as the run sets it), with
+    all four stages out (a C4 config builds res5 in its ROI head from the same keys) and plain BN
+    (the same eval-mode arithmetic as SyncBN, without a process group)."""
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+    cfg = run_cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.RESNETS.OUT_FEATURES = list(STAGES)
+    if cfg.MODEL.RESNETS.NORM == "SyncBN":
+        cfg.MODEL.RESNETS.NORM = "BN"
+    return build_resnet_backbone(cfg, ShapeSpec(channels=3))
+
+
 def written_meta(path: Path, data: Any) -> dict[str, Any]:
     """The suite meta a converted file carries (detectron2: top level; mmpose: under meta)."""
     raw = data.get(META_KEY) if isinstance(data, dict) else None
@@ -270,10 +289,13 @@ def written_meta(path: Path, data: Any) -> dict[str, Any]:
     return meta
 
 
-def verify_detectron2(path: str | os.PathLike, backbone: Backbone) -> dict[str, float]:
-    """Load ``path`` into detectron2's ResNet, built with the stride convention the file records,
-    the way its DetectionCheckpointer does; compare tensors and res2..res5 with the source
-    network. Returns the max abs difference per stage."""
+def verify_detectron2(path: str | os.PathLike, backbone: Backbone,
+                      engine_cfg: Any = None) -> dict[str, float]:
+    """Load ``path`` into detectron2's ResNet the way its DetectionCheckpointer does; compare
+    tensors and res2..res5 with the source network. The ResNet is built from ``engine_cfg`` (a
+    run's resolved config: its ``MODEL.RESNETS``, so an override such as ``STRIDE_IN_1X1 True``
+    is verified as the run will build it), or else with the stride convention the file records.
+    Returns the max abs difference per stage."""
     path = Path(path)
     data = load_pickle_arrays(path)  # proves the file is arrays-only before detectron2 unpickles
     if not (isinstance(data, dict) and isinstance(data.get("model"), dict)
@@ -282,8 +304,11 @@ def verify_detectron2(path: str | os.PathLike, backbone: Backbone) -> dict[str, 
                               "'__author__' and matching_heuristics=True")
     from detectron2.checkpoint import DetectionCheckpointer
 
-    engine_resnet = _detectron2_resnet(backbone.meta["arch"],
-                                       written_meta(path, data).get("stride_in_1x1") is True)
+    if engine_cfg is None:
+        engine_resnet = _detectron2_resnet(
+            backbone.meta["arch"], written_meta(path, data).get("stride_in_1x1") is True)
+    else:
+        engine_resnet = _run_resnet(engine_cfg)
     checkpointer = DetectionCheckpointer(engine_resnet)
     incompatible = checkpointer._load_model(checkpointer._load_file(str(path)))
     missing = [k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")]

@@ -35,9 +35,17 @@ Runner), mmengine's log and TensorBoard scalars (in a timestamped sub-folder), t
 ``metrics.json`` and leaderboard rows (task ``mpii_pose``; metrics ``PCKh@0.5``, ``PCKh@0.1``,
 ``PCKh@0.5_head``, ``PCKh@0.5_shoulder``, ... one per mmpose joint group).
 
-Several GPUs: mmengine's launcher, e.g.
-``torchrun --nproc_per_node 8 transfer/mpii_pose.py --launcher pytorch --weights FILE --data DIR``
-(``--batch-size`` is per GPU; the learning rate follows the total batch).
+Several GPUs: ``--gpus 8`` starts the driver under torchrun with mmengine's ``pytorch`` launcher
+(a free port), as ``torchrun --nproc_per_node 8 transfer/mpii_pose.py --launcher pytorch ...``
+would; ``--batch-size`` is per GPU and the learning rate follows the total batch (mmpose's
+``auto_scale_lr``: 5e-4 at 8 x 64). Without CUDA the processes join with gloo and the model is
+wrapped in a DDP for CPU modules (how the multi-process path is tested).
+
+``--eval-only --out RUN`` scores the run folder's last checkpoint again (``backbone.json`` there
+says how to rebuild the model). After mmengine loads a Runner checkpoint (``--resume``,
+``--eval-only``) every tensor of it must be in the model as written. ``metrics.json`` holds the
+last validation (``metrics``; the leaderboard's rows) and the best one (``best``, by PCKh@0.5 as
+mmpose's ``save_best='PCK'``, with its iteration).
 
 ``--resume`` (with the same flags) continues from the run folder's last Runner checkpoint (mmengine
 first replays the data loader up to that iteration, for the same data order). Those files hold
@@ -85,8 +93,10 @@ from pretrain.open_backbone import Backbone, add_backbone_arguments, open_backbo
 from transfer.convert import export_backbone, mmpose_style
 
 TASK = "mpii_pose"
+BACKBONE_RECORD = "backbone.json"  # what --eval-only needs to rebuild the model
 PROTOCOLS = ("fixed", "finetune")
 RESUME_SCHEME = "suite-resume://"
+BEST_KEY = "PCK"  # mmpose's save_best='PCK' (PCKh@0.5), rule 'greater'
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 FULL_CONFIG = CONFIG_DIR / "mpii_td-hm_res50_256x256.py"
 CPU_CONFIG = CONFIG_DIR / "mpii_cpu_128x128.py"
@@ -120,23 +130,47 @@ def _differences(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tens
 
 
 class BackboneGuard(Hook):
-    """Fails the run when the backbone did not load, or (``fixed``) when training changed it;
-    records the last validation metrics and the wall time of all validation passes."""
+    """Fails the run when the backbone did not load (a fresh run: the converted file; after
+    ``--resume`` or for ``--eval-only``: every tensor of the Runner checkpoint read), or
+    (``fixed``) when training changed it; records the last and the best validation metrics (by
+    mmpose's ``save_best`` key, PCKh@0.5) and the wall time of all validation passes."""
 
     priority = "VERY_HIGH"
 
-    def __init__(self, backbone: Backbone, checkpoint: Path, frozen: bool, resumed: bool) -> None:
-        self.expected = {k: v for k, v in backbone.model.state_dict().items()
-                         if not k.endswith("num_batches_tracked")}
-        self.checkpoint, self.frozen, self.resumed = checkpoint, frozen, resumed
+    def __init__(self, backbone: Backbone | None, checkpoint: Path, frozen: bool,
+                 runner_checkpoint: str | None = None) -> None:
+        self.expected = {} if backbone is None else {
+            k: v for k, v in backbone.model.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+        self.checkpoint, self.frozen = checkpoint, frozen
+        self.runner_checkpoint = runner_checkpoint  # what --resume / --eval-only loads
         self.start: dict[str, torch.Tensor] = {}
         self.metrics: dict[str, float] = {}
+        self.best: dict[str, Any] = {}
         self.val_seconds = self.val_start = 0.0
+
+    def _check_runner_checkpoint(self, runner) -> None:
+        """Every tensor of the Runner checkpoint is in the model as written (mmengine loads it
+        with ``strict=False`` and only logs the rest)."""
+        written = load_from_suite_resume(self.runner_checkpoint)["state_dict"]
+        state = _unwrap(runner.model).state_dict()
+        wrong = [k for k, v in written.items() if k not in state or state[k].shape != v.shape
+                 or not torch.equal(state[k].detach().cpu(), v.to(state[k].dtype))]
+        if wrong:
+            raise MpiiPoseError(
+                f"{self.runner_checkpoint[len(RESUME_SCHEME):]}: after mmengine loaded it, "
+                f"{len(wrong)} of its {len(written)} tensors are not in the model as written "
+                f"(e.g. {wrong[:3]}); mmengine only warns about this")
+
+    def before_val(self, runner) -> None:
+        if self.runner_checkpoint and not self.start:  # --eval-only: nothing trained here
+            self._check_runner_checkpoint(runner)
 
     def before_train(self, runner) -> None:
         backbone = _unwrap(runner.model).backbone
         self.start = _backbone_state(backbone)
-        if self.resumed and not self.frozen:  # it holds the resumed run's weights, by design
+        if self.runner_checkpoint:  # resumed: it holds the run's weights, not the file's
+            self._check_runner_checkpoint(runner)
             return
         wrong = _differences(self.start, self.expected)
         missing = [k for k in self.start if k not in self.expected
@@ -161,6 +195,10 @@ class BackboneGuard(Hook):
     def after_val_epoch(self, runner, metrics: dict[str, float] | None = None) -> None:
         self.metrics = dict(metrics or {})
         self.val_seconds += time.perf_counter() - self.val_start
+        score = {k.split("/")[-1]: v for k, v in self.metrics.items()}.get(BEST_KEY)
+        if score is not None and (not self.best or score > self.best["score"]):
+            self.best = {"score": float(score), "iteration": runner.iter,
+                         "metrics": dict(self.metrics)}
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -243,7 +281,7 @@ class MpiiPoseConfig:
     """One run's settings, parsed from the command line by :func:`parse_args`; never changed
     (what it leaves unset, data root, config and run folder, :func:`run` derives)."""
 
-    weights: str
+    weights: str | None
     prefix: str | None = None
     stride_in_1x1: bool | None = None
     arch: str | None = None
@@ -260,13 +298,14 @@ class MpiiPoseConfig:
     leaderboard: Path = DEFAULT_PATH
     launcher: str = "none"
     resume: bool = False
+    eval_only: bool = False
+    gpus: int = 1
 
 
 # ----------------------------------------------------------------------------- run
 def run(settings: MpiiPoseConfig) -> dict[str, Any]:
     """Train and score one backbone; write metrics.json and leaderboard rows. Returns the record."""
     from mmengine.dist import is_main_process
-    from mmengine.runner import Runner
 
     # everything mmpose will read, checked up front (pretrain/data.py)
     data, sizes = validate_mpii(settings.data or _default_data())
@@ -277,58 +316,149 @@ def run(settings: MpiiPoseConfig) -> dict[str, Any]:
         # mmengine runs a config's Python (and reads its YAML with the full loader) to load it.
         raise MpiiPoseError(f"--config {config}: mmengine configs execute code when loaded, so "
                             f"only those in {CONFIG_DIR} are loaded; review it and copy it there")
+    if settings.eval_only:
+        return evaluate(settings, data, sizes["train"], config)
     backbone = open_backbone(settings.weights, settings.arch, settings.stem, settings.seed,
                              settings.prefix, settings.stride_in_1x1)
     protocol = settings.protocol
-    name = settings.name or (f"{backbone.meta['backbone_id']}-{protocol}"
-                             if backbone.weights is None else
-                             f"{backbone.weights.stem}-{backbone.key[:8]}-{protocol}")
-    out = settings.out or Path("runs") / TASK / name
+    out = run_folder(settings, backbone)
     claim_output(out, f"transfer/mpii_pose.py {protocol}",
                  own=lambda folder: (folder / "backbone_mmpose.pth").is_file())
 
     backbone_file = prepare_backbone(backbone, out)
-    arch = backbone.meta["arch"]
+    arch, style = backbone.meta["arch"], mmpose_style(backbone.meta)
+    fields = backbone_fields(backbone.weights, backbone.meta)
+    if is_main_process():
+        atomic_write(out / BACKBONE_RECORD, lambda f: f.write(json.dumps(
+            {"weights": settings.weights, "arch": arch, "style": style, "protocol": protocol,
+             "backbone": fields}, indent=2).encode()))
     cfg = build_config(config, data_root=data, backbone_file=backbone_file, arch=arch,
                        protocol=protocol, out_dir=out, n_train=sizes["train"],
                        max_iters=settings.max_iters, batch_size=settings.batch_size,
                        val_images=settings.val_images, seed=settings.seed,
-                       launcher=settings.launcher, resume=settings.resume,
-                       style=mmpose_style(backbone.meta))
-    runner = Runner.from_cfg(cfg)
+                       launcher=settings.launcher, resume=settings.resume, style=style)
+    runner = _runner(cfg)
     guard = BackboneGuard(backbone, backbone_file, frozen=protocol == "fixed",
-                          resumed=settings.resume)
+                          runner_checkpoint=cfg.load_from if settings.resume else None)
     runner.register_hook(guard, "VERY_HIGH")
     start = time.perf_counter()
     runner.train()
     seconds = time.perf_counter() - start
+    return _report(settings, runner, cfg, guard, seconds, {
+        "weights": settings.weights, "backbone_file": str(backbone_file), "arch": arch,
+        "data": str(data), "config": str(config), "protocol": protocol, "backbone": fields})
+
+
+def evaluate(settings: MpiiPoseConfig, data: Path, n_train: int, config: Path) -> dict[str, Any]:
+    """``--eval-only``: the run folder's last Runner checkpoint, loaded (every tensor checked)
+    and scored on the val set."""
+    out = run_folder(settings, None)
+    record_file = out / BACKBONE_RECORD
+    if not record_file.is_file():
+        raise MpiiPoseError(f"--eval-only: {out} holds no run of this driver ({record_file} is "
+                            "missing); pass the training run's --out")
+    record = json.loads(record_file.read_text())
+    cfg = build_config(config, data_root=data, backbone_file=out / "backbone_mmpose.pth",
+                       arch=record["arch"], protocol=record["protocol"], out_dir=out,
+                       n_train=n_train, max_iters=settings.max_iters,
+                       batch_size=settings.batch_size, val_images=settings.val_images,
+                       seed=settings.seed, launcher=settings.launcher, style=record["style"])
+    cfg.load_from, cfg.resume = resume_checkpoint(out, "--eval-only"), False
+    runner = _runner(cfg)
+    guard = BackboneGuard(None, out / "backbone_mmpose.pth", frozen=False,
+                          runner_checkpoint=cfg.load_from)
+    runner.register_hook(guard, "VERY_HIGH")
+    runner.val()
+    return _report(settings, runner, cfg, guard, 0.0, {
+        **record, "data": str(data), "config": str(config), "eval_only": True,
+        "checkpoint": cfg.load_from[len(RESUME_SCHEME):]})
+
+
+def run_folder(settings: MpiiPoseConfig, backbone: Backbone | None) -> Path:
+    """``--out``, or ``runs/mpii_pose/<name>``: ``--name``, or the backbone and protocol."""
+    if settings.out or settings.name:
+        return settings.out or Path("runs") / TASK / settings.name
+    if backbone is None:
+        raise MpiiPoseError("--eval-only needs the training run's folder: pass --out DIR")
+    protocol = settings.protocol
+    return Path("runs") / TASK / (f"{backbone.meta['backbone_id']}-{protocol}"
+                                  if backbone.weights is None else
+                                  f"{backbone.weights.stem}-{backbone.key[:8]}-{protocol}")
+
+
+def _runner(cfg: Config):
+    """mmengine's Runner of ``cfg``; under torchrun on a machine without CUDA the process group
+    is joined here with gloo and the model wrapped in a DDP that takes CPU modules (mmengine's
+    launcher would call ``torch.cuda.set_device`` and pass ``device_ids``)."""
+    from mmengine.runner import Runner
+
+    if cfg.launcher == "pytorch" and not torch.cuda.is_available():
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        cfg.model_wrapper_cfg = dict(type=_cpu_ddp())
+    return Runner.from_cfg(cfg)
+
+
+def _cpu_ddp() -> str:
+    """Register (once) mmengine's DDP wrapper for CPU modules; returns its registry name."""
+    from mmengine.model import MMDistributedDataParallel
+    from mmengine.registry import MODEL_WRAPPERS
+
+    name = "CpuDistributedDataParallel"
+    if MODEL_WRAPPERS.get(name) is None:
+        @MODEL_WRAPPERS.register_module(name=name)
+        class CpuDistributedDataParallel(MMDistributedDataParallel):
+            """MMDistributedDataParallel without ``device_ids`` (torch refuses them for a CPU
+            module)."""
+
+            def __init__(self, module: torch.nn.Module, device_ids: Any = None,
+                         **kwargs: Any) -> None:
+                super().__init__(module=module, **kwargs)
+    return name
+
+
+def _report(settings: MpiiPoseConfig, runner, cfg: Config, guard: BackboneGuard,
+            seconds: float, about: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json (last and best validation) and the leaderboard rows of the last one."""
+    from mmengine.dist import is_main_process
+
     if not guard.metrics:
         raise MpiiPoseError("training ended without a validation pass; no PCKh to report")
 
-    metrics = {METRIC_NAMES[k.split("/")[-1]]: float(v) for k, v in guard.metrics.items()
-               if k.split("/")[-1] in METRIC_NAMES}
+    def named(metrics: dict[str, float]) -> dict[str, float]:
+        return {METRIC_NAMES[k.split("/")[-1]]: float(v) for k, v in metrics.items()
+                if k.split("/")[-1] in METRIC_NAMES}
+
+    metrics = named(guard.metrics)
     batch = cfg.train_dataloader.batch_size * runner.world_size
-    group = runner.optim_wrapper.optimizer.param_groups[0]
+    group = runner.optim_wrapper.optimizer.param_groups[0] if not about.get("eval_only") else {}
+    out = Path(cfg.work_dir)
     record = {
-        "task": TASK, "protocol": protocol, "weights": settings.weights,
-        "backbone_file": str(backbone_file), "arch": arch, "data": str(data),
-        "config": str(config), "work_dir": str(out), "log_dir": str(runner.log_dir),
-        "iterations": cfg.train_cfg["max_iters"],
-        "batch_size": batch, "seed": settings.seed, "val_images": settings.val_images or "all",
-        "lr": group.get("initial_lr", group["lr"]),  # after auto_scale_lr, before schedules
-        "train_seconds": round(seconds - guard.val_seconds, 1),
+        "task": TASK, **{k: v for k, v in about.items() if k != "backbone"},
+        "work_dir": str(out), "log_dir": str(runner.log_dir),
+        "iterations": cfg.train_cfg["max_iters"], "batch_size": batch,
+        "world_size": runner.world_size, "seed": settings.seed,
+        "val_images": settings.val_images or "all",
+        "lr": group.get("initial_lr", group.get("lr")),  # after auto_scale_lr, before schedules
+        "train_seconds": None if about.get("eval_only") else round(seconds - guard.val_seconds, 1),
         "eval_seconds": round(guard.val_seconds, 1),
-        "metrics": metrics, "mmpose_metrics": {k: float(v) for k, v in guard.metrics.items()},
-        "backbone": backbone_fields(backbone.weights, backbone.meta),
+        "metrics": metrics,
+        "best": ({"iteration": guard.best["iteration"], "metrics": named(guard.best["metrics"])}
+                 if guard.best else None),
+        "mmpose_metrics": {k: float(v) for k, v in guard.metrics.items()},
+        "backbone": about["backbone"],
     }
     if is_main_process():
         atomic_write(out / "metrics.json",
                      lambda f: f.write(json.dumps(record, indent=2).encode()))
-        identity = run_identity(RECIPES.get(config.stem, config.stem), {
-            "data": "synthetic" if embedded_data(data) else None,
+        recipe = Path(about["config"]).stem
+        identity = run_identity(RECIPES.get(recipe, recipe), {
+            "data": "synthetic" if embedded_data(Path(about["data"])) else None,
             "iterations": settings.max_iters, "batch_size": settings.batch_size,
-            "val_images": settings.val_images}, published=config.stem in RECIPES)
-        base = {**record["backbone"], "task": TASK, "protocol": protocol, **identity,
+            "val_images": settings.val_images}, published=recipe in RECIPES)
+        base = {**record["backbone"], "task": TASK, "protocol": about["protocol"], **identity,
                 "seed": settings.seed}
         with keeping(out / "metrics.json"):
             write_rows(settings.leaderboard, [{**base, "metric": m, "value": v}
@@ -383,18 +513,19 @@ def load_from_suite_resume(filename: str, map_location: Any = None) -> dict:
                             "are read") from err
 
 
-def resume_checkpoint(out_dir: Path) -> str:
+def resume_checkpoint(out_dir: Path, flag: str = "--resume") -> str:
     """The run folder's last Runner checkpoint, as a path mmengine reads with the restricted
     loader above."""
     from mmengine.runner import CheckpointLoader
 
     last = out_dir / "last_checkpoint"  # written by mmengine's CheckpointHook
     if not last.is_file():
-        raise MpiiPoseError(f"--resume: {out_dir} has no checkpoint to resume from "
-                            f"({last} is missing); run without --resume")
+        raise MpiiPoseError(f"{flag}: {out_dir} has no checkpoint to "
+                            f"{'resume from' if flag == '--resume' else 'evaluate'} "
+                            f"({last} is missing); run without {flag}")
     path = Path(last.read_text().strip())
     if not path.is_file():
-        raise MpiiPoseError(f"--resume: {last} names {path}, which does not exist")
+        raise MpiiPoseError(f"{flag}: {last} names {path}, which does not exist")
     CheckpointLoader.register_scheme(RESUME_SCHEME, load_from_suite_resume, force=True)
     return RESUME_SCHEME + str(path)
 
@@ -430,19 +561,61 @@ def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
                    help="mmengine's distributed launcher (pytorch: under torchrun)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint in the run folder")
+    p.add_argument("--eval-only", action="store_true",
+                   help="score the run folder's last checkpoint (--out of the training run)")
+    p.add_argument("--gpus", type=number(), default=1,
+                   help="processes (one per GPU; gloo processes on a CPU): with N > 1 the driver "
+                        "starts itself under torchrun with --launcher pytorch")
     args = p.parse_args(argv)
-    if args.weights is None:
+    if args.weights is None and not args.eval_only:
         p.error("--weights is required (a backbone checkpoint, or 'random')")
+    if args.gpus > 1 and args.launcher != "none":
+        p.error("--gpus starts torchrun itself; under a launcher of your own pass --launcher "
+                "and not --gpus")
     return MpiiPoseConfig(**vars(args))
 
 
-def main(argv: list[str] | None = None) -> int:
-    def train_and_score() -> None:
-        record = run(parse_args(argv))
-        print(json.dumps({"metrics": record["metrics"], "train_seconds": record["train_seconds"],
-                          "eval_seconds": record["eval_seconds"]}, indent=2))
+def torchrun_command(argv: list[str], gpus: int) -> list[str]:
+    """This driver under torchrun: ``gpus`` processes on this machine, mmengine's ``pytorch``
+    launcher, a free port (two runs on one machine must not collide)."""
+    import socket
 
-    return run_main(train_and_score, statuses={LeaderboardError: 2})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kept, skip = [], False
+    for arg in argv:  # every flag but --gpus
+        if skip or arg.startswith("--gpus="):
+            skip = False
+            continue
+        skip = arg == "--gpus"
+        if not skip:
+            kept.append(arg)
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(gpus),
+            "--master_addr", "127.0.0.1", "--master_port", str(port),
+            str(Path(__file__).resolve()), *kept, "--launcher", "pytorch"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    code = 0
+
+    def train_and_score() -> None:
+        nonlocal code
+        settings = parse_args(argv)
+        if settings.gpus > 1:
+            import subprocess
+
+            code = subprocess.call(torchrun_command(argv, settings.gpus))
+            return
+        record = run(settings)
+        if os.environ.get("RANK", "0") != "0":  # under torchrun: one summary
+            return
+        print(json.dumps({k: record[k] for k in ("metrics", "best", "world_size", "batch_size",
+                                                 "lr", "train_seconds", "eval_seconds")},
+                         indent=2))
+
+    return run_main(train_and_score, statuses={LeaderboardError: 2}) or code
 
 
 if __name__ == "__main__":
