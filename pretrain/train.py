@@ -70,7 +70,7 @@ from pretrain.checkpoint import (
     save_backbone,
     save_state,
 )
-from pretrain.cli import run_main
+from pretrain.cli import OutputError, claim_output, run_main
 from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
 from pretrain.device_augment import InputPipeline
 from pretrain.methods import METHODS, Method, Regularizer, build_method
@@ -221,6 +221,12 @@ def prepare_run_dir(cfg: PretrainConfig, resume: str | None) -> Path:
     run_dir = Path(cfg.out) / name
     error = (f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
              "another --name") if (run_dir / STATE_FILE).exists() else None
+    if error is None and D.rank() == 0:  # a folder holding another command's outputs is refused
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            claim_output(run_dir, "pretrain/train.py", flag="--out/--name")
+        except OutputError as err:
+            error = str(err)
     decision = [run_dir, error]
     if D.is_distributed():  # rank 0's clock and file system decide for every rank
         torch.distributed.broadcast_object_list(decision, src=0)

@@ -19,6 +19,7 @@ from test_hostile import _assert_untouched, _checksums, _one_error_line, _row
 import transfer.compat  # noqa: F401,I001  (its guards, before detectron2 and mmengine)
 from benchmarks import coco_fgbg, colorful_mnist, fairface, leaderboard, probe, suite
 from pretrain import data as data_module
+from pretrain import train
 from pretrain.cli import OUTPUT_MARK, InputError, claim_output
 from pretrain.data import DataError
 from transfer import coco_det, mpii_pose
@@ -93,6 +94,20 @@ def test_benchmark_out_on_another_commands_folder_is_refused(
         line = _one_error_line(capsys.readouterr().err, f"--out {folder}")
         assert "nothing there is overwritten" in line, line
         _assert_untouched(tmp_path, before, outputs=("cache/",))
+
+
+@pytest.mark.parametrize("kind", ["a suite's folder", "another benchmark's run"])
+def test_pretraining_into_another_commands_folder_is_refused(
+        kind: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "runs" / "taken"
+    FOREIGN_FOLDERS[kind](folder)
+    before = _checksums(tmp_path)
+    assert train.main(["--method", "simclr", "--arch", "resnet18", "--steps", "1",
+                       "--data", f"colorful_mnist={tiny_data / 'colorful_mnist'}",
+                       "--out", str(folder.parent), "--name", folder.name]) == 2
+    line = _one_error_line(capsys.readouterr().err, f"--out/--name {folder}")
+    assert "nothing there is overwritten" in line, line
+    _assert_untouched(tmp_path, before)
 
 
 def test_a_benchmark_reruns_into_its_own_folder(tiny_data: Path, tmp_path: Path,
