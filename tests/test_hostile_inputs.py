@@ -157,10 +157,10 @@ def _disk_full_at_the_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def _nan_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, ...]:
-    def diverged(train, tests, classes, seed, recipe, device):
-        return {name: {attr: float("nan") for attr in classes} for name in tests}
+    def diverged(predicted: dict, labels: dict) -> dict[str, float]:
+        return dict.fromkeys(predicted, float("nan"))
 
-    monkeypatch.setattr(probe, "linear_probe", diverged)
+    monkeypatch.setattr(probe, "accuracy", diverged)
     return ("digit_top1", "nan, not a finite number")
 
 
@@ -206,7 +206,8 @@ def test_coco_det_keeps_its_metrics_when_the_append_fails(tmp_path: Path) -> Non
     cfg = get_cfg()
     cfg.OUTPUT_DIR = str(tmp_path)
     settings = coco_det.parse_args(["--weights", "random", "--out", str(tmp_path), "--data",
-                                    str(tmp_path), "--leaderboard", str(tmp_path / "board.csv")])
+                                    str(tmp_path), "--leaderboard", str(tmp_path / "board.csv"),
+                                    "--config-file", str(coco_det.CPU_CONFIG)])
     with pytest.raises(InputError, match="not a leaderboard CSV.*kept in .*metrics.json"):
         coco_det.write_outputs(settings, cfg, record, {"bbox": {"AP": 1.0}}, 1.0, 1.0)
     assert (tmp_path / "board.csv").read_text() == "name,score\n"
