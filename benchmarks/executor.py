@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks.speed import after_of
+
 if TYPE_CHECKING:
     from benchmarks.suite import Stage
 
@@ -63,13 +65,12 @@ def full_budget_problem(budget: str, arch: str, tasks: list[str]) -> str | None:
 # ------------------------------------------------------------------------------------ dry run
 def describe(stages: list[Stage], out: Path, done: set[int]) -> str:
     """The plan in words: per stage its command, GPUs, inputs and outputs."""
-    made_by = {path: i for i, stage in enumerate(stages) for path in stage.outputs}
+    after = after_of(stages)
     lines = [f"[suite] dry run: {len(stages)} stages, {len(done)} already done (markers in "
              f"{out / 'state'}); nothing is run"]
     for i, stage in enumerate(stages):
         inputs = [_flag_value(stage.argv, flag) for flag in ("--data", "--weights")]
-        needs = (f" (made by stage {made_by[stage.needs] + 1})" if stage.needs in made_by
-                 else "")
+        needs = f" (made by stage {after[i] + 1})" if after[i] is not None else ""
         lines += [f"{i + 1:3d}. {stage.backbone}: {stage.name}"
                   f"{' [done]' if i in done else ''}",
                   f"     gpus {stage.gpus}; inputs: data {inputs[0] or '-'}, weights "
@@ -114,10 +115,10 @@ def run_jobs(stages: list[Stage], out: Path, executor: object, cpus_per_gpu: int
 
     records = done_records(stages, out)
     waiting = [i for i in range(len(stages)) if i not in records]
-    made_by = {path: i for i, stage in enumerate(stages) for path in stage.outputs}
+    after = after_of(stages)
     running: dict[int, tuple[object, float]] = {}
     while waiting or running:
-        for i in [i for i in waiting if made_by.get(stages[i].needs or "") in (None, *records)]:
+        for i in [i for i in waiting if after[i] is None or after[i] in records]:
             waiting.remove(i)
             stage = stages[i]
             if stage.needs and not Path(stage.needs).exists():
