@@ -23,6 +23,7 @@ from pretrain import train
 from pretrain.cli import OUTPUT_MARK, InputError, claim_output
 from pretrain.data import DataError
 from transfer import coco_det, mpii_pose
+from transfer.mpii_config import CPU_CONFIG
 
 pytestmark = pytest.mark.reliability
 # the smallest probe run: ResNet-18 at 32 px, one linear-probe epoch, one kNN
@@ -78,7 +79,7 @@ def _entry_points(tiny_data: Path, tmp_path: Path) -> dict[str, Callable[[Path],
             "--out", str(out), "--leaderboard", board]),
         "mpii_pose": lambda out: mpii_pose.main([
             "--weights", "random", "--arch", "resnet18", "--data", str(tiny_data / "mpii"),
-            "--config", str(mpii_pose.CPU_CONFIG), "--out", str(out), "--leaderboard", board,
+            "--config", str(CPU_CONFIG), "--out", str(out), "--leaderboard", board,
             "--max-iters", "1"]),
     }
 
@@ -223,7 +224,7 @@ def test_mpii_pose_keeps_its_metrics_when_the_append_fails(tiny_data: Path, tmp_
                            str(tiny_data / "mpii"), "--out", str(tmp_path / "run"),
                            "--leaderboard", str(tmp_path / "board.csv"), "--max-iters", "1",
                            "--batch-size", "4", "--val-images", "4",
-                           "--config", str(mpii_pose.CPU_CONFIG)]) == 2
+                           "--config", str(CPU_CONFIG)]) == 2
     _one_error_line(capsys.readouterr().err, "not a leaderboard CSV",
                     f"kept in {tmp_path / 'run' / 'metrics.json'}")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
