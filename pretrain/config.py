@@ -81,9 +81,9 @@ class PretrainConfig:
                            "applies flip, jitter, grayscale, blur to the batch (JPEGs decoded on "
                            "a GPU); device-compiled: the same, fused by torch.compile; cpu: the "
                            "per-image PIL pipeline in the workers", choices=AUGMENT_ON)
-    out: str = _opt("runs/pretrain", "parent folder of run folders")
-    name: str | None = _opt(None, "run folder name; unset = method[-regularizer]-data-arch-time",
-                            type=str)
+    out: str | None = _opt(None, "the run folder; unset = runs/pretrain/<name>", type=str)
+    name: str | None = _opt(None, "run name under runs/pretrain when --out is unset; unset = "
+                            "method[-regularizer]-data-arch-time", type=str)
     save_every: int = _opt(500, "write last_state.pt every N steps (and at the end)")
     log_every: int = _opt(10, "log and TensorBoard scalars every N steps")
 
@@ -111,11 +111,11 @@ def key_value(text: str) -> tuple[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pretrain.train",
+        prog="ssl-pretrain",
         description="Pretrain a ResNet backbone with a self-supervised method (+ regularizer). "
-        "Writes <out>/<name>/{config.yaml, log.txt, tb/, last_state.pt, backbone.safetensors, "
-        "metrics.json}. Without --data: the embedded synthetic Colorful-MNIST at 64 px, small "
-        "stem.",
+        "Writes the run folder --out: config.yaml, log.txt, tb/, last_state.pt, "
+        "backbone.safetensors, metrics.json. Without --data: the embedded synthetic "
+        "Colorful-MNIST at 64 px, ImageNet stem.",
         argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", metavar="FILE.yaml",
                         help="load settings from a YAML file (flags given here override it)")

@@ -77,6 +77,7 @@ from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
 
 STATE_FILE, BACKBONE_FILE = "last_state.pt", "backbone.safetensors"
+DEFAULT_RUNS = Path("runs/pretrain")  # where a run without --out goes, as runs/pretrain/<name>
 
 
 class NonFiniteLossError(RuntimeError):
@@ -215,16 +216,18 @@ def prepare_run_dir(cfg: PretrainConfig, resume: str | None) -> Path:
         if not (run_dir / STATE_FILE).is_file():
             raise ConfigError(f"--resume {resume}: no {STATE_FILE} in {run_dir}")
         return run_dir
-    name = cfg.name or "-".join(
+    if cfg.out and cfg.name:
+        raise ConfigError(f"--out is the run folder and --name a run under {DEFAULT_RUNS}: pass "
+                          f"one (--out {Path(cfg.out) / cfg.name} for what both meant before)")
+    run_dir = Path(cfg.out) if cfg.out else DEFAULT_RUNS / (cfg.name or "-".join(
         [cfg.method] + ([cfg.regularizer] if cfg.regularizer != "none" else [])
-        + [cfg.data, cfg.arch, time.strftime("%Y%m%d-%H%M%S")])
-    run_dir = Path(cfg.out) / name
+        + [cfg.data, cfg.arch, time.strftime("%Y%m%d-%H%M%S")]))
     error = (f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
-             "another --name") if (run_dir / STATE_FILE).exists() else None
+             "another --out") if (run_dir / STATE_FILE).exists() else None
     if error is None and D.rank() == 0:  # a folder holding another command's outputs is refused
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            claim_output(run_dir, "pretrain/train.py", flag="--out/--name")
+            claim_output(run_dir, "pretrain/train.py")
         except OutputError as err:
             error = str(err)
     decision = [run_dir, error]
@@ -251,7 +254,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                           f"processes ({world})")
     cuda = device.startswith("cuda")
     run_dir = prepare_run_dir(cfg, resume)
-    cfg = dataclasses.replace(cfg, name=run_dir.name)
+    cfg = dataclasses.replace(cfg, out=str(run_dir), name=None)  # config.yaml names its folder
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     log = make_logger(run_dir if rank == 0 else None)

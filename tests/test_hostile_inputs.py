@@ -105,8 +105,8 @@ def test_pretraining_into_another_commands_folder_is_refused(
     before = _checksums(tmp_path)
     assert train.main(["--method", "simclr", "--arch", "resnet18", "--steps", "1",
                        "--data", f"colorful_mnist={tiny_data / 'colorful_mnist'}",
-                       "--out", str(folder.parent), "--name", folder.name]) == 2
-    line = _one_error_line(capsys.readouterr().err, f"--out/--name {folder}")
+                       "--out", str(folder)]) == 2
+    line = _one_error_line(capsys.readouterr().err, f"--out {folder}")
     assert "nothing there is overwritten" in line, line
     _assert_untouched(tmp_path, before)
 

@@ -1,10 +1,10 @@
 """MPII pose transfer: mmpose's SimpleBaseline on a suite backbone, scored by PCKh.
 
-    mpii-pose --weights FILE [--protocol fixed|finetune] [--data MPII_ROOT] [--out RUN_FOLDER]
-              [--config CONFIG] [--cfg-options KEY=VALUE ...] [--gpus N] [--max-iters N]
-              [--leaderboard CSV] [--resume | --eval-only]
+    ssl-mpii-pose --weights FILE [--protocol fixed|finetune] [--data MPII_ROOT] [--out RUN_FOLDER]
+                  [--config CONFIG] [--cfg-options KEY=VALUE ...] [--gpus N] [--max-iters N]
+                  [--leaderboard CSV] [--resume | --eval-only]
 
-(``mpii-pose`` is the console script; ``python -m transfer.mpii_pose`` is the same command.)
+(``ssl-mpii-pose`` is the console script; ``python -m transfer.mpii_pose`` is the same command.)
 
 Everything that trains and scores is mmpose's own: mmengine's Runner, ``MpiiDataset`` with the
 head boxes (``headbox_file``), the top-down SimpleBaseline (mmpose ResNet + ``HeatmapHead`` with
@@ -52,6 +52,7 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
+import transfer.quiet  # noqa: F401,I001  (known library warnings silenced)
 from benchmarks.leaderboard import DEFAULT_PATH, LeaderboardError
 from pretrain.cli import number, one_line_errors, run_main
 from pretrain.open_backbone import add_backbone_arguments
@@ -62,7 +63,7 @@ from transfer.mpii_run import run
 def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
     """The command line, checked, as the run's :class:`MpiiPoseConfig`."""
     p = one_line_errors(argparse.ArgumentParser(
-        prog="mpii-pose", description=__doc__.split("\n\n")[0],
+        prog="ssl-mpii-pose", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter))
     add_backbone_arguments(p)
     p.add_argument("--protocol", choices=PROTOCOLS, default="fixed",
