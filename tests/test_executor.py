@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import executor, suite
-from benchmarks.suite import Stage
+from benchmarks.runner import executor, suite
+from benchmarks.runner.suite import Stage
 
 
 def _data_flags(tiny_data: Path) -> list[str]:

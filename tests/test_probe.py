@@ -7,15 +7,15 @@ import shutil
 import pytest
 import torch
 
-from benchmarks.features import (
+from benchmarks.probes.features import (
     Features,
     cached_features,
     eval_transform,
     feature_key,
     train_transform,
 )
-from benchmarks.probe import summarize
-from benchmarks.protocols import (
+from benchmarks.probes.probe import summarize
+from benchmarks.probes.protocols import (
     FinetuneRecipe,
     LinearRecipe,
     finetune,

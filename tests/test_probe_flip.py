@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torchvision.transforms as T
 
-from benchmarks import probe
-from benchmarks.colorful_mnist import TASK as COLORFUL_MNIST
-from benchmarks.fairface import TASK as FAIRFACE
+from benchmarks.probes import probe
+from benchmarks.probes.colorful_mnist import TASK as COLORFUL_MNIST
+from benchmarks.probes.fairface import TASK as FAIRFACE
 
 
 class _Stop(Exception):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import stats
-from benchmarks.leaderboard import read_rows, write_rows
-from benchmarks.probe import Predictions
-from benchmarks.report import claims, shortcut_figure, write
+from benchmarks.probes.probe import Predictions
+from benchmarks.results import stats
+from benchmarks.results.leaderboard import read_rows, write_rows
+from benchmarks.results.report import claims, shortcut_figure, write
 
 N = 400
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmarks.stats import (
+from benchmarks.results.stats import (
     bootstrap_mean,
     paired_bootstrap,
     t_interval,

@@ -7,18 +7,19 @@ crop ("fg"). A linear probe is trained on the frozen features of one view and te
 metrics ``train_{full,fg}_test_{full,fg}_top1`` (the paper's settings 1-4). A backbone that relies
 on context does much better on full images than on foregrounds. COCO_ROOT has the COCO layout
 (annotations/instances_{train,val}2017.json, {train,val}2017/); with no --data it runs on the
-embedded synthetic default (10 of the 30 categories). See benchmarks/protocols.py for the recipe.
+embedded synthetic default (10 of the 30 categories). See benchmarks/probes/protocols.py for the
+recipe.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python benchmarks/coco_fgbg.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.features import eval_transform  # noqa: E402
-from benchmarks.probe import Task, main, prepare, report  # noqa: E402
-from benchmarks.protocols import LinearRecipe, accuracy, linear_predict  # noqa: E402
+if __package__ in (None, ""):  # run as `python benchmarks/probes/coco_fgbg.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.probes.features import eval_transform  # noqa: E402
+from benchmarks.probes.probe import Task, main, prepare, report  # noqa: E402
+from benchmarks.probes.protocols import LinearRecipe, accuracy, linear_predict  # noqa: E402
 from pretrain.data import ICL_MSR_CATEGORIES, CocoObjects  # noqa: E402
 from pretrain.synthetic import default_root  # noqa: E402
 

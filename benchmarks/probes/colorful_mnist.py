@@ -6,16 +6,16 @@
 fixed: frozen features, linear probe and weighted kNN (k=5, 200) on both labels; finetune: the
 whole backbone with a digit head and a background head. A backbone that learned only the
 background scores high on background_top1 and near chance (10%) on digit_top1. With no --data it
-runs on the embedded synthetic default; see benchmarks/protocols.py for the recipes.
+runs on the embedded synthetic default; see benchmarks/probes/protocols.py for the recipes.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python benchmarks/colorful_mnist.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.probe import Task, main, run_task  # noqa: E402
+if __package__ in (None, ""):  # run as `python benchmarks/probes/colorful_mnist.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.probes.probe import Task, main, run_task  # noqa: E402
 from pretrain.data import ColorfulMNIST  # noqa: E402
 from pretrain.synthetic import default_root  # noqa: E402
 

@@ -7,16 +7,16 @@ fixed: frozen features, linear probe and weighted kNN (k=5, 200) on the three at
 finetune: the whole backbone with one head per attribute. Contrastive backbones tend to learn the
 easy attribute (race: skin tone) and partly ignore age and gender. Splits: train / val (the
 official release has no test split). With no --data it runs on the embedded synthetic default;
-see benchmarks/protocols.py for the recipes.
+see benchmarks/probes/protocols.py for the recipes.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python benchmarks/fairface.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.probe import Task, main, run_task  # noqa: E402
+if __package__ in (None, ""):  # run as `python benchmarks/probes/fairface.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.probes.probe import Task, main, run_task  # noqa: E402
 from pretrain.data import FAIRFACE_LABELS, FairFace  # noqa: E402
 from pretrain.synthetic import default_root  # noqa: E402
 

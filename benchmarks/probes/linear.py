@@ -6,16 +6,16 @@
 ROOT holds ``train/<class>/<image>`` and ``val/<class>/<image>`` with the same class folders
 (the ImageNet layout); sorted folder names are the label order. fixed: frozen features, linear
 probe and weighted kNN (k=5, 200); finetune: the whole backbone with a classifier head. Leaderboard
-task ``imagefolder``, metric ``class_top1``. See benchmarks/protocols.py for the recipes.
+task ``imagefolder``, metric ``class_top1``. See benchmarks/probes/protocols.py for the recipes.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python benchmarks/linear.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.probe import Task, main, run_task  # noqa: E402
+if __package__ in (None, ""):  # run as `python benchmarks/probes/linear.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.probes.probe import Task, main, run_task  # noqa: E402
 from pretrain.data import DataError, ImageFolderData  # noqa: E402
 
 
