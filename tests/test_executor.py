@@ -1,4 +1,5 @@
-"""benchmarks/executor.py: the suite's --dry-run, --budget full's arch check, and stages as jobs
+"""benchmarks/runner/executor.py: the suite's --dry-run, --budget full's arch check, and stages as
+jobs
 through submitit (its LocalExecutor on a CPU) with the local runner's graph and markers."""
 from __future__ import annotations
 

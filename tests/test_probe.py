@@ -1,5 +1,5 @@
 """The probe engine: linear probe, weighted kNN, feature cache, backbone loading, fine-tuning
-(benchmarks/protocols.py, benchmarks/features.py, benchmarks/probe.py)."""
+(benchmarks/probes/protocols.py, benchmarks/probes/features.py, benchmarks/probes/probe.py)."""
 from __future__ import annotations
 
 import shutil

@@ -1,5 +1,6 @@
 """Fine-tuning flips images horizontally except where a mirror changes the label: Colorful-MNIST's
-digits (benchmarks/colorful_mnist.py's task says so; benchmarks/probe.py builds the transform)."""
+digits (benchmarks/probes/colorful_mnist.py's task says so; benchmarks/probes/probe.py builds the
+transform)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""benchmarks/report.py: claims with intervals and verdicts, the report by budget, pictures."""
+"""benchmarks/results/report.py: claims with intervals and verdicts, the report by budget,
+pictures."""
 from __future__ import annotations
 
 from pathlib import Path

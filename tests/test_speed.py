@@ -1,4 +1,5 @@
-"""The reference speed and the expected wall time (benchmarks/speed.py): the layout model, the
+"""The reference speed and the expected wall time (benchmarks/runner/speed.py): the layout model,
+the
 progress line's ETA, the printout of a tiny suite run, the path-check subset of the plan and a
 budget whose work does not depend on the measured speed."""
 from __future__ import annotations

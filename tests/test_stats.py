@@ -1,4 +1,4 @@
-"""benchmarks/stats.py against known cases and scipy."""
+"""benchmarks/results/stats.py against known cases and scipy."""
 from __future__ import annotations
 
 import numpy as np

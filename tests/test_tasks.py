@@ -1,4 +1,4 @@
-"""The table of tasks (benchmarks/tasks.py): each entry is consistent with its script, data
+"""The table of tasks (benchmarks/runner/tasks.py): each entry is consistent with its script, data
 layout and generator, and the suite's plan, --tasks list and report follow the table alone."""
 from __future__ import annotations
 

@@ -346,8 +346,8 @@ def summarize(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
     return out
 
 
-# The suite's probe recipes by name (benchmarks/protocols.py): a row is on budget "full" when one
-# of them ran unchanged on real data.
+# The suite's probe recipes by name (benchmarks/probes/protocols.py): a row is on budget "full"
+# when one of them ran unchanged on real data.
 def probe_recipe(protocol: str) -> str:
     """The name of the recipe behind a row's protocol (linear, knn5, finetune, supervised:X)."""
     if protocol.startswith("knn"):

@@ -113,7 +113,7 @@ class BudgetCosts:
     pretrain_start: float
     pretrain_step: Mapping[str, float]            # by METHOD[+REGULARIZER]
     regularized: float                            # a regularized step over its base's, if absent
-    stages: Mapping[str, float]                   # by suite stage name (benchmarks/tasks.py)
+    stages: Mapping[str, float]                   # by suite stage name (benchmarks/runner/tasks.py)
     start: float      # the runner before its stages: imports, the reference step, the plan
     data: float       # generating the embedded default set (a fresh clone's first run)
     report: float     # the report and its plot, after the last stage

@@ -6,9 +6,9 @@
 
 With no arguments (the README's main job) it generates the embedded synthetic default, pretrains a
 panel of ResNet-18 backbones on it plus the random-init control (``--weights random``, the same in
-every stage), and runs every task of the table in ``benchmarks/tasks.py`` on each: COCO Mask R-CNN
-(detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed and
-fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
+every stage), and runs every task of the table in ``benchmarks/runner/tasks.py`` on each: COCO
+Mask R-CNN (detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed
+and fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
 same command a user would type), so a stage that fails for one backbone is recorded in the report
 and the others go on; on a CPU two stages run at once. Finished stages leave a marker in
 ``<out>/state/``; rerunning skips them. SIGTERM or SIGINT (Ctrl-C) to the runner ends every
@@ -50,10 +50,10 @@ from pretrain.open_backbone import RANDOM, RANDOM_METHOD
 DEFAULT_PANEL = ("simclr", "simclr+metamask", "byol", "byol+msr", "barlow_twins",
                  "barlow_twins+mcr", "mocov2", "mocov2+rcl")
 
-# Pretraining's flags per budget (each task's own are in benchmarks/tasks.py). "cpu" sizes every
-# stage so that the whole default panel takes at most 8 minutes on 2 cores at the reference speed
-# (its costs: benchmarks/speed.py), 20 on a machine 2.5x slower: every stage runs for real, but
-# far too briefly for its numbers to rank backbones (see the README). Its pretraining extras,
+# Pretraining's flags per budget (each task's own are in benchmarks/runner/tasks.py). "cpu" sizes
+# every stage so that the whole default panel takes at most 8 minutes on 2 cores at the reference
+# speed (its costs: runner/speed.py), 20 on a machine 2.5x slower: every stage runs for real,
+# but far too briefly for its numbers to rank backbones (see the README). Its pretraining extras,
 # by method or regularizer: a 2048-d Barlow Twins projector (the paper's 8192-d one alone costs
 # 3.9 s a step on 2 cores) and the bi-level regularizers' meta step every 4th step (each costs 3-4
 # regular steps). "full" is each engine's own protocol (hours on GPUs).
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="pretraining steps per backbone (default: the budget's)")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure each planned stage's cost in reference seconds, one at a "
-                             "time on one thread (benchmarks/speed.py), instead of the run")
+                             "time on one thread (benchmarks/runner/speed.py), instead of the run")
     stages = suite_stages()
     parser.add_argument("--tasks", default=",".join(stages),
                         help=f"comma-separated subset of {', '.join(stages)}")
