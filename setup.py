@@ -56,6 +56,13 @@ CONSOLE_SCRIPTS = [
     "ssl-convert = transfer.convert:main",
     "ssl-coco-det = transfer.coco_det:main",
     "ssl-mpii-pose = transfer.mpii_pose:main",
+    "ssl-colorful-mnist = benchmarks.probes.colorful_mnist:cli",
+    "ssl-fairface = benchmarks.probes.fairface:cli",
+    "ssl-coco-fgbg = benchmarks.probes.coco_fgbg:cli",
+    "ssl-linear = benchmarks.probes.linear:cli",
+    "ssl-suite = benchmarks.runner.suite:main",
+    "ssl-leaderboard = benchmarks.results.leaderboard_cli:main",
+    "ssl-speed = benchmarks.runner.speed_cli:main",
 ]
 
 setup(
@@ -65,7 +72,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pretrain", "pretrain.*", "transfer", "transfer.*",
                                     "benchmarks", "benchmarks.*"]),
-    package_data={"transfer": ["configs/*.yaml", "configs/*.py"], "benchmarks": ["*.csv"]},
+    package_data={"transfer": ["configs/*.yaml", "configs/*.py"], "benchmarks.results": ["*.csv"]},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4"],
     extras_require={

@@ -17,7 +17,9 @@ import pytest
 from test_hostile import _assert_untouched, _checksums, _one_error_line, _row
 
 import transfer.compat  # noqa: F401,I001  (its guards, before detectron2 and mmengine)
-from benchmarks import coco_fgbg, colorful_mnist, fairface, leaderboard, probe, suite
+from benchmarks.probes import coco_fgbg, colorful_mnist, fairface, probe
+from benchmarks.results import leaderboard
+from benchmarks.runner import suite
 from pretrain import data as data_module
 from pretrain import train
 from pretrain.cli import OUTPUT_MARK, InputError, claim_output
@@ -418,7 +420,7 @@ def _run_probe(argv: list[str]) -> int:
 BAD_FLAGS: dict[str, tuple[Callable[[list[str]], int], list[list[str]]]] = {
     "suite": (suite.main, [["--jobs", "0"], ["--jobs", "-1"], ["--gpus", "0"],
                            ["--pretrain-steps", "0"], ["--jobs", "two"]]),
-    "probe": (_run_probe, [["--epochs", "0"], ["--epochs", "nan"], ["--seeds", "0"],
+    "probe": (_run_probe, [["--epochs", "0"], ["--epochs", "nan"], ["--trials", "0"],
                            ["--batch-size", "0"], ["--lr", "inf"], ["--linear-epochs", "0"],
                            ["--workers", "-1"], ["--image-size", "0"]]),
     "coco_det": (coco_det.main, [["--val-images", "-1"], ["--num-gpus", "0"],

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from mmengine.config import Config
 
-from benchmarks.leaderboard import DEFAULT_PATH
+from benchmarks.results.leaderboard import DEFAULT_PATH
 from pretrain.backbones import RESNETS
 from pretrain.cli import InputError
 from transfer.compat import UnsafeConfigError  # its guards apply to mmengine when imported

@@ -53,11 +53,11 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 import transfer.quiet  # noqa: F401,I001  (known library warnings silenced)
-from benchmarks.leaderboard import DEFAULT_PATH, LeaderboardError
+from benchmarks.results.leaderboard import DEFAULT_PATH, LeaderboardError
 from pretrain.cli import number, one_line_errors, run_main
 from pretrain.open_backbone import add_backbone_arguments
 from transfer.mpii_config import PROTOCOLS, MpiiPoseConfig
-from transfer.mpii_run import run
+from transfer.mpii_run import TASK, run
 
 
 def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
@@ -70,9 +70,9 @@ def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
                    help="fixed: frozen backbone (BN in eval), train the head; finetune: train all")
     p.add_argument("--data", type=Path, help="MPII root in mmpose's layout; default: the embedded "
                                              "synthetic set (generated on first use)")
-    p.add_argument("--out", type=Path, help="the run folder; default runs/mpii_pose/<name>, name "
+    p.add_argument("--out", type=Path, help=f"the run folder; default runs/{TASK}/<name>, name "
                                             "= <weights' stem>-<8 hex of its hash>-<protocol>")
-    p.add_argument("--name", help="run name under runs/mpii_pose when --out is not given")
+    p.add_argument("--name", help=f"run name under runs/{TASK} when --out is not given")
     p.add_argument("--max-iters", type=number(),
                    help="train N iterations, the whole schedule scaled to fit")
     p.add_argument("--batch-size", type=number(), help="per-process batch (lr follows the total)")

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from mmengine.config import Config
 
-from benchmarks.leaderboard import backbone_fields, embedded_data, run_identity, write_rows
-from pretrain.checkpoint import atomic_write
+from benchmarks.results.leaderboard import backbone_fields, embedded_data, run_identity, write_rows
 from pretrain.cli import claim_output, keeping
 from pretrain.data import validate_mpii
+from pretrain.files import atomic_write
 from pretrain.open_backbone import Backbone, open_backbone
 from transfer.convert import export_backbone, mmpose_style
 from transfer.mpii_checkpoint import checkpoint_path, resume_checkpoint

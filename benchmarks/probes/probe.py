@@ -1,5 +1,6 @@
 """The task command line every probe script shares: flags into a :class:`ProbeConfig`, the run
-folder, the protocols of :mod:`benchmarks.protocols` on the features of :mod:`benchmarks.features`,
+folder, the protocols of :mod:`benchmarks.probes.protocols` on the features of
+:mod:`benchmarks.probes.features`,
 ``metrics.json`` and the leaderboard rows.
 
 A script (``benchmarks/fairface.py``, ...) contributes a :class:`Task`: its name, attributes and how
@@ -31,8 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from benchmarks import leaderboard
-from benchmarks.features import (
+from benchmarks.probes.features import (
     Features,
     cached_features,
     eval_transform,
@@ -40,7 +40,7 @@ from benchmarks.features import (
     native_image_size,
     train_transform,
 )
-from benchmarks.protocols import (
+from benchmarks.probes.protocols import (
     KNN_TEMPERATURE,
     FinetuneRecipe,
     LinearRecipe,
@@ -50,9 +50,12 @@ from benchmarks.protocols import (
     knn_predict,
     linear_predict,
 )
-from benchmarks.tasks import gap_of
-from pretrain.checkpoint import atomic_write, git_commit, save_backbone
+from benchmarks.results import leaderboard
+from benchmarks.results.gaps import gap_of
+from benchmarks.results.predictions import prediction_key
+from pretrain.checkpoint import save_backbone
 from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
+from pretrain.files import atomic_write, git_commit
 from pretrain.open_backbone import (
     RANDOM,
     Backbone,
@@ -61,7 +64,6 @@ from pretrain.open_backbone import (
     open_backbone,
 )
 
-DEFAULT_CACHE_DIR = Path("runs/cache")
 # Default fine-tuning length: on the CPU a quarter epoch (the embedded default in a few minutes
 # with the ImageNet stem), on a GPU a real schedule.
 FINETUNE_EPOCHS = {"cpu": 0.25, "cuda": 30.0}
@@ -92,6 +94,7 @@ class Task:
     protocols: tuple[str, ...] = ("fixed", "finetune")   # its --protocol choices
     supervised: bool = True                     # whether it offers --supervised-on
     hflip: bool = True                          # fine-tuning may flip images (False: digits)
+    command: str = ""                           # its console script; default ssl-<name>
 
 
 def default_device() -> str:
@@ -115,15 +118,15 @@ class ProbeConfig:
     leaderboard: Path = leaderboard.DEFAULT_PATH
     protocol: str | None = None
     supervised_on: str | None = None
-    seeds: int = 1
-    first_seed: int = 0
+    trials: int = 1
+    seed: int = 0
     epochs: float | None = None
     lr: float = FinetuneRecipe.lr
     linear_epochs: int = LinearRecipe.epochs
     image_size: int | None = None
     batch_size: int = 128
     workers: int | None = None
-    cache_dir: Path = DEFAULT_CACHE_DIR
+    cache_dir: Path | None = None
     device: str = "cpu"
 
     def to_json(self) -> dict[str, Any]:
@@ -133,7 +136,7 @@ class ProbeConfig:
 def parser(task: Task) -> argparse.ArgumentParser:
     """The flags every benchmark script shares (each sets a :class:`ProbeConfig` field)."""
     p = one_line_errors(argparse.ArgumentParser(
-        prog=f"python benchmarks/{task.name}.py", description=task.description,
+        prog=task.command or f"ssl-{task.name.replace('_', '-')}", description=task.description,
         formatter_class=argparse.RawDescriptionHelpFormatter))
     add_backbone_arguments(p, random_stem="'small' for images of 64 px or less, else "
                            "'imagenet'")
@@ -153,11 +156,12 @@ def parser(task: Task) -> argparse.ArgumentParser:
                        help="train a backbone from --weights (default random init) supervised on "
                        f"these attributes of {names} ('all' for every one), then "
                        "linear-probe every attribute: the 'supervised on X' ceiling")
-    p.add_argument("--seeds", type=number(), default=ProbeConfig.seeds,
-                   help="probe seeds FIRST..FIRST+N-1, reported as mean/std")
-    p.add_argument("--first-seed", type=number(int, 0), default=ProbeConfig.first_seed,
-                   help="the first probe seed (the suite's --seeds gives backbone of pretraining "
-                        "seed S the probe seed S)")
+    p.add_argument("--trials", type=number(), default=ProbeConfig.trials, metavar="N",
+                   help="probe repetitions with seeds S..S+N-1 (S: --seed), reported as "
+                        "mean/std (default %(default)s)")
+    p.add_argument("--seed", type=number(int, 0), default=ProbeConfig.seed, metavar="S",
+                   help="the first trial's seed (the suite gives backbone of pretraining seed S "
+                        "the probe seed S; default %(default)s)")
     if "finetune" in task.protocols or task.supervised:
         positive = number(float, 0, above=True)
         p.add_argument("--epochs", type=positive, help="fine-tuning epochs (fractions allowed; "
@@ -175,8 +179,8 @@ def parser(task: Task) -> argparse.ArgumentParser:
                    help="extraction batch size")
     p.add_argument("--workers", type=number(int, 0), help="DataLoader workers (default 0 on "
                    "the CPU, 8 on a GPU)")
-    p.add_argument("--cache-dir", type=Path, default=ProbeConfig.cache_dir,
-                   help=f"feature cache folder (default {ProbeConfig.cache_dir})")
+    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: cache/ in "
+                   "the run folder --out; a folder of its own shares it between runs)")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default %(default)s)")
     return p
 
@@ -189,8 +193,8 @@ def parse_config(task: Task, argv: list[str] | None = None) -> ProbeConfig:
 def resolve(task: Task, cfg: ProbeConfig) -> tuple[Task, ProbeConfig]:
     """Check the config and fill what it leaves to the data and device; returns the task with
     its classes (read from the data for an ImageFolder) and the resolved config."""
-    if cfg.seeds < 1:
-        raise ProbeError(f"--seeds must be at least 1, got {cfg.seeds}")
+    if cfg.trials < 1:
+        raise ProbeError(f"--trials must be at least 1, got {cfg.trials}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ProbeError(f"--device {cfg.device}: no CUDA device here; use --device cpu")
     data = cfg.data
@@ -219,17 +223,12 @@ def resolve(task: Task, cfg: ProbeConfig) -> tuple[Task, ProbeConfig]:
 PREDICTIONS_FILE = "predictions.npz"
 
 
-def prediction_key(protocol: str, metric: str, seed: int | str) -> str:
-    """The name of one run's predicted labels in ``predictions.npz``."""
-    return f"pred.{protocol}.{metric}.seed{seed}"
-
-
 @dataclass
 class Predictions:
     """The per-example predictions of one run, saved as ``predictions.npz`` in its folder: predicted
     labels per (protocol, metric, seed), the true labels per metric, and ``test_set``, a hash of
     the test data's root and labels, so that two backbones scored on the same test set are paired
-    example by example (benchmarks/stats.py)."""
+    example by example (benchmarks/results/stats.py)."""
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     roots: set[str] = field(default_factory=set)
@@ -273,13 +272,14 @@ class Run:
 
     @property
     def seeds(self) -> range:
-        return range(self.cfg.first_seed, self.cfg.first_seed + self.cfg.seeds)
+        return range(self.cfg.seed, self.cfg.seed + self.cfg.trials)
 
     def load(self, split: str, transform: Any, **kwargs: Any) -> Dataset:
         return self.task.load(self.cfg.data, split, transform, **kwargs)
 
     def features(self, dataset: Dataset, desc: str, backbone: Backbone | None = None) -> Features:
-        return cached_features(backbone or self.backbone, dataset, self.cfg.cache_dir,
+        return cached_features(backbone or self.backbone, dataset,
+                               self.cfg.cache_dir or self.out / "cache",
                                self.cfg.device, self.cfg.batch_size, self.cfg.workers, desc,
                                self.timings)
 
@@ -348,8 +348,8 @@ def summarize(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
     return out
 
 
-# The suite's probe recipes by name (benchmarks/protocols.py): a row is on budget "full" when one
-# of them ran unchanged on real data.
+# The suite's probe recipes by name (benchmarks/probes/protocols.py): a row is on budget "full"
+# when one of them ran unchanged on real data.
 def probe_recipe(protocol: str) -> str:
     """The name of the recipe behind a row's protocol (linear, knn5, finetune, supervised:X)."""
     if protocol.startswith("knn"):
@@ -363,7 +363,7 @@ def probe_recipe(protocol: str) -> str:
 
 def run_identity(run: Run, protocol: str) -> dict[str, str]:
     """The recipe, budget and deviations of one protocol's rows
-    (:func:`benchmarks.leaderboard.run_identity`)."""
+    (:func:`benchmarks.results.leaderboard.run_identity`)."""
     cfg = run.cfg
     trains = protocol == "finetune" or protocol.startswith("supervised:")
     probes = protocol == "linear" or protocol.startswith("supervised:")
