@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from pretrain.backbones import ARCHS, STEMS
-from pretrain.cli import InputError
+from pretrain.cli import InputError, number
 from pretrain.methods import METHODS
 
 
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", metavar="FILE.yaml",
                         help="load settings from a YAML file (flags given here override it)")
+    parser.add_argument("--gpus", type=number(), metavar="N",
+                        help="processes on this machine, one per GPU: with N > 1 the run starts "
+                        "itself under torchrun (several machines: tools/pretrain.sh --nnodes)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR (or from a last_state.pt) exactly where "
                         "it stopped; its config.yaml is used, flags given here override it")
@@ -198,6 +201,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PretrainConfig, str | Non
     """(config, resume path or None) from the command line (and ``--config`` / the resumed run)."""
     args = vars(build_parser().parse_args(argv))
     resume = args.pop("resume", None)
+    args.pop("gpus", None)  # the launcher's (pretrain/train.py main), not the run's
     config_file = args.pop("config", None)
     cfg = saved = PretrainConfig()
     if resume is not None:

@@ -68,8 +68,15 @@ from pretrain.checkpoint import (
     save_backbone,
     save_state,
 )
-from pretrain.cli import OutputError, claim_output, run_main
-from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
+from pretrain.cli import OutputError, claim_output, run_main, torchrun_command
+from pretrain.config import (
+    ConfigError,
+    PretrainConfig,
+    build_parser,
+    parse_args,
+    resolve,
+    save_yaml,
+)
 from pretrain.device_augment import InputPipeline
 from pretrain.files import atomic_write, git_commit
 from pretrain.methods import METHODS, Method, Regularizer, build_method
@@ -398,6 +405,12 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    gpus = build_parser().parse_known_args(argv)[0].__dict__.get("gpus", 1)
+    if gpus > 1 and "LOCAL_RANK" not in os.environ:  # --gpus N: this command under torchrun
+        import subprocess
+
+        return subprocess.call(torchrun_command("pretrain.train", argv, gpus))
     try:
         return run_main(lambda: train(*parse_args(argv)), prog="pretrain",
                         statuses={NonFiniteLossError: 3})

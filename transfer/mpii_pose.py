@@ -55,6 +55,7 @@ from mmengine.config import DictAction
 import transfer.quiet  # noqa: F401,I001  (known library warnings silenced)
 from benchmarks.results.leaderboard import DEFAULT_PATH, LeaderboardError
 from pretrain.cli import number, one_line_errors, run_main
+from pretrain.cli import torchrun_command as cli_torchrun
 from pretrain.open_backbone import add_backbone_arguments
 from transfer.mpii_config import PROTOCOLS, MpiiPoseConfig
 from transfer.mpii_run import TASK, run
@@ -112,25 +113,8 @@ def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
 
 
 def torchrun_command(argv: list[str], gpus: int) -> list[str]:
-    """This driver under torchrun: ``gpus`` processes on this machine, mmengine's ``pytorch``
-    launcher, a free port (two runs on one machine must not collide)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    kept, skip = [], False
-    for arg in argv:  # every flag but --gpus
-        if skip or arg.startswith("--gpus="):
-            skip = False
-            continue
-        skip = arg == "--gpus"
-        if not skip:
-            kept.append(arg)
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(gpus),
-            "--master_addr", "127.0.0.1", "--master_port", str(port),
-            "-m", "transfer.mpii_pose", *kept,
-            "--launcher", "pytorch"]
+    """This driver under torchrun with mmengine's ``pytorch`` launcher (``--gpus N``)."""
+    return [*cli_torchrun("transfer.mpii_pose", argv, gpus), "--launcher", "pytorch"]
 
 
 def main(argv: list[str] | None = None) -> int:
