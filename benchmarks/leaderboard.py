@@ -45,8 +45,9 @@ from pretrain.checkpoint import atomic_write, git_commit
 from pretrain.open_backbone import file_sha256
 
 COLUMNS = [
-    "backbone_id", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs",
-    "pretrain_seed", "params", "gflops", "input_size", "task", "protocol", "recipe", "budget",
+    "backbone_id", "backbone_name", "method", "regularizer", "arch", "pretrain_data",
+    "pretrain_epochs", "pretrain_seed", "params", "gflops", "input_size", "task", "protocol",
+    "recipe", "budget",
     "deviations", "metric", "value", "seed", "date", "commit", "source", "note", "predictions",
 ]
 KEY = ("backbone_id", "pretrain_data", "pretrain_epochs", "pretrain_seed", "task", "protocol",
@@ -97,11 +98,15 @@ def file_hash(path: str | os.PathLike, length: int = 12) -> str:
     return file_sha256(path)[:length]
 
 
-def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> dict[str, Any]:
+def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any],
+                    name: str | None = None) -> dict[str, Any]:
     """The backbone columns of a row, from a checkpoint path (hashed) and its metadata.
 
     ``weights=None`` is a backbone with no file (the random-init control): its id is taken from
-    ``meta["backbone_id"]`` or built from the method and arch.
+    ``meta["backbone_id"]`` or built from the method and arch. ``name``: the user's name of a
+    backbone brought with ``--checkpoint NAME=PATH`` (the stages' ``--backbone-name``), shown in
+    every table and picture in place of its method; a label of the id, not part of the row's key
+    (the same file measured again under another name replaces its rows).
     """
     if weights is None:
         backbone_id = meta.get("backbone_id") or f"{meta.get('method', 'none')}-{meta.get('arch')}"
@@ -109,6 +114,7 @@ def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> 
         backbone_id = file_hash(weights)
     return {
         "backbone_id": backbone_id,
+        "backbone_name": name or "",
         "method": meta.get("method", "unknown"),
         "regularizer": meta.get("regularizer") or "none",
         "arch": meta.get("arch", ""),
@@ -295,16 +301,19 @@ def reference_rows() -> list[dict[str, str]]:
 
 
 def name_of(row: dict[str, str]) -> str:
-    """``method`` or ``method+regularizer``: the panel's name of a row's backbone recipe."""
+    """The name a row's backbone is shown by: the user's ``backbone_name`` when it has one, else
+    ``method`` or ``method+regularizer`` (the panel's name of its recipe)."""
+    if row.get("backbone_name"):
+        return row["backbone_name"]
     regularizer = row.get("regularizer") or "none"
     return (row.get("method") or "?") + (f"+{regularizer}" if regularizer != "none" else "")
 
 
 # A row's group in the tables: the backbone recipe (backbones that differ only in their recorded
 # pretraining seed are one group, so a several-seed run shows one mean; a backbone without a
-# recorded seed is its own group), the task, protocol, recipe, budget and deviations.
-GROUP = ("task", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs", "protocol",
-         "recipe", "budget", "deviations", "source")
+# recorded seed is its own group), its name, the task, protocol, recipe, budget and deviations.
+GROUP = ("task", "backbone_name", "method", "regularizer", "arch", "pretrain_data",
+         "pretrain_epochs", "protocol", "recipe", "budget", "deviations", "source")
 
 
 def group_key(row: dict[str, str]) -> tuple[str, ...]:

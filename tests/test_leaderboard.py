@@ -75,6 +75,24 @@ def test_backbone_fields_hash_the_file(tmp_path: Path) -> None:
         == "random-init-resnet18"
 
 
+def test_a_named_backbone_is_its_name_in_the_csv_and_every_table(tmp_path: Path) -> None:
+    from benchmarks.leaderboard import budget_sections
+
+    weights = tmp_path / "tv50.pth"
+    weights.write_bytes(b"weights")
+    fields = backbone_fields(weights, {"arch": "resnet50"}, name="tv50")
+    path = tmp_path / "lb.csv"
+    write_rows(path, [{**fields, **_row(fields["backbone_id"], "digit_top1", 41.0)},
+                      {**backbone_fields(None, {"method": "random-init", "arch": "resnet50"}),
+                       **_row("random-init-resnet50", "digit_top1", 11.0)}])
+    columns, rows = read_rows(path)
+    assert columns.index("backbone_name") == 1
+    assert [(r["backbone_name"], r["method"]) for r in rows] == [("tv50", "unknown"),
+                                                                  ("", "random-init")]
+    text = budget_sections(rows)
+    assert f"| tv50 [{fields['backbone_id']}] |" in text and "unknown" not in text
+
+
 def test_reference_rows_ship_marked_with_their_source() -> None:
     from benchmarks.leaderboard import reference_rows
 
