@@ -47,8 +47,8 @@ from pretrain.open_backbone import file_sha256
 COLUMNS = [
     "backbone_id", "backbone_name", "method", "regularizer", "arch", "pretrain_data",
     "pretrain_epochs", "pretrain_seed", "params", "gflops", "input_size", "task", "protocol",
-    "recipe", "budget",
-    "deviations", "metric", "value", "seed", "date", "commit", "source", "note", "predictions",
+    "recipe", "budget", "deviations", "metric", "value", "seed", "date", "commit", "source", "note",
+    "predictions",
 ]
 KEY = ("backbone_id", "pretrain_data", "pretrain_epochs", "pretrain_seed", "task", "protocol",
        "recipe", "budget", "deviations", "metric", "seed", "source")
