@@ -367,7 +367,9 @@ def summarize(rows: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
         ids = sorted({r["backbone_id"] for rs in metrics.values() for r in rs})
         stats = {m: value_interval(rs) for m, rs in metrics.items()}
         entry = {"backbone": _label(row, ids), "name": name_of(row), "backbone_ids": ids,
-                 "protocol": row["protocol"], "recipe": row.get("recipe", ""),
+                 "method": row.get("method", ""), "regularizer": row.get("regularizer") or "none",
+                 "backbone_name": row.get("backbone_name", ""), "protocol": row["protocol"],
+                 "recipe": row.get("recipe", ""),
                  "budget": row.get("budget", ""), "deviations": row.get("deviations", ""),
                  "source": row["source"], "note": row.get("note", ""), "metrics": stats}
         gap = gap_of(row["task"])  # the task's shortcut gap (benchmarks/tasks.py)
@@ -504,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             check_output(out, args.command)
         rows = read_rows(args.csv)[1] if Path(args.csv).exists() else []
         if args.command == "plot":
-            from benchmarks.report import shortcut_figure
+            from benchmarks.pictures import shortcut_figure
 
             print(shortcut_figure(rows, out, mark=PLOT_MARK))
         elif out is not None:

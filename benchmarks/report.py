@@ -6,9 +6,7 @@
   test, the measured difference with its 95% interval (Welch's t over seeds when each side has
   several, else a paired bootstrap over the test examples of the saved predictions) and a verdict
   (:func:`benchmarks.stats.verdict`);
-- the shortcut pictures: per task with a shortcut gap, the easy cue's accuracy against the hard
-  one's per backbone with interval bars, published points marked, one figure per task and one
-  panel per protocol;
+- the shortcut pictures (:mod:`benchmarks.pictures`), one figure per task with a shortcut gap;
 - each backbone's parameters and FLOPs (fvcore, at the benchmark's input size), failures, timings.
 
 Every cell of every table is escaped with :func:`benchmarks.leaderboard.markdown_text`.
@@ -29,8 +27,8 @@ from benchmarks.leaderboard import (
     name_of,
     read_rows,
     reference_rows,
-    summarize,
 )
+from benchmarks.pictures import shortcut_figure, shortcut_tasks
 from benchmarks.tasks import gap_of
 from pretrain.checkpoint import atomic_write, git_commit
 
@@ -279,82 +277,6 @@ def _interval(c: dict[str, Any]) -> str:
     if c["low"] is None:
         return f"{c['measured_diff']:+.2f}"
     return f"{c['measured_diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"
-
-
-# ----------------------------------------------------------------------------- pictures
-def shortcut_tasks(rows: list[dict[str, str]]) -> list[str]:
-    """The tasks of measured rows that have a shortcut gap, in order."""
-    return sorted({r["task"] for r in rows if r["source"] == "measured" and gap_of(r["task"])})
-
-
-def _axis(entry: dict[str, Any], metrics: tuple[str, ...]) -> tuple[float, float, float] | None:
-    """(mean, low, high) of the mean of ``metrics`` (intervals averaged: an approximation when
-    there are several)."""
-    found = [entry["metrics"].get(m) for m in metrics]
-    if None in found:
-        return None
-    mean = sum(f[0] for f in found) / len(found)
-    if any(f[1] is None for f in found):
-        return mean, mean, mean
-    return (mean, sum(f[1] for f in found) / len(found), sum(f[2] for f in found) / len(found))
-
-
-def shortcut_figure(rows: list[dict[str, str]], png: str | Path, tasks: list[str] | None = None,
-                    mark: str = "python -m benchmarks.suite") -> Path:
-    """One figure: per task of ``tasks`` (default every measured task with a shortcut gap) and
-    per measured protocol, one panel plotting each backbone's hard-cue accuracy (x: digit, mean
-    of age and gender, ...) against its easy-cue accuracy (y: background, race, ...) with 95%
-    interval bars; published points of the same task and protocol as black crosses."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = tasks or shortcut_tasks(rows)
-    table = summarize(rows + reference_rows())
-    panels = [(task, protocol) for task in tasks for protocol in sorted(
-        {e["protocol"] for e in table.get(task, []) if e["source"] == "measured"})]
-    if not panels:
-        raise ValueError("no measured rows of a task with a shortcut gap to plot")
-    columns = min(2, len(panels))
-    rows_of_panels = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(6.5 * columns, 5.5 * rows_of_panels),
-                             squeeze=False)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
-    for ax, (task, protocol) in zip(axes.flat, panels):
-        gap = gap_of(task)
-        published = 0
-        for e in table[task]:
-            if e["protocol"] != protocol:
-                continue
-            x, y = _axis(e, gap.plus), _axis(e, gap.minus)
-            if x is None or y is None:
-                continue
-            if e["source"] != "measured":
-                ax.plot(x[0], y[0], "kx", markersize=9,
-                        label="published" if published == 0 else None)
-                # staggered so that nearby published points keep readable names
-                ax.annotate(e["name"], (x[0], y[0]), fontsize=8,
-                            xytext=(6, 6 - 11 * (published % 4)), textcoords="offset points")
-                published += 1
-                continue
-            label = e["name"] + ("" if e["budget"] == "full" else f" ({e['budget']})")
-            ax.errorbar(x[0], y[0], xerr=[[x[0] - x[1]], [x[2] - x[0]]],
-                        yerr=[[y[0] - y[1]], [y[2] - y[0]]], fmt="o", capsize=3, label=label)
-        ax.set_xlim(0, 100)
-        ax.set_ylim(0, 100)
-        ax.set_xlabel(" + ".join(gap.plus).replace("_top1", "") + " accuracy (%)", fontsize=10)
-        ax.set_ylabel(" + ".join(gap.minus).replace("_top1", "") + " accuracy (%)", fontsize=10)
-        ax.set_title(f"{task} / {protocol} (bars: 95% interval)", fontsize=11)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110, metadata={"Software": mark})
-    plt.close(fig)
-    return png
 
 
 # ----------------------------------------------------------------------------- the report

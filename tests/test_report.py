@@ -9,8 +9,9 @@ import torch
 
 from benchmarks import stats
 from benchmarks.leaderboard import read_rows, write_rows
+from benchmarks.pictures import axis_label, panels, shortcut_figure
 from benchmarks.probe import Predictions
-from benchmarks.report import claims, claims_markdown, shortcut_figure, write
+from benchmarks.report import claims, claims_markdown, write
 
 N = 400
 
@@ -161,6 +162,8 @@ def test_report_is_escaped_sectioned_and_drawn(tmp_path: Path) -> None:
     rows = [*_backbone(tmp_path, "mocov2+rcl", {"digit": 0.9, "background": 0.5}),
             *_backbone(tmp_path, "mocov2", {"digit": 0.2, "background": 0.5})]
     rows[0] = {**rows[0], "params": 11.2, "gflops": 0.15, "input_size": 64}
+    rows += [{**r, "backbone_id": "3f9a0c1e22b7", "backbone_name": "tv50", "method": "unknown",
+              "params": 25.6} for r in _backbone(tmp_path, "tv50", {"digit": 0.3})]
     write_rows(out / "leaderboard.csv", rows)
     records = [{"backbone": "x|y", "stage": "pretrain", "status": "failed",
                 "reason": "exit 1: a | b\nsecond line", "seconds": 1.0}]
@@ -172,6 +175,8 @@ def test_report_is_escaped_sectioned_and_drawn(tmp_path: Path) -> None:
     assert "One pretraining run per side in the rows, hence `one run`" in text
     assert "Multiplicity: no claim here has two pretraining seeds" in text
     assert "| mocov2+rcl | mocov2+rcl-0 | colorful_mnist | 64 | 11.2 | 0.15 |" in text
+    assert "| tv50 [3f9a0c1e22b7] | linear" in text and "| tv50 | 3f9a0c1e22b7 |" in text
+    assert "unknown" not in text
     png = out / "shortcut_colorful_mnist.png"
     assert png.read_bytes()[:4] == b"\x89PNG" and f"]({png.name})" in text
 
@@ -189,3 +194,41 @@ def test_shortcut_figure_has_a_panel_per_protocol(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no measured rows"):
         shortcut_figure([], tmp_path / "none.png")
     assert np.isfinite(width).all()
+
+
+def test_pictures_show_published_points_only_beside_full_rows_of_the_same_recipe(
+        tmp_path: Path) -> None:
+    full = {"budget": "full", "recipe": "rcl-fixed-linear", "deviations": ""}
+    rows = [{**r, **full} for r in _backbone(tmp_path, "mocov2", {"digit": 0.2, "background": 0.5})]
+    rows += [{**r, **full} for r in _backbone(tmp_path, "mocov2+rcl",
+                                               {"digit": 0.9, "background": 1.0})]
+    rows += [{**r, "protocol": "finetune"} for r in _backbone(
+        tmp_path, "mocov2", {"digit": 0.2, "background": 0.5})]   # budget cpu
+    other = {**full, "recipe": "linear-adamw-100e", "task": "colorful_mnist"}
+    rows += [{**r, **other, "protocol": "knn5"} for r in _backbone(
+        tmp_path, "mocov2", {"digit": 0.2, "background": 0.5})]  # full, but no paper's recipe
+    write_rows(tmp_path / "b.csv", rows)
+    found = panels(read_rows(tmp_path / "b.csv")[1])
+    assert set(found) == {("colorful_mnist", p) for p in ("linear", "finetune", "knn5")}
+    assert not any(p.published for p in found[("colorful_mnist", "finetune")])
+    assert not any(p.published for p in found[("colorful_mnist", "knn5")])
+    linear = found[("colorful_mnist", "linear")]
+    published = {p.label for p in linear if p.published}
+    assert "mocov2+rcl · published, RCL Table 4" in published
+    assert all("RCL Table 4" in label for label in published)
+    # a regularized backbone shares its base's pair and condition: one hue and an arrow
+    rcl, base = (next(p for p in linear if not p.published and p.label.startswith(name))
+                 for name in ("mocov2+rcl ·", "mocov2 ·"))
+    assert rcl.regularized and not base.regularized and (rcl.pair, rcl.link) == (
+        base.pair, base.link)
+    assert rcl.y[2] <= 100.0   # the interval is cut at the possible range
+
+
+def test_picture_axes_are_words_and_named_backbones_keep_their_name(tmp_path: Path) -> None:
+    assert axis_label(("age_top1", "gender_top1")) == "age and gender accuracy (mean of the 2, %)"
+    assert axis_label(("train_fg_test_fg_top1",)) == "accuracy on foreground-only images (%)"
+    rows = [{**r, "backbone_name": "tv50", "method": "unknown"}
+            for r in _backbone(tmp_path, "mocov2", {"digit": 0.2, "background": 0.5})]
+    write_rows(tmp_path / "b.csv", rows)
+    (point,) = panels(read_rows(tmp_path / "b.csv")[1])[("colorful_mnist", "linear")]
+    assert point.label == "tv50 · cpu" and point.pair == "tv50" and not point.regularized
