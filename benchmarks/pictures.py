@@ -8,7 +8,8 @@ says.
 - A regularized backbone shares its base's hue and an arrow runs from the base to it (one arrow
   per measured condition: budget, recipe, deviations; dashed between published points). Base
   backbones are hollow, regularized ones filled, published ones crosses.
-- Names go in a legend beside the panel (they never overlap the points or each other); the axes
+- Names and values go in a legend beside the panel (they never overlap the points or each
+  other, and points that crowd one corner stay readable); the axes
   are named in words; the limits leave room around 0 and 100 and interval bars are cut at the
   possible range, so nothing is clipped.
 """
@@ -94,8 +95,9 @@ def panels(rows: list[dict[str, str]], tasks: list[str] | None = None
                 if e["protocol"] != protocol or x is None or y is None:
                     continue
                 published = e["source"] != "measured"
+                # the values in the legend: points near one another stay readable
                 label = (f"{e['name']} · published, {e['source']}" if published
-                         else f"{e['name']} · {e['budget']}")
+                         else f"{e['name']} · {e['budget']}") + f" ({x[0]:.1f}, {y[0]:.1f})"
                 points.append(Point(
                     label=label, pair=e["backbone_name"] or e["method"],
                     link=(e["source"], e["budget"], e["recipe"], e["deviations"]),

@@ -214,7 +214,7 @@ def test_pictures_show_published_points_only_beside_full_rows_of_the_same_recipe
     assert not any(p.published for p in found[("colorful_mnist", "knn5")])
     linear = found[("colorful_mnist", "linear")]
     published = {p.label for p in linear if p.published}
-    assert "mocov2+rcl · published, RCL Table 4" in published
+    assert "mocov2+rcl · published, RCL Table 4 (88.3, 46.5)" in published
     assert all("RCL Table 4" in label for label in published)
     # a regularized backbone shares its base's pair and condition: one hue and an arrow
     rcl, base = (next(p for p in linear if not p.published and p.label.startswith(name))
@@ -231,4 +231,4 @@ def test_picture_axes_are_words_and_named_backbones_keep_their_name(tmp_path: Pa
             for r in _backbone(tmp_path, "mocov2", {"digit": 0.2, "background": 0.5})]
     write_rows(tmp_path / "b.csv", rows)
     (point,) = panels(read_rows(tmp_path / "b.csv")[1])[("colorful_mnist", "linear")]
-    assert point.label == "tv50 · cpu" and point.pair == "tv50" and not point.regularized
+    assert point.label == "tv50 · cpu (20.0, 50.0)" and point.pair == "tv50" and not point.regularized
