@@ -215,8 +215,14 @@ def _warn(message: str) -> None:
 
 
 def write_rows(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
-    """Add ``rows`` to the leaderboard, replacing earlier rows with the same key."""
-    path = Path(csv_path)
+    """Add ``rows`` to the leaderboard, replacing earlier rows with the same key. A symbolic link
+    is written through, atomically at its target (a shared board keeps getting the rows); a
+    read-only board is refused, never replaced by a writable one."""
+    path = Path(os.path.realpath(csv_path))
+    if path.exists() and not (path.stat().st_mode & 0o222 and os.access(path, os.W_OK)):
+        raise LeaderboardError(f"{path}: the leaderboard is read-only; no row of this run was "
+                               "written and the file is left as it is: make it writable "
+                               "(chmod u+w) or pass another --leaderboard")
     # a row that does not say its recipe and budget is "custom": never beside a published number
     defaults = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
                 "commit": git_commit(), "source": "measured", "seed": 0, "budget": "custom"}
@@ -324,19 +330,24 @@ def group_key(row: dict[str, str]) -> tuple[str, ...]:
 
 def load_correct(row: dict[str, str]) -> tuple[str, Any] | None:
     """(test set hash, per-example correctness) of a measured row from the ``predictions.npz``
-    its probe saved (benchmarks/probe.py), or None when there is none."""
-    import numpy as np
-
+    its probe saved (benchmarks/probe.py), or None when there is none or it is refused
+    (:mod:`benchmarks.saved_predictions`)."""
     from benchmarks.probe import prediction_key
+    from benchmarks.saved_predictions import read_predictions
 
     path = row.get("predictions") or ""
     if not path or not Path(path).is_file():
         return None
+    saved = read_predictions(path)
     key = prediction_key(row["protocol"], row["metric"], row["seed"])
-    with np.load(path) as saved:
-        if key not in saved or f"labels.{row['metric']}" not in saved:
-            return None
-        return str(saved["test_set"]), saved[key] == saved[f"labels.{row['metric']}"]
+    labels = f"labels.{row['metric']}"
+    if saved is None or key not in saved or labels not in saved or "test_set" not in saved:
+        return None
+    if saved[key].ndim != 1 or saved[key].shape != saved[labels].shape:
+        _warn(f"{path}: predictions {key} and labels {labels} differ in shape; the row is shown "
+              "without a test-set interval")
+        return None
+    return str(saved["test_set"]), saved[key] == saved[labels]
 
 
 def value_interval(rows: list[dict[str, str]]) -> tuple[float, float | None, float | None, str]:

@@ -81,7 +81,7 @@ def _axis(entry: dict[str, Any], metrics: tuple[str, ...]) -> tuple[float, float
 def panels(rows: list[dict[str, str]], tasks: list[str] | None = None
            ) -> dict[tuple[str, str], list[Point]]:
     """(task, protocol) -> its points, for every measured protocol of ``tasks`` (default every
-    measured task with a shortcut gap)."""
+    measured task with a shortcut gap) with a measured point to show."""
     table = summarize(rows + references_for(rows))
     found: dict[tuple[str, str], list[Point]] = {}
     for task in tasks or shortcut_tasks(rows):
@@ -103,7 +103,9 @@ def panels(rows: list[dict[str, str]], tasks: list[str] | None = None
                     link=(e["source"], e["budget"], e["recipe"], e["deviations"]),
                     regularized=e["regularizer"] != "none" and not e["backbone_name"],
                     published=published, x=x, y=y))
-    return found
+    # a panel whose measured rows lack a metric of the gap has nothing to show
+    return {key: points for key, points in found.items()
+            if any(not p.published for p in points)}
 
 
 def shortcut_figure(rows: list[dict[str, str]], png: str | Path, tasks: list[str] | None = None,
