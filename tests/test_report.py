@@ -97,6 +97,21 @@ def test_several_seeds_give_a_welch_interval_over_pretraining_seeds(tmp_path: Pa
     assert digit["verdict"] == "direction reproduced"
 
 
+def test_the_test_set_variance_is_folded_into_the_interval_over_seeds(tmp_path: Path) -> None:
+    shares = {"mocov2+rcl": [0.6, 0.7, 0.65], "mocov2": [0.3, 0.35, 0.2]}
+    rows = [r for name, side in shares.items() for s, share in enumerate(side)
+            for r in _backbone(tmp_path, name, {"digit": share}, pretrain_seed=s)]
+    digit = _claims(tmp_path, rows)[("mocov2+rcl vs mocov2", "digit_top1")]
+    correct = {name: np.stack([np.arange(N) < share * N for share in side])
+               for name, side in shares.items()}
+    variance = stats.examples_variance(correct["mocov2+rcl"], correct["mocov2"])
+    values = {name: [100 * share for share in side] for name, side in shares.items()}
+    expected = stats.seed_difference(values["mocov2+rcl"], values["mocov2"], variance)
+    assert variance > 1.0
+    assert (digit["low"], digit["high"]) == pytest.approx(expected.interval(0.95))
+    assert "+ test-set variance (400 examples)" in digit["interval"]
+
+
 def test_the_published_recipe_can_reproduce_the_size(tmp_path: Path) -> None:
     full = {"budget": "full", "recipe": "rcl-fixed-linear", "deviations": ""}
     rows = _seeded(tmp_path, "mocov2+rcl", {"digit": [85.0, 90.0, 88.0]}, **full) + _seeded(
@@ -231,4 +246,5 @@ def test_picture_axes_are_words_and_named_backbones_keep_their_name(tmp_path: Pa
             for r in _backbone(tmp_path, "mocov2", {"digit": 0.2, "background": 0.5})]
     write_rows(tmp_path / "b.csv", rows)
     (point,) = panels(read_rows(tmp_path / "b.csv")[1])[("colorful_mnist", "linear")]
-    assert point.label == "tv50 · cpu (20.0, 50.0)" and point.pair == "tv50" and not point.regularized
+    assert point.label == "tv50 · cpu (20.0, 50.0)" and point.pair == "tv50"
+    assert not point.regularized
