@@ -81,7 +81,7 @@ def _axis(entry: dict[str, Any], metrics: tuple[str, ...]) -> tuple[float, float
 def panels(rows: list[dict[str, str]], tasks: list[str] | None = None
            ) -> dict[tuple[str, str], list[Point]]:
     """(task, protocol) -> its points, for every measured protocol of ``tasks`` (default every
-    measured task with a shortcut gap) with a measured point to show."""
+    measured task with a shortcut gap); a panel whose rows lack a metric of the gap has none."""
     table = summarize(rows + references_for(rows))
     found: dict[tuple[str, str], list[Point]] = {}
     for task in tasks or shortcut_tasks(rows):
@@ -103,9 +103,7 @@ def panels(rows: list[dict[str, str]], tasks: list[str] | None = None
                     link=(e["source"], e["budget"], e["recipe"], e["deviations"]),
                     regularized=e["regularizer"] != "none" and not e["backbone_name"],
                     published=published, x=x, y=y))
-    # a panel whose measured rows lack a metric of the gap has nothing to show
-    return {key: points for key, points in found.items()
-            if any(not p.published for p in points)}
+    return found
 
 
 def shortcut_figure(rows: list[dict[str, str]], png: str | Path, tasks: list[str] | None = None,
@@ -161,6 +159,10 @@ def _draw(ax: Any, task: str, protocol: str, points: list[Point], hues: dict[str
     ax.set_title(f"{TASK_WORDS.get(task, task)}: {PROTOCOL_WORDS.get(protocol, protocol)}\n"
                  f"bars: 95% intervals; {note}", fontsize=10)
     ax.grid(alpha=0.3)
+    if not points:
+        ax.text(50, 50, "nothing to plot: no backbone has both accuracies", ha="center",
+                va="center", fontsize=10)
+        return
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
               title="hollow: base, filled: regularized,\narrow: base to regularized",
               title_fontsize=8, alignment="left")

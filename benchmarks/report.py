@@ -28,7 +28,7 @@ from benchmarks.leaderboard import (
     read_rows,
     reference_rows,
 )
-from benchmarks.pictures import panels, shortcut_figure
+from benchmarks.pictures import shortcut_figure, shortcut_tasks
 from benchmarks.tasks import gap_of
 from pretrain.checkpoint import atomic_write, git_commit
 
@@ -308,7 +308,7 @@ def write(out: Path, records: list[dict]) -> Path:
                          for r in problems]) + [""]
     lines += ["# Leaderboard", "", budget_sections(rows) if rows else "(no rows)", ""]
     lines += claims_markdown(claims(rows))
-    for task in sorted({task for task, _ in panels(rows)}):
+    for task in shortcut_tasks(rows):
         png = shortcut_figure(rows, out / f"shortcut_{task}.png", [task])
         lines += [f"![{task}: shortcut picture]({png.name})", ""]
     lines += cost_markdown(rows)
