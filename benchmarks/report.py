@@ -251,8 +251,11 @@ def _family_line(tested: list[dict[str, Any]]) -> str:
 
 def _seed_lines(tested: list[dict[str, Any]]) -> list[str]:
     """Which claims have seeds and which do not, from the rows."""
-    over = sorted({c["claim"] for c in tested if c["over_seeds"] is not None})
-    one = sorted({c["claim"] for c in tested if c["over_seeds"] is None})
+    def where(c: dict[str, Any]) -> str:
+        return f"{c['claim']} ({c['task']}, {c['protocol']}, budget {c['budget']})"
+
+    over = sorted({where(c) for c in tested if c["over_seeds"] is not None})
+    one = sorted({where(c) for c in tested if c["over_seeds"] is None})
     lines = []
     if over:
         lines.append("Judged over pretraining seeds (the rows record two or more `pretrain_seed`s "
