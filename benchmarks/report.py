@@ -3,8 +3,9 @@
 - the leaderboard by budget (:func:`benchmarks.leaderboard.budget_sections`): published numbers
   only beside ``full`` rows of the same task, protocol and recipe;
 - the papers' claims: each published regularizer-versus-base difference that the measured rows can
-  test, the measured difference with its 95% interval (Welch's t over seeds when each side has
-  several, else a paired bootstrap over the test examples of the saved predictions) and a verdict
+  test, the measured difference with its interval (over pretraining seeds when each side has two
+  or more, :func:`benchmarks.stats.seed_difference`, adjusted for the report's family of claims;
+  else the test-set interval of one run, labelled so) and a verdict by size and sign
   (:func:`benchmarks.stats.verdict`);
 - the shortcut pictures (:mod:`benchmarks.pictures`), one figure per task with a shortcut gap;
 - each backbone's parameters and FLOPs (fvcore, at the benchmark's input size), failures, timings.
