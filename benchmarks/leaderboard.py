@@ -351,19 +351,24 @@ def load_correct(row: dict[str, str]) -> tuple[str, Any] | None:
 
 
 def value_interval(rows: list[dict[str, str]]) -> tuple[float, float | None, float | None, str]:
-    """(mean, low, high, kind) of one metric's rows: a t-interval over seeds when there are
-    several, else the bootstrap interval over the test examples of the one row's predictions,
+    """(mean, low, high, kind) of one metric's rows: a t-interval over pretraining seeds when there
+    are several (the probe seeds of one pretraining seed are averaged first: they share a
+    backbone), else the bootstrap interval over the test examples of the one row's predictions,
     else no interval."""
     from benchmarks.stats import bootstrap_mean, t_interval
 
-    values = [float(r["value"]) for r in rows]
-    if len(values) > 1:
-        return (*t_interval(values), f"t, n={len(values)}")
+    seeds: dict[str, list[float]] = {}
+    for r in rows:
+        seeds.setdefault(str(r.get("pretrain_seed", "")) or r["backbone_id"], []).append(
+            float(r["value"]))
+    means = [sum(v) / len(v) for v in seeds.values()]
+    if len(means) > 1:
+        return (*t_interval(means), f"t over {len(means)} pretraining seeds")
     found = load_correct(rows[0])
-    if found is None:
-        return values[0], None, None, ""
+    if found is None or len(rows) > 1:
+        return means[0], None, None, ""
     _, low, high = bootstrap_mean(found[1])
-    return values[0], low, high, "bootstrap"
+    return means[0], low, high, "test set, one run"
 
 
 def summarize(rows: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:

@@ -156,4 +156,10 @@ def test_pretraining_seeds_of_one_recipe_are_one_entry(tmp_path: Path) -> None:
     by_ids = {tuple(e["backbone_ids"]): e["metrics"]["digit_top1"] for e in entries}
     assert set(by_ids) == {("s0", "s1"), ("x",), ("y",)}  # no recorded seed: its own entry
     assert by_ids[("s0", "s1")][:3] == pytest.approx((25.0, -38.53, 88.53), abs=0.01)
-    assert by_ids[("s0", "s1")][3] == "t, n=2"
+    assert by_ids[("s0", "s1")][3] == "t over 2 pretraining seeds"
+    # probe seeds of one pretraining seed are averaged, not counted as seeds
+    write_rows(path, [{**_row("s0", "digit_top1", 24.0, seed=1), "method": "simclr",
+                       "pretrain_seed": 0}])
+    entries = summarize(read_rows(path)[1])["colorful_mnist"]
+    (seeded,) = [e["metrics"]["digit_top1"] for e in entries if e["backbone_ids"] == ["s0", "s1"]]
+    assert seeded[:3] == pytest.approx((26.0, -24.82, 76.82), abs=0.01)
