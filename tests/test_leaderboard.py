@@ -107,13 +107,17 @@ def test_markdown_shows_interval_over_seeds_and_gap(tmp_path: Path) -> None:
     from benchmarks.leaderboard import main, markdown
 
     path = tmp_path / "lb.csv"
-    write_rows(path, [_row("abc", "digit_top1", 20.0, seed=0), _row("abc", "digit_top1", 30.0, 1),
-                      _row("abc", "background_top1", 90.0, 0),
-                      _row("abc", "background_top1", 90.0, 1)])
+    seeded = [{**_row(backbone, metric, value), "pretrain_seed": seed}
+               for backbone, seed, digit in (("abc", 0, 20.0), ("abd", 1, 30.0))
+               for metric, value in (("digit_top1", digit), ("background_top1", 90.0))]
+    probe_seeds = [_row("xyz", "digit_top1", 20.0, seed=0), _row("xyz", "digit_top1", 30.0, 1)]
+    write_rows(path, seeded + probe_seeds)
     text = markdown(read_rows(path)[1])
-    measured = next(line for line in text.splitlines() if "[abc]" in line)
-    # mean 25, t(0.975, 1) = 12.706 times the standard error 5
+    measured = next(line for line in text.splitlines() if "[abc, abd]" in line)
+    # two pretraining seeds: mean 25, t(0.975, 1) = 12.706 times the standard error 5
     assert "25.0 [-38.5, 88.5]" in measured and "-65.0" in measured and "measured" in measured
+    # two probe seeds of one backbone are no interval over pretraining seeds
+    assert "| ? [xyz] | linear |  | 25.0 |" in text
     png = tmp_path / "panel.png"
     assert main(["plot", "--csv", str(path), "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
