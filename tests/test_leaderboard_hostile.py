@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import leaderboard, saved_predictions
-from benchmarks.leaderboard import LeaderboardError, read_rows, write_rows
-from benchmarks.report import write
+from benchmarks.results import leaderboard_cli
+from benchmarks.results import predictions as saved_predictions
+from benchmarks.results.leaderboard import LeaderboardError, read_rows, write_rows
+from benchmarks.results.report import write
 
 
 def _row(backbone: str, value: float, predictions: str = "", **fields: str) -> dict:
@@ -55,7 +56,7 @@ def _npz(path: Path, **arrays: np.ndarray) -> Path:
 
 
 def _show(board: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, list[str]]:
-    assert leaderboard.main(["show", "--csv", str(board)]) == 0
+    assert leaderboard_cli.main(["show", "--csv", str(board)]) == 0
     out, err = capsys.readouterr()
     return out, [line for line in err.splitlines() if line]
 

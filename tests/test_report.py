@@ -1,4 +1,5 @@
-"""benchmarks/report.py: claims with intervals and verdicts, the report by budget, pictures."""
+"""benchmarks/results/report.py: claims with intervals and verdicts, the report by budget,
+pictures."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import stats
-from benchmarks.leaderboard import read_rows, write_rows
-from benchmarks.pictures import axis_label, panels, shortcut_figure
-from benchmarks.probe import Predictions
-from benchmarks.report import claims, claims_markdown, write
+from benchmarks.probes.probe import Predictions
+from benchmarks.results import stats
+from benchmarks.results.leaderboard import read_rows, write_rows
+from benchmarks.results.pictures import axis_label, panels, shortcut_figure
+from benchmarks.results.report import claims, claims_markdown, write
 
 N = 400
 

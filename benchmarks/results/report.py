@@ -1,16 +1,17 @@
 """The suite's report: ``report.md`` in the run folder, and its pictures.
 
-- the leaderboard by budget (:func:`benchmarks.leaderboard.budget_sections`): published numbers
-  only beside ``full`` rows of the same task, protocol and recipe;
+- the leaderboard by budget (:func:`benchmarks.results.leaderboard.budget_sections`): published
+  numbers only beside ``full`` rows of the same task, protocol and recipe;
 - the papers' claims: each published regularizer-versus-base difference that the measured rows can
   test, the measured difference with its interval (over pretraining seeds when each side has two
-  or more, :func:`benchmarks.stats.seed_difference`, adjusted for the report's family of claims;
-  else the test-set interval of one run, labelled so) and a verdict by size and sign
-  (:func:`benchmarks.stats.verdict`);
-- the shortcut pictures (:mod:`benchmarks.pictures`), one figure per task with a shortcut gap;
+  or more, :func:`benchmarks.results.stats.seed_difference`, adjusted for the report's family of
+  claims; else the test-set interval of one run, labelled so) and a verdict by size and sign
+  (:func:`benchmarks.results.stats.verdict`);
+- the shortcut pictures (:mod:`benchmarks.results.pictures`), one figure per task with a shortcut
+  gap;
 - each backbone's parameters and FLOPs (fvcore, at the benchmark's input size), failures, timings.
 
-Every cell of every table is escaped with :func:`benchmarks.leaderboard.markdown_text`.
+Every cell of every table is escaped with :func:`benchmarks.results.leaderboard.markdown_text`.
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import speed, stats
-from benchmarks.leaderboard import (
+from benchmarks.results import stats
+from benchmarks.results.gaps import gap_of
+from benchmarks.results.leaderboard import (
     budget_sections,
     load_correct,
     markdown_text,
@@ -29,9 +31,9 @@ from benchmarks.leaderboard import (
     read_rows,
     reference_rows,
 )
-from benchmarks.pictures import shortcut_figure, shortcut_tasks
-from benchmarks.tasks import gap_of
-from pretrain.checkpoint import atomic_write, git_commit
+from benchmarks.results.pictures import shortcut_figure, shortcut_tasks
+from benchmarks.results.speed_record import report_lines as speed_lines
+from pretrain.files import atomic_write, git_commit
 
 # what makes two measured rows comparable: same test set, recipe and budget
 CONDITION = ("task", "protocol", "metric", "recipe", "budget", "deviations")
@@ -76,7 +78,7 @@ def _seed_correctness(rows: list[dict[str, str]]) -> tuple[str, Any] | None:
 def difference(a: list[dict[str, str]], b: list[dict[str, str]]) -> dict[str, Any]:
     """A measured difference between two groups of rows under one condition: ``diff`` (mean of
     A's pretraining seeds minus B's), ``seeds`` (per side), and either ``over_seeds``
-    (:class:`benchmarks.stats.Difference`, each side with two seeds or more, the test set's
+    (:class:`benchmarks.results.stats.Difference`, each side with two seeds or more, the test set's
     variance folded in when every row saved predictions on one test set) or the test-set
     interval of one run per side (``low``, ``high``: paired bootstrap, None without
     predictions); ``interval`` says which."""
@@ -117,13 +119,14 @@ def claims(rows: list[dict[str, str]], q: float = 1 - stats.LEVEL) -> list[dict[
     """Each published ``method+regularizer`` versus ``method`` difference (same source, task,
     protocol and metric) that the measured rows can test, once per measured condition (recipe,
     budget, deviations), with the measured difference, its interval and the verdict
-    (:func:`benchmarks.stats.verdict`); and each measured pair no paper tests (``published``
+    (:func:`benchmarks.results.stats.verdict`); and each measured pair no paper tests (``published``
     None), on the headline metrics (those of the published tables and the shortcut gaps).
 
     The family for multiplicity is the claims that can get a verdict (two pretraining seeds or
     more per side, a published difference outside its paper's noise): their intervals are drawn
     at the Benjamini-Hochberg false-coverage level of the family
-    (:func:`benchmarks.stats.fcr_level` at rate ``q``); every other interval is a plain 95% one.
+    (:func:`benchmarks.results.stats.fcr_level` at rate ``q``); every other interval is a plain
+    95% one.
     """
     published = {(r["source"], r["method"], r["regularizer"], r["task"], r["protocol"],
                   r["metric"]): r for r in reference_rows()}
@@ -316,7 +319,7 @@ def write(out: Path, records: list[dict]) -> Path:
         png = shortcut_figure(rows, out / f"shortcut_{task}.png", [task])
         lines += [f"![{task}: shortcut picture]({png.name})", ""]
     lines += cost_markdown(rows)
-    lines += speed.report_lines(out)
+    lines += speed_lines(out)
     total = sum(r.get("seconds", 0.0) for r in records)
     lines += [f"## Timings (total {total / 60:.1f} min of stage time)", ""]
     lines += _table(["backbone", "stage", "status", "seconds"],

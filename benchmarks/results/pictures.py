@@ -3,8 +3,8 @@ each backbone's hard-cue accuracy (x) against its easy-cue accuracy (y), saying 
 says.
 
 - Published points only on a panel that has measured ``full`` rows, and only those of the same
-  task, protocol and recipe (:func:`benchmarks.leaderboard.references_for`); a quick budget's
-  panel says it has none.
+  task, protocol and recipe (:func:`benchmarks.results.leaderboard.references_for`); a quick
+  budget's panel says it has none.
 - A regularized backbone shares its base's hue and an arrow runs from the base to it (one arrow
   per measured condition: budget, recipe, deviations; dashed between published points). Base
   backbones are hollow, regularized ones filled, published ones crosses.
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.leaderboard import references_for, summarize
-from benchmarks.tasks import gap_of
-from pretrain.checkpoint import atomic_write
+from benchmarks.results.gaps import gap_of
+from benchmarks.results.leaderboard import references_for, summarize
+from pretrain.files import atomic_write
 
 # what each gap metric measures, in words (the axis labels)
 METRIC_WORDS = {

@@ -1,5 +1,6 @@
-"""Reading a probe's ``predictions.npz`` back as a hostile file: the leaderboard only names its
-path, and a hand-edited row can name anything.
+"""A probe's per-example predictions in its ``predictions.npz``: how they are named (the probes
+write them, :mod:`benchmarks.probes.probe`) and how the leaderboard reads them back, as a hostile
+file: the leaderboard only names its path, and a hand-edited row can name anything.
 
 Refused, with one line on stderr, and the row then shown without its test-set interval (nothing
 else lost): a path that is not a zip archive of ``.npy`` arrays, an archive that would unpack to
@@ -16,6 +17,12 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+
+def prediction_key(protocol: str, metric: str, seed: int | str) -> str:
+    """The name of one run's predicted labels in ``predictions.npz``."""
+    return f"pred.{protocol}.{metric}.seed{seed}"
+
 
 # A predictions file holds a few integer labels per test example and seed: tens of megabytes for
 # the largest test set; a gigabyte is a file that is not one.
