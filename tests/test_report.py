@@ -10,9 +10,10 @@ import torch
 
 from benchmarks.probes.probe import Predictions
 from benchmarks.results import stats
+from benchmarks.results.claims import claims, claims_markdown
 from benchmarks.results.leaderboard import read_rows, write_rows
 from benchmarks.results.pictures import axis_label, panels, shortcut_figure
-from benchmarks.results.report import claims, claims_markdown, write
+from benchmarks.results.report import write
 
 N = 400
 

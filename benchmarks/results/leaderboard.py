@@ -293,6 +293,14 @@ def markdown_text(text: Any) -> str:
     return " ".join(str(text).splitlines()).replace("|", "\\|")
 
 
+def markdown_table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table (a list of lines), every cell escaped with :func:`markdown_text`."""
+    def line(cells: list[Any]) -> str:
+        return "| " + " | ".join(markdown_text(c) for c in cells) + " |"
+
+    return [line(head), "|" + "---|" * len(head), *map(line, rows)]
+
+
 # ----------------------------------------------------------------------------- reading the board
 REFERENCE_PATH = Path(__file__).with_name("reference.csv")
 
