@@ -76,7 +76,7 @@ def test_backbone_fields_hash_the_file(tmp_path: Path) -> None:
 
 
 def test_a_named_backbone_is_its_name_in_the_csv_and_every_table(tmp_path: Path) -> None:
-    from benchmarks.results.leaderboard import budget_sections
+    from benchmarks.results.tables import budget_sections
 
     weights = tmp_path / "tv50.pth"
     weights.write_bytes(b"weights")
@@ -104,8 +104,8 @@ def test_reference_rows_ship_marked_with_their_source() -> None:
 
 
 def test_markdown_shows_interval_over_seeds_and_gap(tmp_path: Path) -> None:
-    from benchmarks.results.leaderboard import markdown
     from benchmarks.results.leaderboard_cli import main
+    from benchmarks.results.tables import markdown
 
     path = tmp_path / "lb.csv"
     seeded = [{**_row(backbone, metric, value), "pretrain_seed": seed}
@@ -131,7 +131,7 @@ def _coco(backbone: str, recipe: str, budget: str, value: float) -> dict:
 
 
 def test_published_numbers_only_beside_full_rows_of_the_same_recipe(tmp_path: Path) -> None:
-    from benchmarks.results.leaderboard import budget_sections
+    from benchmarks.results.tables import budget_sections
 
     path = tmp_path / "lb.csv"
     write_rows(path, [_coco("c4full", "R50-C4-1x", "full", 38.0),
@@ -150,7 +150,7 @@ def test_published_numbers_only_beside_full_rows_of_the_same_recipe(tmp_path: Pa
 
 
 def test_pretraining_seeds_of_one_recipe_are_one_entry(tmp_path: Path) -> None:
-    from benchmarks.results.leaderboard import summarize
+    from benchmarks.results.tables import summarize
 
     path = tmp_path / "lb.csv"
     write_rows(path, [{**_row(f"s{seed}", "digit_top1", value), "method": "simclr",

@@ -11,7 +11,8 @@ import numpy as np
 
 from benchmarks.results import stats
 from benchmarks.results.gaps import gap_of
-from benchmarks.results.leaderboard import load_correct, markdown_table, reference_rows
+from benchmarks.results.leaderboard import markdown_table, reference_rows
+from benchmarks.results.predictions import load_correct
 
 # what makes two measured rows comparable: same test set, recipe and budget
 CONDITION = ("task", "protocol", "metric", "recipe", "budget", "deviations")

@@ -3,7 +3,7 @@ each backbone's hard-cue accuracy (x) against its easy-cue accuracy (y), saying 
 says.
 
 - Published points only on a panel that has measured ``full`` rows, and only those of the same
-  task, protocol and recipe (:func:`benchmarks.results.leaderboard.references_for`); a quick
+  task, protocol and recipe (:func:`benchmarks.results.tables.references_for`); a quick
   budget's panel says it has none.
 - A regularized backbone shares its base's hue and an arrow runs from the base to it (one arrow
   per measured condition: budget, recipe, deviations; dashed between published points). Base
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.results.gaps import gap_of
-from benchmarks.results.leaderboard import references_for, summarize
+from benchmarks.results.tables import references_for, summarize
 from pretrain.files import atomic_write
 
 # what each gap metric measures, in words (the axis labels)

@@ -15,6 +15,7 @@ import os
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,3 +86,23 @@ def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
                                "unpickling; the suite never unpickles a predictions file")
     if math.prod(shape) * dtype.itemsize > info.file_size:
         raise PredictionsError(f"array {info.filename!r} claims more data than it holds")
+
+
+def load_correct(row: dict[str, str]) -> tuple[str, Any] | None:
+    """(test set hash, per-example correctness) of a measured row from the ``predictions.npz``
+    its probe saved (benchmarks/probes/probe.py), or None when there is none or it is refused
+    (:func:`read_predictions`)."""
+
+    path = row.get("predictions") or ""
+    if not path or not Path(path).is_file():
+        return None
+    saved = read_predictions(path)
+    key = prediction_key(row["protocol"], row["metric"], row["seed"])
+    labels = f"labels.{row['metric']}"
+    if saved is None or key not in saved or labels not in saved or "test_set" not in saved:
+        return None
+    if saved[key].ndim != 1 or saved[key].shape != saved[labels].shape:
+        print(f"leaderboard: warning: {path}: predictions {key} and labels {labels} differ in "
+              "shape; the row is shown without a test-set interval", file=sys.stderr)
+        return None
+    return str(saved["test_set"]), saved[key] == saved[labels]

@@ -1,6 +1,6 @@
 """The suite's report: ``report.md`` in the run folder, and its pictures.
 
-- the leaderboard by budget (:func:`benchmarks.results.leaderboard.budget_sections`): published
+- the leaderboard by budget (:func:`benchmarks.results.tables.budget_sections`): published
   numbers only beside ``full`` rows of the same task, protocol and recipe;
 - the papers' claims with their intervals and verdicts (:mod:`benchmarks.results.claims`);
 - the shortcut pictures (:mod:`benchmarks.results.pictures`), one figure per task with a shortcut
@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 from benchmarks.results.claims import claims, claims_markdown
-from benchmarks.results.leaderboard import budget_sections, markdown_table, name_of, read_rows
+from benchmarks.results.leaderboard import markdown_table, read_rows
 from benchmarks.results.pictures import shortcut_figure, shortcut_tasks
 from benchmarks.results.speed_record import report_lines as speed_lines
+from benchmarks.results.tables import budget_sections, name_of
 from pretrain.files import atomic_write, git_commit
 
 
