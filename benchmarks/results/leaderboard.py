@@ -18,6 +18,11 @@ Writers from several processes at once are safe: every write takes an exclusive 
 ``<csv>.lock``, reads the current file, replaces the rows it re-measures (same key), and writes the
 whole table atomically (temporary file + rename), so a reader never sees a torn row and a killed
 writer leaves the previous table. Columns unknown to this version, found in an older file, are kept.
+A leaderboard that is a symbolic link is written through, atomically at its target (a shared board
+keeps getting the rows); a read-only one is refused, never replaced by a writable copy.
+
+A backbone brought with ``--checkpoint NAME=PATH`` carries NAME in ``backbone_name``; the tables
+(:mod:`benchmarks.results.tables`) and pictures show it in place of the method.
 
 A hand-edited row that is not valid (wrong number of fields, a value that is not a finite number,
 an empty key field, bytes that are not UTF-8) is named by file and line on stderr and skipped by
