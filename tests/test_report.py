@@ -114,6 +114,16 @@ def test_the_test_set_variance_is_folded_into_the_interval_over_seeds(tmp_path: 
     assert "+ test-set variance (400 examples)" in digit["interval"]
 
 
+def test_seeds_on_one_side_only_are_one_run_without_an_interval(tmp_path: Path) -> None:
+    rows = _seeded(tmp_path, "mocov2+rcl", {"digit": [85.0, 90.0, 88.0]}) + _backbone(
+        tmp_path, "mocov2", {"digit": 0.2})
+    digit = _claims(tmp_path, rows)[("mocov2+rcl vs mocov2", "digit_top1")]
+    assert digit["verdict"] == "one run" and digit["low"] is None
+    assert digit["interval"] == ("none (pretraining seeds: 3 and 1; an interval over seeds "
+                                 "needs two a side)")
+    assert digit["measured_diff"] == pytest.approx(87.667 - 20.0, abs=1e-3)
+
+
 def test_the_published_recipe_can_reproduce_the_size(tmp_path: Path) -> None:
     full = {"budget": "full", "recipe": "rcl-fixed-linear", "deviations": ""}
     rows = _seeded(tmp_path, "mocov2+rcl", {"digit": [85.0, 90.0, 88.0]}, **full) + _seeded(

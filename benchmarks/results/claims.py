@@ -73,6 +73,9 @@ def difference(a: list[dict[str, str]], b: list[dict[str, str]]) -> dict[str, An
                    f"test-set variance ({len(correct_a[0][1])} examples)")
         over = stats.seed_difference(means_a, means_b, variance)
         return {**found, "over_seeds": over, "interval": how}
+    if len(means_a) + len(means_b) > 2:
+        return {**found, "interval": f"none (pretraining seeds: {len(means_a)} and "
+                                     f"{len(means_b)}; an interval over seeds needs two a side)"}
     for row_a in a:  # one run per side: pair the test examples of two rows of one probe seed
         for row_b in b:
             if row_a["seed"] != row_b["seed"]:
