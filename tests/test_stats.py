@@ -143,3 +143,24 @@ def test_noise_threshold_is_two_single_runs_95_percent_range() -> None:
     assert NOISE_FACTOR == pytest.approx(2.77, abs=0.01)
     assert verdict(0.6, 0.5, 0.7, noise=0.2, seeds=3, published_recipe=True) == "reproduced"
     assert verdict(0.5, 0.4, 0.6, noise=0.2, seeds=3, published_recipe=True) == "not testable"
+
+
+def test_over_three_seeds_welch_covers_and_a_seed_bootstrap_does_not() -> None:
+    """Why the interval over seeds is Welch's and not a hierarchical bootstrap: 3 pretraining
+    seeds a side, no true difference, seed std 5 points plus the test set's noise (2000 examples
+    near 60%). Welch's 95% interval with the test-set variance covers 0 about 95% of the time;
+    the percentile bootstrap over seeds about 80% (measured: 0.957 and 0.802 over 2000 runs)."""
+    rng = np.random.default_rng(0)
+    runs, n, boots = 400, 3, 1000
+    test_variance = 2 * 0.24 / 2000 * 1e4 / n
+    welch = boot = 0
+    for _ in range(runs):
+        measured = 60 + 5 * rng.standard_normal((2, n)) + np.sqrt(
+            0.24 / 2000) * 100 * rng.standard_normal((2, n))
+        low, high = seed_difference(*measured, test_variance).interval()
+        welch += low <= 0 <= high
+        picks = rng.integers(0, n, size=(boots, 2, n))
+        means = np.take_along_axis(np.broadcast_to(measured, (boots, 2, n)), picks, 2).mean(2)
+        b_low, b_high = np.percentile(means[:, 0] - means[:, 1], [2.5, 97.5])
+        boot += b_low <= 0 <= b_high
+    assert welch / runs > 0.93 and boot / runs < 0.87
