@@ -18,10 +18,10 @@ Why Welch over per-seed means rather than a hierarchical bootstrap (resample see
 examples within each): a claim has two to five pretraining seeds per side, and a bootstrap over
 three seeds has at most ten distinct resampled means a side and no small-sample correction, so its
 percentile interval is too narrow exactly where seed noise dominates. Simulated with 3 seeds a
-side, no true difference and a seed std of 5 points, the bootstrap's 95% interval covers 0 in
-80% of 2000 runs (mean width 12.2 points), Welch's with the test-set variance in 95.7% (24.5;
-tests/test_stats.py repeats it on 400 runs): Welch's interval pays for few seeds through the t
-quantile at the Welch-Satterthwaite degrees of freedom. The seeds share one test set, so the
+side, no true difference and a seed std of 5 points (tests/test_stats.py, 400 runs), the
+bootstrap's 95% interval covers 0 in 80.0% of runs (mean width 12.1 points), Welch's with the
+test-set variance in 95.8% (24.2): Welch's interval pays for few seeds through the t quantile at
+the Welch-Satterthwaite degrees of freedom. The seeds share one test set, so the
 spread of per-seed means holds the seed noise but not the test set's own sampling noise; that is
 added as the variance of the seed-averaged per-example difference over the test examples (a
 term with as many degrees of freedom as examples, i.e. none lost in the Satterthwaite sum).
