@@ -27,7 +27,7 @@ from test_pretrain import _cli_flags, tiny_config
 from torch import nn
 
 import transfer.compat  # noqa: F401,I001  (its guards, before detectron2 and mmengine)
-from benchmarks.results import leaderboard, leaderboard_cli
+from benchmarks.results import leaderboard, leaderboard_cli, tables
 from benchmarks.runner import suite
 from benchmarks.runner.tasks import data_sets
 from pretrain import synthetic
@@ -503,7 +503,7 @@ def test_checkpoint_metadata_is_escaped_in_csv_and_markdown(tmp_path: Path) -> N
     assert row["arch"] == "'@SUM(A1)" and row["pretrain_data"] == "'\tdata"
     assert row["metric"] == "'=1+1"
     assert row["pretrain_epochs"] == "-1.5" and row["value"] == "-3"  # numbers stay numbers
-    table = [line for line in leaderboard.markdown(leaderboard.read_rows(board)[1]).splitlines()
+    table = [line for line in tables.markdown(leaderboard.read_rows(board)[1]).splitlines()
              if line.startswith("|")]
     assert len(table) == 3  # header, separator, one row: no injected row
     assert "\\|" in table[2] and "| injected |" not in table[2]

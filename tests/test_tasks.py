@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.results import gaps, leaderboard
+from benchmarks.results import gaps, tables
 from benchmarks.results.gaps import Gap
 from benchmarks.runner import suite, tasks
 from benchmarks.runner.tasks import TASKS, SuiteTask, suite_stages
@@ -77,7 +77,7 @@ def test_a_new_task_is_one_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     rows = [{"backbone_id": "x", "method": "simclr", "regularizer": "none", "task": "toy",
              "protocol": "linear", "metric": m, "value": v, "seed": "0", "source": "measured"}
             for m, v in (("a_top1", "40"), ("b_top1", "90"))]
-    table = leaderboard.markdown(rows)
+    table = tables.markdown(rows)
     assert "| backbone | protocol | a_top1 | b_top1 | a-b | source |" in table
     assert "| 40.0 | 90.0 | -50.0 | measured |" in table
 

@@ -7,13 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.results.leaderboard import (
-    DEFAULT_PATH,
-    LeaderboardError,
-    budget_sections,
-    read_rows,
-)
-from benchmarks.results.report import shortcut_figure
+from benchmarks.results.leaderboard import DEFAULT_PATH, LeaderboardError, read_rows
+from benchmarks.results.pictures import shortcut_figure
+from benchmarks.results.tables import budget_sections
 from pretrain.files import atomic_write
 
 # How the command recognizes its own earlier output, the only existing file it overwrites: a
