@@ -1,7 +1,8 @@
 """Colorful-MNIST (RCL's shortcut benchmark): digit and background top-1 of one backbone.
 
     ssl-colorful-mnist --weights CKPT|random [--data ROOT]
-        [--protocol fixed|finetune] [--supervised-on digit[,background]|all] [--seeds N] [--out DIR]
+        [--protocol fixed|finetune] [--supervised-on digit[,background]|all]
+        [--trials N] [--seed S] [--out RUN_FOLDER]
 
 fixed: frozen features, linear probe and weighted kNN (k=5, 200) on both labels; finetune: the
 whole backbone with a digit head and a background head. A backbone that learned only the

@@ -1,7 +1,8 @@
 """FairFace (RCL's multi-attribute benchmark): age (9), gender (2) and race (7) top-1.
 
     ssl-fairface --weights CKPT|random [--data ROOT]
-        [--protocol fixed|finetune] [--supervised-on age,gender,race|all] [--seeds N] [--out DIR]
+        [--protocol fixed|finetune] [--supervised-on age,gender,race|all]
+        [--trials N] [--seed S] [--out RUN_FOLDER]
 
 fixed: frozen features, linear probe and weighted kNN (k=5, 200) on the three attributes;
 finetune: the whole backbone with one head per attribute. Contrastive backbones tend to learn the
