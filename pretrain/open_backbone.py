@@ -122,7 +122,7 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str 
     """The flags that choose a backbone, the same in every stage that opens one. ``random_arch``
     and ``random_stem`` name the stage's defaults for the random-init control (for the help)."""
     parser.add_argument("--weights", help="backbone checkpoint (the suite's format or any "
-                        "format pretrain/foreign.py reads: torchvision, timm, MoCo, solo-learn, "
+                        "format pretrain/foreign/ reads: torchvision, timm, MoCo, solo-learn, "
                         "mmselfsup, VISSL, lightly, detectron2), or 'random' for the random-init "
                         "control" + weights_help)
     parser.add_argument("--prefix", help="key prefix of the backbone inside a checkpoint that "

@@ -86,11 +86,15 @@ def _runner_checkpoint(folder: Path, backbone: nn.Module, backbone_cfg: dict | N
 @pytest.fixture(scope="module")
 def caffe_resnet() -> nn.Module:
     """mmpretrain/mmcv's ``ResNet(depth=50, style='caffe')`` (mmpose's copy of it): the stride
-    in the first 1x1 conv of each stage."""
+    in the first 1x1 conv of each stage. Its own init runs first (the Runner then skips it):
+    that init zeroes each block's last BN (``zero_init_residual``), which would leave every
+    residual branch, and with it the stride convention, without effect on the features."""
     from mmpose.models.backbones import ResNet
 
     torch.manual_seed(0)
-    return randomize_norms(ResNet(depth=50, out_indices=(0, 1, 2, 3), style="caffe"), 21)
+    resnet = ResNet(depth=50, out_indices=(0, 1, 2, 3), style="caffe")
+    resnet.init_weights()
+    return randomize_norms(resnet, 21)
 
 
 def _mm_network(backbone: nn.Module):
@@ -250,19 +254,29 @@ def test_solo_learns_cifar_stem_is_opened_with_its_own_padding(
         reference = torchvision_stages(network)(x)
     assert [got[s].shape[-1] for s in STAGES] == [34, 17, 9, 5]
     worst = max(float((got[s] - reference[s]).abs().max()) for s in STAGES)
-    print(f"\n[max-abs-diff] solo-learn CIFAR stem -> suite torchvision model: {worst:.3g}")
+    with capsys.disabled():
+        print(f"\n[max-abs-diff] solo-learn CIFAR stem -> suite torchvision model: {worst:.3g}")
     assert worst <= 1e-5 * float(reference["res5"].abs().max())
     assert "small-image stem" in _one_line_refusal(path, tmp_path, capsys)
 
 
 def test_a_cifar_stem_whose_padding_is_not_said_needs_the_flag(
         solo_cifar: tuple[Path, nn.Module], tmp_path: Path) -> None:
+    """A bare 3x3 stem needs --stem; the padding matters: padded 1, pooled res5 is far off."""
     path, network = solo_cifar
     bare = tmp_path / "weights.pth"
     torch.save(network.state_dict(), bare)
     with pytest.raises(CheckpointError, match="--stem small .*--stem small-pad2"):
         open_backbone(bare)
     assert open_backbone(bare, stem="small-pad2").meta["stem_from"] == "--stem"
+    x = X[:, :, :32, :32]
+    with torch.no_grad():
+        reference = torchvision_stages(network)(x)["res5"].mean((2, 3))
+        padded_1 = stage_outputs(open_backbone(bare, stem="small").model.eval(), x)["res5"]
+    off = float((padded_1.mean((2, 3)) - reference).abs().max())
+    print(f"\n[max-abs-diff] solo-learn CIFAR stem opened with padding 1: pooled res5 off by "
+          f"{off:.3g} (values up to {float(reference.abs().max()):.3g})")
+    assert padded_1.shape[-1] == 4 and off > 0.05 * float(reference.abs().max())
     with pytest.raises(CheckpointError, match="--stem small: .*solo-learn"):
         open_backbone(path, stem="small")
 

@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python transfer/convert.py", description=__doc__.split("\n\n")[0],
         epilog="Reads the suite's backbone checkpoint or a torchvision/timm/MoCo/solo-learn/"
-               "mmselfsup/VISSL/lightly/detectron2 ResNet; see pretrain/foreign.py.")
+               "mmselfsup/VISSL/lightly/detectron2 ResNet; see pretrain/foreign/.")
     parser.add_argument("src", help="backbone checkpoint to convert")
     parser.add_argument("--to", required=True, choices=TARGETS, help="target engine")
     parser.add_argument("--out", required=True,
