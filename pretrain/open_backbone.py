@@ -20,7 +20,6 @@ Every probe, both engine drivers, the converter and the suite runner open backbo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from torchvision.models.resnet import Bottleneck
 
 from pretrain.backbones import ARCHS, READ_STEMS, build_resnet
 from pretrain.checkpoint import CheckpointError
+from pretrain.files import file_sha256
 from pretrain.foreign import ForeignBackbone, parse_bool, read_source, resnet_skeleton
 
 RANDOM = "random"
@@ -138,11 +138,3 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str 
                         "flag only says the padding of a 3x3 conv1 whose file does not: small "
                         "pads 1, small-pad2 pads 2 as solo-learn does)")
 
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes: a checkpoint's identity."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
