@@ -125,25 +125,28 @@ def read_file(path: Path) -> tuple[Any, dict[str, Any]]:
         return load_pickle_arrays(path), {}
     try:
         return load_training_file(path), {}
-    except CheckpointError:
+    except CheckpointError as err:
         if head[:1] != b"\x80":  # a plain pickle (numpy arrays, e.g. a renamed .pkl) gets a try
             raise
-        return _plain_pickle(path), {}
+        return _plain_pickle(path, err), {}
 
 
-def _plain_pickle(path: Path) -> dict:
-    """A plain pickle that torch's reader took for a damaged torch file: read by the arrays-only
-    unpickler, whose refusal names the object a planted file holds."""
+def _plain_pickle(path: Path, torch_error: CheckpointError) -> dict:
+    """A pickle torch's reader did not read: a plain pickle of arrays (read by the arrays-only
+    unpickler), or a planted one (refused naming the object it holds); otherwise torch's error
+    stands (a damaged or legacy-format torch file)."""
     try:
         content = load_pickle_arrays(path)
     except CheckpointError as err:
-        if "refused" not in str(err):
-            raise CheckpointError(f"{path}: neither a torch checkpoint nor a readable pickle "
-                                  f"({one_line(err)[-160:]}); the file may be truncated") from err
-        raise
+        refused = re.search(r"global '([^']+)' is not allowed", str(err))
+        if refused:
+            raise CheckpointError(
+                f"{path}: refused: a plain pickle holding a '{refused.group(1)}' object, and "
+                "reading one could run code from the file, so only tensors and plain data are "
+                f"read; {DEFAULT_HINT}") from err
+        raise torch_error from err
     if not isinstance(content, dict):
-        raise CheckpointError(f"{path}: a pickle of a '{type(content).__name__}', not a dict of "
-                              "tensors (a state_dict or a checkpoint containing one)")
+        raise torch_error
     return content
 
 
