@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from pretrain.backbones import ARCHS, STEMS
-from pretrain.cli import InputError
+from pretrain.cli import MAX_IMAGE_SIZE, InputError
 from pretrain.methods import METHODS
 
 
@@ -293,6 +293,9 @@ def check_numbers(cfg: PretrainConfig) -> None:
                               f"{FLOAT32_MAX:.3g}), got {value}")
     if cfg.momentum >= 1:
         raise ConfigError(f"--momentum must be below 1, got {cfg.momentum}")
+    if cfg.image_size is not None and cfg.image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"--image-size must be at most {MAX_IMAGE_SIZE} pixels "
+                          f"(MAX_IMAGE_SIZE in pretrain/cli.py), got {cfg.image_size}")
     for flag, options in (("--method-arg", cfg.method_args),
                           ("--regularizer-arg", cfg.regularizer_args)):
         for key, value in options.items():

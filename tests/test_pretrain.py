@@ -18,6 +18,7 @@ import yaml
 from test_methods import SMALL_HEADS
 from torch import nn
 
+from pretrain import run_state
 from pretrain import train as train_module
 from pretrain.backbones import arch_of, stem_of
 from pretrain.checkpoint import load_backbone, load_torch
@@ -104,14 +105,14 @@ def test_two_step_run_writes_the_run_folder(tiny_data: Path, tmp_path: Path, met
 
 def _interrupt_after_save(monkeypatch: pytest.MonkeyPatch, at_step: int) -> None:
     """Simulate a kill right after the checkpoint of ``at_step`` is written."""
-    real_save = train_module.save_state
+    real_save = run_state.save_state
 
     def save_then_stop(path, state):
         real_save(path, state)
         if state["step"] == at_step:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "save_state", save_then_stop)
+    monkeypatch.setattr(run_state, "save_state", save_then_stop)
 
 
 @pytest.mark.parametrize("method", ["byol", "mocov2", "simclr+global-rng"])

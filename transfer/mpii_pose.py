@@ -88,7 +88,15 @@ from benchmarks.leaderboard import (
 from pretrain.backbones import RESNETS
 from pretrain.checkpoint import RestrictedUnpickler, atomic_write
 from pretrain.data import validate_mpii
-from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
+from pretrain.cli import (
+    InputError,
+    claim_output,
+    keeping,
+    number,
+    one_line_errors,
+    PROCESS_COUNT,
+    run_main,
+)
 from pretrain.open_backbone import Backbone, add_backbone_arguments, open_backbone
 from transfer.convert import export_backbone, mmpose_style
 
@@ -563,7 +571,7 @@ def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
                    help="continue from the last checkpoint in the run folder")
     p.add_argument("--eval-only", action="store_true",
                    help="score the run folder's last checkpoint (--out of the training run)")
-    p.add_argument("--gpus", type=number(), default=1,
+    p.add_argument("--gpus", type=PROCESS_COUNT, default=1,
                    help="processes (one per GPU; gloo processes on a CPU): with N > 1 the driver "
                         "starts itself under torchrun with --launcher pytorch")
     args = p.parse_args(argv)
