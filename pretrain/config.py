@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from pretrain.backbones import ARCHS, STEMS
+from pretrain.bounded_yaml import load_bounded_yaml
 from pretrain.cli import MAX_IMAGE_SIZE, InputError
 from pretrain.methods import METHODS
 
@@ -172,7 +173,7 @@ def load_yaml(path: str | Path, base: PretrainConfig | None = None) -> PretrainC
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = load_bounded_yaml(path) or {}  # a YAML bomb is refused, not expanded
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
     if not isinstance(values, dict):

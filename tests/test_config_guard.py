@@ -1,6 +1,7 @@
-"""The bounds on detectron2 YAML configs (transfer/config_guard.py): a YAML bomb, a recursive
-alias, an oversized file and a looping or too deep ``_BASE_`` chain are each one error line naming
-the file, from coco_det and from detectron2's own reader; the suite's own configs pass."""
+"""The bounds on detectron2 YAML configs (transfer/config_guard.py over pretrain/bounded_yaml.py):
+a YAML bomb, a recursive alias, an oversized file and a looping or too deep ``_BASE_`` chain are
+each one error line naming the file, from coco_det and from detectron2's own reader; the suite's
+own configs pass. Pretraining's config files are read within the same bounds."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,13 +10,9 @@ import pytest
 from test_hostile import _assert_untouched, _checksums, _one_error_line
 
 import transfer.compat  # noqa: F401,I001  (its guards, before detectron2)
+from pretrain.bounded_yaml import MAX_YAML_BYTES, YamlBoundError
 from transfer import coco_det, compat
-from transfer.config_guard import (
-    MAX_BASE_DEPTH,
-    MAX_CONFIG_BYTES,
-    ConfigBoundError,
-    check_config_chain,
-)
+from transfer.config_guard import MAX_BASE_DEPTH, check_config_chain
 
 pytestmark = pytest.mark.reliability
 # 366 bytes: nine levels of nine aliases, 9**9 (387 million) strings once expanded, under a key
@@ -27,7 +24,7 @@ BILLION_LAUGHS = "\n".join(
     + ["MODEL:", "  PIXEL_MEAN: *i", ""])
 BOMBS = {"laughs.yaml": (BILLION_LAUGHS, "YAML"),
          "recursive.yaml": ("MODEL: &m\n  PIXEL_MEAN: [*m]\n", "contains it"),
-         "large.yaml": ("MODEL:\n" + "  # padding\n" * (MAX_CONFIG_BYTES // 10), "larger than")}
+         "large.yaml": ("MODEL:\n" + "  # padding\n" * (MAX_YAML_BYTES // 10), "larger than")}
 
 
 @pytest.mark.parametrize("name", list(BOMBS))
@@ -46,7 +43,7 @@ def test_detectron2_reader_refuses_a_yaml_bomb(tmp_path: Path) -> None:
     from detectron2.config import get_cfg
 
     (tmp_path / "laughs.yaml").write_text(BILLION_LAUGHS)
-    with pytest.raises(ConfigBoundError, match="laughs.yaml: .*YAML bomb"):
+    with pytest.raises(YamlBoundError, match="laughs.yaml: .*YAML bomb"):
         get_cfg().merge_from_file(str(tmp_path / "laughs.yaml"))
 
 
@@ -67,7 +64,7 @@ def test_a_base_loop_and_a_deep_chain_are_one_line(
     _assert_untouched(tmp_path, before)
     from detectron2.config import get_cfg
 
-    with pytest.raises(ConfigBoundError, match="a.yaml: its _BASE_ chain loops"):
+    with pytest.raises(YamlBoundError, match="a.yaml: its _BASE_ chain loops"):
         get_cfg().merge_from_file(str(tmp_path / "a.yaml"))
 
 
@@ -77,3 +74,25 @@ def test_the_suites_configs_pass_the_guard() -> None:
     for config in configs:
         check_config_chain(config, compat.detectron2_base)  # their zoo bases too
         coco_det.load_config(config)
+
+
+@pytest.mark.parametrize("where", ["--config", "the run folder's config.yaml"])
+def test_pretraining_refuses_a_yaml_bomb_config(
+        tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, where: str) -> None:
+    from pretrain import train as train_module
+
+    anchors = BILLION_LAUGHS.replace("MODEL:\n  PIXEL_MEAN: *i\n", "").splitlines()
+    bomb = "\n".join(["regularizer_args:", *[f"  {line}" for line in anchors],
+                      "method_args: {temperature: *i}", ""])  # under keys pretraining knows
+    if where == "--config":
+        (tmp_path / "bomb.yaml").write_text(bomb)
+        argv = ["--config", str(tmp_path / "bomb.yaml"), "--out", str(tmp_path / "runs")]
+    else:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "last_state.pt").write_bytes(b"")
+        (tmp_path / "run" / "config.yaml").write_text(bomb)
+        argv = ["--resume", str(tmp_path / "run")]
+    before = _checksums(tmp_path)
+    assert train_module.main(argv) == 2
+    _one_error_line(capsys.readouterr().err, "YAML bomb")
+    _assert_untouched(tmp_path, before)
