@@ -10,8 +10,8 @@ user to act before a rerun, and scripts already treat 2 as "fix something and re
 too, with the file and ``No space left on device`` in the line.
 
 The rest is the edge's checks shared by the probes, the drivers and the suite: numeric flags
-checked while parsing (:func:`number`; :data:`IMAGE_SIZE` and :data:`PROCESS_COUNT` bounded
-above), argparse errors on one line (:func:`one_line_errors`),
+checked while parsing (:func:`number`; :data:`IMAGE_SIZE` bounded above, as is
+``pretrain.distributed.PROCESS_COUNT``), argparse errors on one line (:func:`one_line_errors`),
 the one place a command claims its output folder (:func:`claim_output`), and results that stay
 on disk when recording them fails (:func:`keeping`).
 """
@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
+
+from pretrain.files import atomic_write
 
 INPUT_ERROR_STATUS = 2
 
@@ -92,18 +93,8 @@ def number(kind: type = int, low: float = 1, above: bool = False,
     return parse
 
 
-def max_processes() -> int:
-    """How many processes ``--gpus`` may start on this machine: one per visible CUDA device, or
-    without CUDA one per CPU core (gloo processes)."""
-    import torch  # here: the commands without torch (the leaderboard) import this module
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
-
-
-# argparse types: --image-size (pixels, 8..MAX_IMAGE_SIZE) and --gpus (processes to start,
-# 1..max_processes(), checked when the flag is parsed)
+# an argparse type for --image-size: pixels, 8..MAX_IMAGE_SIZE
 IMAGE_SIZE = number(int, 8, high=MAX_IMAGE_SIZE)
-PROCESS_COUNT = number(int, 1, high=max_processes)
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -158,8 +149,6 @@ def claim_output(folder: Path, command: str, own: Callable[[Path], bool] | None 
         raise OutputError(f"{flag} {folder}: holds {', '.join(found)} of another command (a "
                           "pretraining run, a suite or another benchmark); nothing there is "
                           f"overwritten: give each run its own {flag} (a new or empty folder)")
-    from pretrain.checkpoint import atomic_write  # it imports this module
-
     text = json.dumps({"command": command}).encode()
     atomic_write(mark, lambda f: f.write(text))
     return folder

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import torch
 import torch.distributed as dist
 
-from pretrain.cli import InputError
+from pretrain.cli import InputError, number
 
 # What torchrun (and torch.distributed.launch) sets for each process it starts: all or none.
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -31,6 +31,16 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
+
+
+def max_processes() -> int:
+    """How many processes ``--gpus`` may start on this machine: one per visible CUDA device, or
+    without CUDA one per CPU core (gloo processes)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
+
+
+# an argparse type for --gpus: processes to start, 1..max_processes() (checked when parsed)
+PROCESS_COUNT = number(int, 1, high=max_processes)
 
 
 def launcher_ranks(environ: Mapping[str, str] = os.environ) -> tuple[int, int, int] | None:

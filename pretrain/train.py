@@ -61,10 +61,11 @@ from torch.utils.data import DataLoader, Sampler
 from pretrain import distributed as D
 from pretrain.augment import AugmentSpec
 from pretrain.backbones import FEATURE_DIMS, build_resnet
-from pretrain.checkpoint import atomic_write, first_non_finite, git_commit, save_backbone
+from pretrain.checkpoint import first_non_finite, save_backbone
 from pretrain.cli import OutputError, claim_output, run_main
 from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
 from pretrain.device_augment import InputPipeline
+from pretrain.files import atomic_write, git_commit
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
 from pretrain.run_state import STATE_FILE, restore_training_state, save_training_state

@@ -11,11 +11,11 @@ import torch
 from test_hostile import _assert_untouched, _checksums, _one_error_line
 from test_pretrain import _cli_flags, tiny_config
 
-from benchmarks import colorful_mnist, probe
+from benchmarks.probes import colorful_mnist, probe
 from pretrain import cli, synthetic
 from pretrain import train as train_module
 from pretrain.checkpoint import load_torch, save_state
-from pretrain.distributed import launcher_ranks
+from pretrain.distributed import launcher_ranks, max_processes
 from transfer import mpii_pose
 
 pytestmark = pytest.mark.reliability
@@ -132,7 +132,7 @@ def test_sizes_and_process_counts_have_an_upper_bound(
     with pytest.raises(SystemExit):
         probe.parse_config(colorful_mnist.TASK, ["--weights", "random", "--image-size", "100000"])
     _one_error_line(capsys.readouterr().err, "--image-size", f"at most {cli.MAX_IMAGE_SIZE}")
-    too_many = str(cli.max_processes() + 1)
+    too_many = str(max_processes() + 1)
     with pytest.raises(SystemExit):
         mpii_pose.parse_args(["--weights", "random", "--gpus", too_many])
-    _one_error_line(capsys.readouterr().err, "--gpus", f"at most {cli.max_processes()}")
+    _one_error_line(capsys.readouterr().err, "--gpus", f"at most {max_processes()}")
