@@ -96,6 +96,7 @@ from pretrain.cli import InputError, claim_output, keeping, number, one_line_err
 from pretrain.data import coco_files, validate_coco
 from pretrain.open_backbone import Backbone, add_backbone_arguments, is_random, open_backbone
 from transfer.compat import ZOO_PREFIX, UnsafeConfigError, detectron2_base
+from transfer.config_guard import check_config_chain
 from transfer.convert import ConversionError, export_backbone, preview
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -166,6 +167,7 @@ class Trainer(DefaultTrainer):
 def load_config(path: str | Path) -> CfgNode:
     """detectron2's default config merged with ``path`` and its ``_BASE_`` chain."""
     cfg = get_cfg()
+    check_config_chain(Path(path), detectron2_base)  # a YAML bomb or a _BASE_ loop: one line
     _merge_config(cfg, Path(path))
     return cfg
 

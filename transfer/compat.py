@@ -84,6 +84,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from transfer.config_guard import check_config_chain
+
 
 class MissingCompiledOpError(RuntimeError):
     """A compiled (C++/CUDA) op was called that this installation does not provide."""
@@ -232,6 +234,7 @@ def load_detectron2_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """``path`` read with ``yaml.safe_load`` and merged over its ``_BASE_`` chain (each base
     checked by :func:`detectron2_base`), as detectron2's ``load_yaml_with_base`` returns it."""
     path = Path(path)
+    check_config_chain(path, detectron2_base)  # size, aliases, _BASE_ loops and depth
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
