@@ -17,9 +17,12 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python benchmarks/probes/coco_fgbg.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.probes.config import ProbeTask  # noqa: E402
 from benchmarks.probes.features import eval_transform  # noqa: E402
-from benchmarks.probes.probe import Task, main, prepare, report  # noqa: E402
+from benchmarks.probes.probe import main  # noqa: E402
 from benchmarks.probes.protocols import LinearRecipe, accuracy, linear_predict  # noqa: E402
+from benchmarks.probes.rows import write_probe_results  # noqa: E402
+from benchmarks.probes.run_folder import prepare  # noqa: E402
 from pretrain.data import ICL_MSR_CATEGORIES, CocoObjects  # noqa: E402
 from pretrain.synthetic import default_root  # noqa: E402
 
@@ -30,7 +33,7 @@ def load(root: Path, split: str, transform, view: str = "full") -> CocoObjects:
     return CocoObjects(root, "val" if split == "test" else split, view, transform=transform)
 
 
-TASK = Task(
+TASK = ProbeTask(
     name="coco_fgbg",
     classes={"category": len(ICL_MSR_CATEGORIES)},
     load=load,
@@ -62,7 +65,7 @@ def run(argv: list[str] | None = None) -> dict:
                 result[metric] = accuracy(p, tests[short].labels)["category"]
         per_seed.append({"linear": result})
     present = job.load("train", None).present
-    return report(job, per_seed, extra={"categories_present": present})
+    return write_probe_results(job, per_seed, extra={"categories_present": present})
 
 
 if __name__ == "__main__":

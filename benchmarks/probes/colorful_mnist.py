@@ -15,11 +15,12 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python benchmarks/probes/colorful_mnist.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.probes.probe import Task, main, run_task  # noqa: E402
+from benchmarks.probes.config import ProbeTask  # noqa: E402
+from benchmarks.probes.probe import main, run_task  # noqa: E402
 from pretrain.data import ColorfulMNIST  # noqa: E402
 from pretrain.synthetic import default_root  # noqa: E402
 
-TASK = Task(
+TASK = ProbeTask(
     name="colorful_mnist",
     classes={"digit": 10, "background": 10},
     load=lambda root, split, transform: ColorfulMNIST(root, split, transform),

@@ -16,11 +16,12 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python benchmarks/probes/fairface.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.probes.probe import Task, main, run_task  # noqa: E402
+from benchmarks.probes.config import ProbeTask  # noqa: E402
+from benchmarks.probes.probe import main, run_task  # noqa: E402
 from pretrain.data import FAIRFACE_LABELS, FairFace  # noqa: E402
 from pretrain.synthetic import default_root  # noqa: E402
 
-TASK = Task(
+TASK = ProbeTask(
     name="fairface",
     classes={attr: len(names) for attr, names in FAIRFACE_LABELS.items()},
     load=lambda root, split, transform: FairFace(root, "val" if split == "test" else split,

@@ -15,7 +15,8 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python benchmarks/probes/linear.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.probes.probe import Task, main, run_task  # noqa: E402
+from benchmarks.probes.config import ProbeTask  # noqa: E402
+from benchmarks.probes.probe import main, run_task  # noqa: E402
 from pretrain.data import DataError, ImageFolderData  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def load(root: Path, split: str, transform) -> ImageFolderData:
     return data
 
 
-TASK = Task(
+TASK = ProbeTask(
     name="imagefolder",
     classes=lambda root: {"class": len(load(root, "train", None).classes)},
     load=load,
