@@ -29,6 +29,7 @@ from torch import nn
 import transfer.compat  # noqa: F401,I001  (its guards, before detectron2 and mmengine)
 from benchmarks.results import leaderboard, leaderboard_cli, tables
 from benchmarks.runner import suite
+from benchmarks.runner.tasks import data_sets
 from pretrain import synthetic
 from pretrain import train as train_module
 from pretrain.checkpoint import (
@@ -415,7 +416,7 @@ def test_sigterm_to_the_suite_ends_its_stages_and_writes_no_more_rows(tiny_data:
     argv = [sys.executable, "-m", "benchmarks.suite", "--out", str(out), "--panel", "simclr",
             "--pretrain-steps", "100000", "--tasks", "colorful_mnist_fixed", "--budget", "smoke",
             *[f"--data={name}={tiny_data / name}"
-              for name in ("coco", "mpii", "fairface", "colorful_mnist")]]
+              for name in data_sets()]]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     stages: set[int] = set()

@@ -49,15 +49,15 @@ class Run:
 
     @property
     def seeds(self) -> range:
-        return range(self.cfg.first_seed, self.cfg.first_seed + self.cfg.seeds)
+        return range(self.cfg.seed, self.cfg.seed + self.cfg.trials)
 
     def load(self, split: str, transform: Any, **kwargs: Any) -> Dataset:
         return self.task.load(self.cfg.data, split, transform, **kwargs)
 
     def features(self, dataset: Dataset, desc: str, backbone: Backbone | None = None) -> Features:
-        return cached_features(backbone or self.backbone, dataset, self.cfg.cache_dir,
-                               self.cfg.device, self.cfg.batch_size, self.cfg.workers, desc,
-                               self.timings)
+        return cached_features(backbone or self.backbone, dataset,
+                               self.cfg.cache_dir or self.out / "cache", self.cfg.device,
+                               self.cfg.batch_size, self.cfg.workers, desc, self.timings)
 
 
 def _setup_logging(out: Path) -> None:
