@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -55,8 +56,6 @@ def train_transform(image_size: int, hflip: bool = True) -> T.Compose:
 
 def native_image_size(dataset: Dataset) -> int:
     """The shorter side of the data set's first image, capped at 224: the default resolution."""
-    from PIL import Image
-
     path = dataset.samples[0][0]
     with Image.open(path) as img:
         return min(min(img.size), MAX_IMAGE_SIZE)
