@@ -359,7 +359,8 @@ def table(records: list[dict], header: str) -> str:
         peak = r.get("peak_mib")
         lines.append(
             f"{r['row']:<26} {r['status']:<8} {r.get('wall_s', ''):>7} "
-            f"{'' if rate is None else f'{rate:.0f}':>9} {'' if its is None else its:>6} "
+            f"{'' if rate is None else f'{rate:.0f}' if rate >= 100 else f'{rate:.3g}':>9} "
+            f"{'' if its is None else its:>6} "
             f"{'' if 'cost' not in r else str(r['cost']) + 'x':>6} "
             f"{'' if peak is None else f'{peak / 1024:.1f}':>9}  "
             f"{r.get('error') or r.get('note', '')}")

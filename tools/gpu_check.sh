@@ -53,7 +53,7 @@ fetch_wheels() {
 # call exactly these paths.
 build_env() {
   local site="$VENV/site" machine
-  machine="$(command -v python3)"
+  machine="$(python3 -c 'import sys; print(sys.executable)')"
   rm -rf "$VENV" && mkdir -p "$VENV/bin" "$site" "$VENV/src"
   python3 -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile \
     --target "$site" "$WHEELS"/*.whl
