@@ -33,7 +33,7 @@ gpu_check = _gpu_check()
 @pytest.fixture(scope="module")
 def gpu_rows(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, Path]:
     work = tmp_path_factory.mktemp("work")
-    return gpu_check.plan_rows(gpu_check.Sizes(device="cuda"), work), work
+    return gpu_check.plan_rows(gpu_check.Sizes(device="cuda"), work, work / "suite_data"), work
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the plan mode is the no-CUDA behaviour")
@@ -63,6 +63,9 @@ def test_pretraining_rows_are_resnet50_224px_bf16_batch_256_device_augmentation(
     assert every_4th.base == "simclr" and "meta_every=4" in every_4th.argv
     assert "--regularizer-arg" not in next(r for r in rows if r.name == "simclr+metamask").argv
     assert not any(r.name.startswith("mocov2+rcl meta") for r in rows)  # RCL has no meta step
+    # the pairs are the suite's default panel's (its dry run), each after its own base
+    assert [r.name for r in rows if r.base and "meta/" not in r.name] == [
+        "simclr+metamask", "byol+msr", "barlow_twins+mcr", "mocov2+rcl"]
 
 
 def test_engine_rows_are_the_suites_commands_on_the_published_configs(gpu_rows) -> None:
@@ -76,7 +79,9 @@ def test_engine_rows_are_the_suites_commands_on_the_published_configs(gpu_rows) 
     assert coco.argv[-6:] == ["SOLVER.MAX_ITER", "20", "SOLVER.IMS_PER_BATCH", "2",
                               "TEST.PRECISE_BN.NUM_ITER", "10"]
     assert coco.fallback[coco.fallback.index("--weights") + 1] == "random"
-    assert "resnet50" in coco.fallback
+    assert coco.fallback[coco.fallback.index("--arch") + 1] == "resnet50"
+    data = coco.argv[coco.argv.index("--data") + 1]
+    assert Path(data).name == "coco" and Path(data).is_relative_to(work / "suite_data")
 
     mpii = next(r for r in rows if r.name == "mpii_pose")
     configs = [mpii.argv[i + 1] for i, a in enumerate(mpii.argv) if a == "--config"]

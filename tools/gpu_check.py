@@ -6,16 +6,17 @@
 
 Rows, in order (each a subprocess with its own timeout; a failure is a row with its one-line error
 and the run goes on; rows that would start past ``--budget-s`` are listed as not run):
-- ``data``: ImageNet-like JPEGs (``tools/bench_loader.py --write-images``) and the tiny embedded
-  synthetic set (``datasets/make_synthetic.py``) the other rows read;
+- ``data``: ImageNet-like JPEGs (``tools/bench_loader.py --write-images``) the pretraining and
+  loader rows read;
 - ``pretrain <method>``: ``tools/bench_pretrain.py``, ResNet-50, 224 px, bf16, batch 256 (halved
   while it does not fit), augmentation on the device, 20 timed steps after warm-up;
 - ``ddp``: ``tools/pretrain.sh --nnodes 1`` (torchrun, world size 1, the suite's launcher), 5 steps;
   its backbone feeds the conversions and the engines;
 - ``convert <engine>``: ``transfer/convert.py`` (the converter verifies the file in the engine);
 - one row per engine task of the suite (coco_det, voc_det where present, mpii_pose): the command
-  ``benchmarks.suite.plan`` writes for ``--budget full`` on the embedded set, plus 20 iterations
-  (mpii_pose: the published 256x256 config); the random-init control when ``ddp`` wrote nothing;
+  ``python -m benchmarks.suite --dry-run --budget full`` prints for it on the tiny embedded set
+  (generated into OUT/work/suite_data), plus 20 iterations (mpii_pose: the published 256x256
+  config), on the ddp backbone, else the random-init control;
 - ``loader``: ``tools/bench_loader.py`` at 224 px, decode on the device;
 - ``<base>+<regularizer>``: each regularizer on its paper's base (the suite's default panel), the
   meta step every step (the default) and every 4th (the suite's cpu budget); ``cost`` is the base's
@@ -33,23 +34,24 @@ import os
 import re
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# its sibling by file (a package named tools, detectron2's, may be on the path) and the suite
+sys.path[:0] = [str(ROOT / "tools"), str(ROOT)]
 
-from pretrain.open_backbone import RANDOM_METHOD  # noqa: E402
+from gpu_check_rows import Row, one_line_error, run_bench_fitting, run_row, slug  # noqa: E402
+
+from pretrain.open_backbone import RANDOM  # noqa: E402
 
 SETUP_S = 60          # tools/gpu_check.sh: wheels into a fresh environment, xtcocotools built
 BILEVEL = ("msr", "mcr", "metamask")
 SLOWER_META_EVERY = 4  # the suite's cpu budget's meta step frequency
-MIN_BATCH = 32
-WORK_PARTS = ("jpegs", "synthetic", "bench", "pretrain", "convert", "engines", "logs")
+WORK_PARTS = ("jpegs", "bench", "pretrain", "convert", "engines", "logs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,30 +79,13 @@ class Sizes:
                    min_timeout_s=400)
 
 
-@dataclasses.dataclass
-class Row:
-    name: str
-    argv: list[str]
-    expected_s: float
-    kind: str                          # data, bench, ddp, convert, engine, loader
-    result: Path | None = None         # the file (or folder) its figures are read from
-    needs: Path | None = None          # a file an earlier row writes
-    fallback: list[str] | None = None  # engines: the random-init control's command
-    base: str = ""                     # regularized rows: the base row's name
-    note: str = ""                     # what the row does not prove
-
-
-def plan_rows(sizes: Sizes, work: Path) -> list[Row]:
-    """Every row of the check, in the order it runs."""
+def plan_rows(sizes: Sizes, work: Path, suite_data: Path) -> list[Row]:
+    """Every row of the check, in the order it runs (``suite_data``: the suite's embedded set)."""
     py, s = sys.executable, sizes
-    jpegs, synthetic = work / "jpegs", work / "synthetic"
-    data = (f"{shlex.quote(py)} tools/bench_loader.py --write-images {shlex.quote(str(jpegs))} "
-            f"--images {s.jpegs} && {shlex.quote(py)} datasets/make_synthetic.py "
-            f"--out {shlex.quote(str(synthetic))} --size tiny")
-    rows = [Row("data", ["bash", "-c", data], 15, "data")]
-
-    from benchmarks.suite import DEFAULT_PANEL, PRETRAIN_EXTRAS
-    from pretrain.methods import METHODS
+    jpegs = work / "jpegs"
+    rows = [Row("data", [py, "tools/bench_loader.py", "--write-images", str(jpegs),
+                         "--images", str(s.jpegs)], 10, "data")]
+    stages = suite_dry_run(sizes, work, suite_data)
 
     def bench(name: str, method: str, regularizer: str, extra: list[str], expected: float,
               base: str = "") -> Row:
@@ -109,13 +94,12 @@ def plan_rows(sizes: Sizes, work: Path) -> list[Row]:
                 "--regularizers", regularizer, "--sources", "files", "--augment-on", "device",
                 "--data", f"imagefolder={jpegs}", "--arch", s.arch, "--image-size",
                 str(s.image_size), "--batch-size", str(s.batch_size), "--steps", str(s.steps),
-                "--warmup", str(s.warmup), "--workers", str(s.workers),
-                *PRETRAIN_EXTRAS.get(s.budget, {}).get(method, []), *extra,
+                "--warmup", str(s.warmup), "--workers", str(s.workers), *extra,
                 "--json", str(result)]
         return Row(name, argv, expected, "bench", result=result, base=base)
 
+    from pretrain.methods import METHODS
     rows += [bench(method, method, "none", [], 18) for method in METHODS]
-
     backbone = work / "pretrain" / "ddp" / "backbone.safetensors"
     rows.append(Row("ddp", ["bash", "tools/pretrain.sh", "--nnodes", "1", "--master-port", "29517",
                             "--device", s.device, "--method", "simclr", "--arch", s.arch,
@@ -131,15 +115,15 @@ def plan_rows(sizes: Sizes, work: Path) -> list[Row]:
         rows.append(Row(f"convert {engine}", [
             py, "transfer/convert.py", str(backbone), "--to", engine,
             "--out", str(work / "convert" / f"backbone.{suffix}")], 12, "convert", needs=backbone))
-    rows += engine_rows(sizes, work, synthetic, backbone)
+    rows += engine_rows(stages, sizes, backbone)
     rows.append(Row("loader", [
         py, "tools/bench_loader.py", "--device", s.device, "--sizes", str(s.image_size),
         "--data", f"imagefolder={jpegs}", "--images", str(min(s.jpegs, 64)),
         "--batch-size", str(s.batch_size), "--batches", "4", "--workers", str(s.workers),
         "--rounds", "1", "--json", str(work / "bench" / "loader.json")], 25, "loader",
         result=work / "bench" / "loader.json"))
-    # each regularizer on the base its paper's claims use, as the suite's default panel pairs them
-    pairs = [pair for pair in DEFAULT_PANEL if "+" in pair]
+    # each regularizer on the base its paper's claims use: the pairs of the suite's default panel
+    pairs = [st.backbone for st in stages if st.name == "pretrain" and "+" in st.backbone]
     for pair in pairs:
         base, regularizer = pair.split("+")
         rows.append(bench(pair, base, regularizer, [], 25, base=base))
@@ -154,192 +138,68 @@ def plan_rows(sizes: Sizes, work: Path) -> list[Row]:
     return rows
 
 
-def slug(name: str) -> str:
-    """A row's name as a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+@dataclasses.dataclass
+class Stage:
+    backbone: str
+    name: str
+    argv: list[str]
 
 
-def engine_rows(sizes: Sizes, work: Path, synthetic: Path, backbone: Path) -> list[Row]:
-    """The suite's own command of each engine task (scripts under transfer/), its training
-    shortened to ``sizes.iterations``: on the ddp row's backbone, else the random-init control."""
-    from benchmarks.tasks import TASKS
+STAGE_LINE = re.compile(r"^\s*\d+\. (\S+): (\S+)")
 
-    engines = {name: task for name, task in TASKS.items() if task.script.startswith("transfer/")}
-    on_backbone = suite_commands(sizes, work, synthetic, engines, backbone)
-    on_random = suite_commands(sizes, work, synthetic, engines, None)
+
+def suite_dry_run(sizes: Sizes, work: Path, suite_data: Path) -> list[Stage]:
+    """The suite's stages as ``python -m benchmarks.suite --dry-run`` prints them (its default
+    panel on the embedded tiny set, ``sizes.budget``), read as a user would read them: the check
+    runs the suite's own commands without importing its runner."""
+    argv = [sys.executable, "-m", "benchmarks.suite", "--dry-run", "--budget", sizes.budget,
+            "--arch", sizes.arch, "--size", "tiny", "--out", str(work / "engines")]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "SUITE_DATA_DIR": str(suite_data)})
+    if done.returncode != 0:
+        raise SystemExit(f"gpu_check: the suite's dry run failed: {one_line_error(done.stderr)}")
+    stages, lines = [], done.stdout.splitlines()
+    for at, line in enumerate(lines):
+        found = STAGE_LINE.match(line)
+        command = next((c.strip()[2:] for c in lines[at + 1:at + 4] if c.strip().startswith("$ ")),
+                       None)
+        if found and command:
+            stages.append(Stage(found[1], found[2], shlex.split(command)))
+    return stages
+
+
+def engine_rows(stages: list[Stage], sizes: Sizes, backbone: Path) -> list[Row]:
+    """The suite's command of each engine task (a script under transfer/) for its first panel
+    backbone, on the ddp row's backbone (else the random-init control), shortened to
+    ``sizes.iterations``; fine-tuning where a task has it (BN and the backbone train)."""
+    first = next(stage.backbone for stage in stages if stage.name == "pretrain")
+    by_script: dict[str, Stage] = {}
+    for stage in stages:
+        script = Path(stage.argv[1])
+        if (stage.backbone == first and script.parent == ROOT / "transfer"
+                and (script.stem not in by_script or "finetune" in stage.argv)):
+            by_script[script.stem] = stage
     rows = []
-    for name, task in engines.items():
-        # one protocol per engine: fine-tuning where it has one (BN and the backbone train)
-        protocol = "finetune" if "finetune" in task.protocols else task.protocols[0]
-        stage = next(st for st, p in task.stages().items() if p == protocol)
-        rows.append(Row(name, on_backbone[stage] + shorter(task.script, sizes), 45, "engine",
-                        result=work / "engines" / stage / "gpucheck", needs=backbone,
-                        fallback=on_random[stage] + shorter(task.script, sizes)))
+    for name, stage in by_script.items():
+        weights = stage.argv.index("--weights")
+        argv = [*stage.argv[:weights + 1], str(backbone), *stage.argv[weights + 2:],
+                *shorter(name, sizes)]
+        control = [*stage.argv[:weights], "--weights", RANDOM, "--arch", sizes.arch, "--stem",
+                   "imagenet", *stage.argv[weights + 2:], *shorter(name, sizes)]
+        out = Path(stage.argv[stage.argv.index("--out") + 1])
+        rows.append(Row(name, argv, 45, "engine", result=out, needs=backbone, fallback=control))
     return rows
-
-
-def suite_commands(sizes: Sizes, work: Path, synthetic: Path, engines: dict,
-                   backbone: Path | None) -> dict[str, list[str]]:
-    """{stage: command} that ``benchmarks.suite.plan`` gives the engines' stages of one backbone
-    (``backbone``, named gpucheck, else the random-init control) on the embedded set."""
-    from benchmarks.suite import plan
-    from benchmarks.tasks import data_sets
-
-    args = argparse.Namespace(
-        panel=[], checkpoint=[("gpucheck", str(backbone))] if backbone else [], seeds=1,
-        pretrain_per_task=False, pretrain_steps=None, budget=sizes.budget, arch=sizes.arch,
-        gpus=1, tasks=[stage for task in engines.values() for stage in task.stages()],
-        data={key: str(synthetic / key) for key in data_sets()}, synthetic=set(data_sets()))
-    chosen = "gpucheck" if backbone else RANDOM_METHOD
-    return {st.name: st.argv for st in plan(args, work / "engines") if st.backbone == chosen}
 
 
 def shorter(script: str, sizes: Sizes) -> list[str]:
     """Flags that cut an engine's run to ``sizes.iterations`` (detectron2: KEY VALUE pairs)."""
-    if script.endswith("mpii_pose.py"):
+    if script == "mpii_pose":
         config = ["--config", "transfer/configs/mpii_td-hm_res50_256x256.py"] \
             if sizes.budget == "full" else []
         return [*config, "--max-iters", str(sizes.iterations), "--val-images", "16"]
     # the published C4 recipe's per-GPU share (16 images on 8 GPUs); precise BN on 10 batches
     return ["SOLVER.MAX_ITER", str(sizes.iterations), "SOLVER.IMS_PER_BATCH", "2",
             "TEST.PRECISE_BN.NUM_ITER", "10"]
-
-
-class PeakMemory:
-    """The highest nvidia-smi reading of device 0 (MiB) while the block runs; None without it."""
-
-    def __init__(self) -> None:
-        self.peak: int | None = None
-        self._process: subprocess.Popen | None = None
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> PeakMemory:
-        try:
-            self._process = subprocess.Popen(
-                ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits",
-                 "-i", "0", "-lms", "200"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                text=True)
-        except OSError:
-            return self
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-        return self
-
-    def _read(self) -> None:
-        for line in self._process.stdout:
-            if line.strip().isdigit():
-                self.peak = max(self.peak or 0, int(line))
-
-    def __exit__(self, *exc: object) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait()
-            self._thread.join(timeout=2)
-
-
-ERROR_LINE = re.compile(r"(\w+(Error|Exception|Interrupt)\b|error:|Error:|Killed|CUDA)")
-
-
-def one_line_error(log: str) -> str:
-    """The line that says what went wrong: the last one naming an error, else the last line."""
-    lines = [line.strip() for line in log.splitlines() if line.strip()]
-    named = [line for line in lines if ERROR_LINE.search(line)]
-    return ((named or lines or ["no output"])[-1])[:240]
-
-
-def figures(row: Row) -> dict:
-    """The row's throughput and in-process peak memory, from what it wrote."""
-    if row.result is None or not row.result.exists():
-        return {}
-    if row.kind == "bench":
-        found = json.loads(row.result.read_text())
-        if not found:
-            return {"note": "skipped by bench_pretrain (a pair its paper does not define)"}
-        r = found[0]
-        return {"images_per_s": r["images_per_s"], "peak_mib": r["peak_memory_mb"],
-                "peak_kind": r["peak_memory_kind"], "batch_size": r["batch_size"],
-                "note": f"batch {r['batch_size']}, waited on data {r['wait_share']:.0%}"}
-    if row.kind == "ddp":
-        return {"images_per_s": json.loads(row.result.read_text()).get("images_per_s")}
-    if row.kind == "loader":
-        by_path = {r["path"]: r for r in json.loads(row.result.read_text())}
-        device = next((r for p, r in by_path.items() if p.startswith("decode on device: on")),
-                      None) or next((r for p, r in by_path.items() if ": on " in p), None)
-        return {"images_per_s": device["images_per_s"], "note": device["path"]} if device else {}
-    if row.kind == "engine":
-        seconds = [line["time"] for path in sorted(row.result.rglob("*.json"))
-                   for line in json_lines(path) if isinstance(line.get("time"), (int, float))]
-        return {"iterations_per_s": round(1 / statistics.median(seconds), 2)} if seconds else {}
-    return {}
-
-
-def json_lines(path: Path) -> list[dict]:
-    """The JSON objects of a JSON-lines file (detectron2's metrics.json, mmengine's scalars)."""
-    found = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            item = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(item, dict):
-            found.append(item)
-    return found
-
-
-def run_row(row: Row, logs: Path, deadline: float, min_timeout_s: float = 60) -> dict:
-    """Runs one row (``deadline``: time.time() past which no row starts or runs on)."""
-    record = {"row": row.name, "expected_s": row.expected_s, "command": shlex.join(row.argv),
-              **({"note": row.note} if row.note else {})}
-    argv = row.argv
-    if row.needs is not None and not row.needs.exists():
-        if row.fallback is None:
-            return {**record, "status": "failed",
-                    "error": f"needs {row.needs.name}, which the ddp row did not write"}
-        argv, record["note"] = row.fallback, "random-init control: the ddp row wrote no backbone"
-        record["command"] = shlex.join(argv)
-    seconds_left = deadline - time.time()
-    if seconds_left <= 0:
-        return {**record, "status": "not run", "error": "past the check's --budget-s"}
-    timeout = min(max(4 * row.expected_s, min_timeout_s), seconds_left)
-    log = logs / f"{slug(row.name)}.log"
-    started = time.monotonic()
-    with PeakMemory() as memory, open(log, "w") as out:
-        try:
-            code = subprocess.run(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode
-        except subprocess.TimeoutExpired:
-            code = None
-    record.update(wall_s=round(time.monotonic() - started, 1), log=str(log))
-    if memory.peak is not None:
-        record.update(peak_mib=memory.peak, peak_kind="nvidia-smi, device")
-    found = figures(row if argv is row.argv else dataclasses.replace(
-        row, result=row.result and row.result.with_name(RANDOM_METHOD)))
-    record.update({k: v for k, v in found.items() if k != "note"})
-    if found.get("note"):
-        record["note"] = "; ".join(filter(None, [record.get("note"), found["note"]]))
-    if code == 0:
-        return {**record, "status": "ok"}
-    error = (f"timed out after {timeout:.0f} s" if code is None
-             else one_line_error(log.read_text(errors="replace")))
-    return {**record, "status": "failed", "error": error}
-
-
-def with_batch(argv: list[str], batch: int) -> list[str]:
-    at = argv.index("--batch-size")
-    return [*argv[:at + 1], str(batch), *argv[at + 2:]]
-
-
-def run_bench_fitting(row: Row, logs: Path, deadline: float, min_timeout_s: float = 60) -> dict:
-    """A pretraining row at its batch, halved while CUDA runs out of memory (down to 32)."""
-    record = run_row(row, logs, deadline, min_timeout_s)
-    batch = int(row.argv[row.argv.index("--batch-size") + 1])
-    while (record["status"] == "failed" and "out of memory" in record.get("error", "")
-           and batch // 2 >= MIN_BATCH):
-        batch //= 2
-        row = dataclasses.replace(row, argv=with_batch(row.argv, batch))
-        record = run_row(row, logs, deadline, min_timeout_s)
-        record["note"] = f"batch {batch}: a larger one ran out of memory; " + record.get("note", "")
-    return record
 
 
 def add_costs(records: list[dict], rows: list[Row]) -> None:
@@ -407,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes.tiny() if args.tiny else Sizes(device=device or "cuda")
     if device:
         sizes = dataclasses.replace(sizes, device=device)
-    rows = plan_rows(sizes, work)
+    plan_only = args.plan or device is None
+    with tempfile.TemporaryDirectory() as scratch:  # the plan alone keeps no generated data
+        rows = plan_rows(sizes, work, Path(scratch) if plan_only else work / "suite_data")
     if args.only:
         wanted = {"data", *args.only.split(",")}
         unknown = wanted - {r.name for r in rows}
@@ -415,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--only: no row {', '.join(sorted(unknown))}; rows: "
                          f"{', '.join(r.name for r in rows)}")
         rows = [r for r in rows if r.name in wanted]
-    if args.plan or device is None:
+    if plan_only:
         print(describe_plan(rows))
         if device is None:
             print("no CUDA device: nothing run (--device cpu --tiny runs every row on the CPU)")
