@@ -90,6 +90,16 @@ def test_engine_rows_are_the_suites_commands_on_the_published_configs(gpu_rows) 
     assert mpii.argv[mpii.argv.index("--max-iters") + 1] == "20"
 
 
+def test_a_failing_suite_dry_run_becomes_a_row_and_the_other_rows_stay(tmp_path: Path) -> None:
+    sizes = gpu_check.Sizes(device="cpu", budget="no-such-budget")  # the suite refuses it
+    rows = gpu_check.plan_rows(sizes, tmp_path, tmp_path / "suite_data")
+    names = [r.name for r in rows]
+    assert "suite dry run" in names and "coco_det" not in names
+    assert {"data", "simclr", "ddp", "convert mmpose", "loader"} <= set(names)
+    record = gpu_check.run_row(rows[names.index("suite dry run")], tmp_path, time.time() + 120)
+    assert record["status"] == "failed" and "no-such-budget" in record["error"]
+
+
 def test_one_line_error_names_the_exception() -> None:
     log = ("step 1\nTraceback (most recent call last):\n  File x\n"
            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB\n")

@@ -49,7 +49,6 @@ from gpu_check_rows import Row, one_line_error, run_bench_fitting, run_row, slug
 from pretrain.open_backbone import RANDOM  # noqa: E402
 
 SETUP_S = 60          # tools/gpu_check.sh: wheels into a fresh environment, xtcocotools built
-BILEVEL = ("msr", "mcr", "metamask")
 SLOWER_META_EVERY = 4  # the suite's cpu budget's meta step frequency
 WORK_PARTS = ("jpegs", "bench", "pretrain", "convert", "engines", "logs")
 
@@ -67,8 +66,7 @@ class Sizes:
     jpegs: int = 512
     ddp_steps: int = 5
     iterations: int = 20
-    budget: str = "full"   # the suite budget whose engine commands (and pretraining extras,
-                           # e.g. a 2048-d Barlow Twins projector under "cpu") the rows take
+    budget: str = "full"   # the suite budget whose engine commands the rows take
     scale: float = 1.0     # expected seconds relative to the GPU estimates
     min_timeout_s: float = 60
 
@@ -85,7 +83,7 @@ def plan_rows(sizes: Sizes, work: Path, suite_data: Path) -> list[Row]:
     jpegs = work / "jpegs"
     rows = [Row("data", [py, "tools/bench_loader.py", "--write-images", str(jpegs),
                          "--images", str(s.jpegs)], 10, "data")]
-    stages = suite_dry_run(sizes, work, suite_data)
+    stages, failed_dry_run = suite_dry_run(sizes, work, suite_data)
 
     def bench(name: str, method: str, regularizer: str, extra: list[str], expected: float,
               base: str = "") -> Row:
@@ -115,7 +113,7 @@ def plan_rows(sizes: Sizes, work: Path, suite_data: Path) -> list[Row]:
         rows.append(Row(f"convert {engine}", [
             py, "transfer/convert.py", str(backbone), "--to", engine,
             "--out", str(work / "convert" / f"backbone.{suffix}")], 12, "convert", needs=backbone))
-    rows += engine_rows(stages, sizes, backbone)
+    rows += engine_rows(stages, sizes, backbone) if stages else [failed_dry_run]
     rows.append(Row("loader", [
         py, "tools/bench_loader.py", "--device", s.device, "--sizes", str(s.image_size),
         "--data", f"imagefolder={jpegs}", "--images", str(min(s.jpegs, 64)),
@@ -127,9 +125,11 @@ def plan_rows(sizes: Sizes, work: Path, suite_data: Path) -> list[Row]:
     for pair in pairs:
         base, regularizer = pair.split("+")
         rows.append(bench(pair, base, regularizer, [], 25, base=base))
+    from pretrain.regularizers import REGULARIZERS
+    from pretrain.regularizers.virtual_step import BilevelRegularizer
     for pair in pairs:
         base, regularizer = pair.split("+")
-        if regularizer in BILEVEL:
+        if issubclass(REGULARIZERS[regularizer], BilevelRegularizer):  # it has a meta step
             rows.append(bench(f"{pair} meta/{SLOWER_META_EVERY}", base, regularizer,
                               ["--regularizer-arg", f"meta_every={SLOWER_META_EVERY}"], 20,
                               base=base))
@@ -148,16 +148,19 @@ class Stage:
 STAGE_LINE = re.compile(r"^\s*\d+\. (\S+): (\S+)")
 
 
-def suite_dry_run(sizes: Sizes, work: Path, suite_data: Path) -> list[Stage]:
+def suite_dry_run(sizes: Sizes, work: Path, suite_data: Path) -> tuple[list[Stage], Row | None]:
     """The suite's stages as ``python -m benchmarks.suite --dry-run`` prints them (its default
     panel on the embedded tiny set, ``sizes.budget``), read as a user would read them: the check
-    runs the suite's own commands without importing its runner."""
+    runs the suite's own commands without importing its runner. If the dry run fails: no stages,
+    and a row that reruns it (so the failure is a row of the table)."""
     argv = [sys.executable, "-m", "benchmarks.suite", "--dry-run", "--budget", sizes.budget,
             "--arch", sizes.arch, "--size", "tiny", "--out", str(work / "engines")]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "SUITE_DATA_DIR": str(suite_data)})
     if done.returncode != 0:
-        raise SystemExit(f"gpu_check: the suite's dry run failed: {one_line_error(done.stderr)}")
+        print(f"gpu_check: the suite's dry run failed: {one_line_error(done.stderr)}",
+              file=sys.stderr)
+        return [], Row("suite dry run", argv, 10, "data")
     stages, lines = [], done.stdout.splitlines()
     for at, line in enumerate(lines):
         found = STAGE_LINE.match(line)
@@ -165,14 +168,14 @@ def suite_dry_run(sizes: Sizes, work: Path, suite_data: Path) -> list[Stage]:
                        None)
         if found and command:
             stages.append(Stage(found[1], found[2], shlex.split(command)))
-    return stages
+    return stages, None
 
 
 def engine_rows(stages: list[Stage], sizes: Sizes, backbone: Path) -> list[Row]:
     """The suite's command of each engine task (a script under transfer/) for its first panel
     backbone, on the ddp row's backbone (else the random-init control), shortened to
     ``sizes.iterations``; fine-tuning where a task has it (BN and the backbone train)."""
-    first = next(stage.backbone for stage in stages if stage.name == "pretrain")
+    first = next((stage.backbone for stage in stages if stage.name == "pretrain"), None)
     by_script: dict[str, Stage] = {}
     for stage in stages:
         script = Path(stage.argv[1])
