@@ -163,7 +163,8 @@ def test_tiny_rows_run_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, str(REPO / "tools" / "gpu_check.py"), "--device", "cpu", "--tiny",
-         "--out", str(out), "--only", "simclr,loader,ddp,convert detectron2"],
+         "--out", str(out), "--work", str(tmp_path / "work"),
+         "--only", "simclr,loader,ddp,convert detectron2"],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = {r["row"]: r for r in json.loads((out / "gpu_check.json").read_text())["rows"]}
@@ -171,5 +172,6 @@ def test_tiny_rows_run_on_the_cpu(tmp_path: Path) -> None:
     assert records["simclr"]["images_per_s"] > 0 and records["simclr"]["peak_mib"] > 0
     assert records["loader"]["images_per_s"] > 0
     assert records["ddp"]["images_per_s"] > 0
-    assert (out / "work" / "convert" / "backbone.pkl").is_file()
+    assert (tmp_path / "work" / "convert" / "backbone.pkl").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.txt"]
     assert "simclr" in (out / "gpu_check.txt").read_text()

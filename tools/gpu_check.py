@@ -15,7 +15,7 @@ and the run goes on; rows that would start past ``--budget-s`` are listed as not
 - ``convert <engine>``: ``transfer/convert.py`` (the converter verifies the file in the engine);
 - one row per engine task of the suite (coco_det, voc_det where present, mpii_pose): the command
   ``python -m benchmarks.suite --dry-run --budget full`` prints for it on the tiny embedded set
-  (generated into OUT/work/suite_data), plus 20 iterations (mpii_pose: the published 256x256
+  (generated into WORK/suite_data), plus 20 iterations (mpii_pose: the published 256x256
   config), on the ddp backbone, else the random-init control;
 - ``loader``: ``tools/bench_loader.py`` at 224 px, decode on the device;
 - ``<base>+<regularizer>``: each regularizer on its paper's base (the suite's default panel), the
@@ -250,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu_check",
                         help="where gpu_check.json and gpu_check.txt go (default runs/gpu_check)")
-    parser.add_argument("--work", type=Path,
-                        help="the rows' data, runs and logs (default: OUT/work)")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "gpu_check" / "work",
+                        help="the rows' data, runs and logs, a few hundred MB (default "
+                             "runs/gpu_check/work)")
     parser.add_argument("--device", choices=["cuda", "cpu"],
                         help="default: cuda when available, else print the plan and exit 0")
     parser.add_argument("--tiny", action="store_true",
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = float(os.environ.get("GPU_CHECK_STARTED", time.time()))
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
-    work = (args.work or args.out / "work").resolve()
+    work = args.work.resolve()
     sizes = Sizes.tiny() if args.tiny else Sizes(device=device or "cuda")
     if device:
         sizes = dataclasses.replace(sizes, device=device)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MIN_BATCH = 32  # a pretraining row's batch is halved while it does not fit, down to this
+LOG_TAIL = 40   # lines of a failed row's log kept in the check's JSON (the logs stay in --work)
 
 
 @dataclasses.dataclass
@@ -149,7 +150,8 @@ def run_row(row: Row, logs: Path, deadline: float, min_timeout_s: float = 60) ->
         return {**record, "status": "ok"}
     error = (f"timed out after {timeout:.0f} s" if code is None
              else one_line_error(log.read_text(errors="replace")))
-    return {**record, "status": "failed", "error": error}
+    tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+    return {**record, "status": "failed", "error": error, "log_tail": tail}
 
 
 def with_batch(argv: list[str], batch: int) -> list[str]:
