@@ -21,8 +21,11 @@ registry: ``pretrain.regularizers.REGULARIZERS[name](method, cfg)``, options in
     loss, terms = reg.regularize(out["loss"], method, batch, out, progress)   # (a) extra loss
     loss.backward(); <average reg.joint_parameters() grads over ranks>; optimizer.step()
     method.after_step(out, progress)                         # EMA target / queue
-    if reg.meta_every and (step + 1) % reg.meta_every == 0:
+    if reg.meta_due(step):                                   # (f) every meta_every-th step
         reg.meta_step(method, batch, optimizer, lr, step)    # (d) meta step
+
+(the regular part runs when ``reg.regular_due(step)``, hook f: a schedule alternating epochs of
+regular and meta steps skips it; a step with only a meta step logs the meta step's inner loss).
 
 - ``out`` holds fmap1/fmap2 (res5 maps), h1/h2 (pooled features), z1/z2 (projections) and the
   method's own tensors; ``method.encode(x)`` runs the online backbone on anything else (e.g. a
@@ -39,6 +42,13 @@ registry: ``pretrain.regularizers.REGULARIZERS[name](method, cfg)``, options in
   param groups' ``lr`` is this step's (``lr``).
 - (e) ``set_schedule`` gives the run's length (steps per epoch, total steps), e.g. for a warm-up
   in epochs; ``progress`` in (a) is steps done / total steps.
+- (g) ``reg.regular_optimizer()`` may name the optimizer the regular step trains with (MetaMask's
+  official one) instead of the method's; ``reg.bind_optimizer(optimizer)`` is called once it is
+  built, before a resumed state loads.
+- (h) ``reg.backbone_metadata()`` is saved in the backbone checkpoint's metadata (MetaMask's mask).
+- Under DDP the regularizer's BatchNorm layers normalise over the global batch
+  (:mod:`pretrain.global_norm`), as do the method's with ``--sync-bn``, so W ranks compute one
+  process's losses.
 """
 from __future__ import annotations
 
@@ -73,6 +83,7 @@ from pretrain.checkpoint import (
 from pretrain.cli import OutputError, claim_output, run_main
 from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
 from pretrain.device_augment import InputPipeline
+from pretrain.global_norm import globalize_batch_norm
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
 
@@ -134,20 +145,27 @@ def training_step(model: nn.Module, method: Method, regularizer: Regularizer,
 
     ``model`` is ``method`` or its DDP wrapper. A non-finite loss raises before any update.
     """
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-        out = model(batch["x1"], batch["x2"], feature_mask=regularizer.feature_mask)
-        loss, terms = regularizer.regularize(out["loss"], method, batch, out, progress)
-    loss_value = D.mean_over_ranks(loss.float()).item()
-    if not math.isfinite(loss_value):
-        raise NonFiniteLossError(f"loss is {loss_value} at step {step}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    D.average_gradients(regularizer.joint_parameters())
-    optimizer.step()
-    method.after_step(out, progress)
-    logs = {k: float(v) for k, v in terms.items()}
-    if regularizer.meta_every and (step + 1) % regularizer.meta_every == 0:
+    logs: dict[str, float] = {}
+    loss_value = None
+    if regularizer.regular_due(step):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out = model(batch["x1"], batch["x2"], feature_mask=regularizer.feature_mask)
+            loss, terms = regularizer.regularize(out["loss"], method, batch, out, progress)
+        loss_value = D.mean_over_ranks(loss.float()).item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(f"loss is {loss_value} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        D.average_gradients(regularizer.joint_parameters())
+        optimizer.step()
+        method.after_step(out, progress)
+        logs = {k: float(v) for k, v in terms.items()}
+    if regularizer.meta_due(step):  # after optimizer.step(): the virtual step is the next one
         logs.update(regularizer.meta_step(method, batch, optimizer, lr, step))
+    if loss_value is None:  # a meta-only step: its inner loss is the regular objective
+        loss_value = D.mean_over_ranks(torch.tensor(logs["meta_inner"])).item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(f"loss is {loss_value} at step {step}")
     return loss_value, logs
 
 
@@ -260,6 +278,11 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     method = build_method(cfg.method, build_resnet(cfg.arch, cfg.stem), FEATURE_DIMS[cfg.arch],
                           **cfg.method_args)
     regularizer = build_regularizer(cfg, method)
+    own_optimizer = regularizer.regular_optimizer()
+    if own_optimizer is not None:  # recorded in config.yaml as the run trains (lr per 256)
+        name, lr, weight_decay, momentum = own_optimizer
+        cfg = dataclasses.replace(cfg, optimizer=name, lr=lr * 256 / cfg.batch_size,
+                                  weight_decay=weight_decay, momentum=momentum)
     pipeline = InputPipeline(AugmentSpec.for_data(cfg.data, cfg.image_size), cfg.augment_on,
                              with_plain=regularizer.needs_plain, device=device)
     dataset = pipeline.dataset(cfg.data, cfg.data_root, cfg.seed)
@@ -277,8 +300,11 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     regularizer.to(device)
     if cuda and cfg.amp:
         method.to(memory_format=torch.channels_last)
-    if cuda and world > 1 and cfg.sync_bn:
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if world > 1:  # the regularizers' losses are defined on the global batch
+        regularizer = globalize_batch_norm(regularizer)
+    if world > 1 and cfg.sync_bn:  # SyncBatchNorm: CUDA only, and not twice differentiable
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method) \
+            if cuda and not regularizer.meta_every else globalize_batch_norm(method)
     model: nn.Module = method
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
@@ -286,6 +312,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     trainable = [p for p in method.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, trainable + regularizer.joint_parameters(),
                                 peak_lr, cfg.weight_decay, cfg.momentum)
+    regularizer.bind_optimizer(optimizer)
 
     state_path = run_dir / STATE_FILE
     start_step, history = 0, []
@@ -383,7 +410,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
             "method": cfg.method, "regularizer": cfg.regularizer, "arch": cfg.arch,
             "stem": cfg.stem, "data": cfg.data if cfg.data_root else f"synthetic-{cfg.data}",
             "data_root": cfg.data_root or "embedded", "image_size": cfg.image_size,
-            "epochs": epochs_done, "steps": step, "seed": cfg.seed, "commit": git_commit()})
+            "epochs": epochs_done, "steps": step, "seed": cfg.seed, "commit": git_commit(),
+            **regularizer.backbone_metadata()})
         metrics = {"steps": step, "epochs": epochs_done, "final_loss": history[-1]["loss"],
                    "wall_s": round(elapsed, 2),
                    "images_per_s": round(images / elapsed, 2) if elapsed > 0 else None,

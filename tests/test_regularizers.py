@@ -88,9 +88,11 @@ def meta_gradient(reg: nn.Module, model: nn.Module, batch: dict[str, torch.Tenso
                   optimizer: torch.optim.Optimizer, step: int = 2) -> list[torch.Tensor]:
     """The gradient the regularizer's own ``meta_step`` applies, read off a plain SGD meta step
     (its update is -lr x gradient); the meta parameters are restored afterwards."""
+    reg.bind_optimizer(optimizer)
     params = meta_parameters(reg)
     before = [p.detach().clone() for p in params]
     reg.meta_optimizer = torch.optim.SGD(params, lr=1.0)
+    reg.bind_optimizer = lambda optimizer: None  # keep the SGD meta step
     reg.meta_step(model, batch, optimizer, 0.0, step)
     lr = reg.meta_optimizer.param_groups[0]["lr"]  # MetaMask sets its own schedule's
     grads = [(b - p.detach()) / lr for b, p in zip(before, params)]
@@ -133,6 +135,7 @@ def test_meta_step_moves_only_the_meta_parameters(regularizer: str, method: str)
     model = small_method(method)
     reg = REGULARIZERS[regularizer](model, _cfg(method, regularizer))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg.bind_optimizer(optimizer)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     meta_before = [p.detach().clone() for g in reg.meta_optimizer.param_groups
                    for p in g["params"]]
@@ -243,9 +246,10 @@ def test_rcl_fills_with_the_data_sets_mean_and_warms_up_per_data_set(tiny_data: 
     mpii = REGULARIZERS["rcl"](model, _cfg("simclr", "rcl", "mpii", tiny_data))
     assert mpii.side == IMAGENET_SIDES
     mpii.set_schedule(steps_per_epoch=10, total_steps=100)        # 10 epochs: 10/300 of them
-    for progress, contrast_weight in ((0.03, 0.0), (0.04, 1.0)):
+    for progress, contrast_weight, recon_weight in ((0.03, 0.0, 1.0), (0.04, 1.0, 10.0)):
         total, terms = mpii.regularize(out["loss"], model, batch, out, progress)
-        torch.testing.assert_close(total, contrast_weight * out["loss"] + 10 * terms["recon"])
+        torch.testing.assert_close(total, contrast_weight * out["loss"]
+                                   + recon_weight * terms["recon"])  # the warm-up: L_r alone
     fixed = REGULARIZERS["rcl"](model, _cfg("simclr", "rcl", warmup_epochs=2))
     fixed.set_schedule(steps_per_epoch=10, total_steps=100)
     assert fixed.warmup_fraction() == 0.2 and torch.equal(fixed.fill, torch.zeros(3))
