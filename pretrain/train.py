@@ -138,6 +138,19 @@ def build_regularizer(cfg: PretrainConfig, method: Method) -> Regularizer:
     return REGULARIZERS[cfg.regularizer](method, cfg)
 
 
+def global_batch_norm(method: Method, regularizer: Regularizer, cuda: bool, sync_bn: bool
+                      ) -> tuple[Method, Regularizer]:
+    """The BatchNorm layers of a DDP run: the regularizer's always over the global batch (its
+    losses are defined on it), the method's with ``sync_bn``: SyncBatchNorm on CUDA, except with
+    a bi-level regularizer (its virtual step differentiates the backward, which SyncBatchNorm's
+    is not), else :class:`pretrain.global_norm.GlobalBatchNorm`."""
+    regularizer = globalize_batch_norm(regularizer)
+    if sync_bn:
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method) \
+            if cuda and not regularizer.meta_every else globalize_batch_norm(method)
+    return method, regularizer
+
+
 def training_step(model: nn.Module, method: Method, regularizer: Regularizer,
                   optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], step: int,
                   progress: float, lr: float, amp: bool) -> tuple[float, dict[str, float]]:
@@ -300,11 +313,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     regularizer.to(device)
     if cuda and cfg.amp:
         method.to(memory_format=torch.channels_last)
-    if world > 1:  # the regularizers' losses are defined on the global batch
-        regularizer = globalize_batch_norm(regularizer)
-    if world > 1 and cfg.sync_bn:  # SyncBatchNorm: CUDA only, and not twice differentiable
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method) \
-            if cuda and not regularizer.meta_every else globalize_batch_norm(method)
+    if world > 1:
+        method, regularizer = global_batch_norm(method, regularizer, cuda, cfg.sync_bn)
     model: nn.Module = method
     if world > 1:
         model = nn.parallel.DistributedDataParallel(

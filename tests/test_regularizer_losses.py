@@ -9,13 +9,13 @@ import torch.nn.functional as F
 
 from pretrain.regularizers.common import warmup_fraction
 from pretrain.regularizers.mcr import (
+    SeriesDivergenceError,
     coding_series,
     comp_loss,
     mcr_loss,
     mec_embedding,
     mec_lambda,
     mec_scale,
-    SeriesDivergenceError,
     series_lambda,
     series_radius,
 )

@@ -39,7 +39,8 @@ SMALL_REG = {"metamask": {"drr_dim": 16}, "rcl": {"decoder_width": 8}, "msr": {"
 TINY_HEADS = {"simclr": {"proj_hidden_dim": 8, "proj_dim": 5},
               "byol": {"proj_hidden_dim": 8, "proj_dim": 5},
               "barlow_twins": {"proj_hidden_dim": 8, "proj_dim": 5}}
-TINY_REG = {"msr": {"width": 4, "n_vectors": 2}, "mcr": {}, "metamask": {"drr_dim": 8}}
+TINY_REG = {"msr": {"width": 4, "n_vectors": 2}, "mcr": {}, "metamask": {"drr_dim": 8},
+            "rcl": {"decoder_width": 4}}
 
 
 class TinyBackbone(nn.Module):
@@ -63,14 +64,12 @@ def strip_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def tiny_pair(method: str, regularizer: str, batch_norm: bool = True, **args):
-    """(method, regularizer) on the tiny backbone in float64; BN-free on request (for DDP)."""
+def tiny_pair(method: str, regularizer: str, **args):
+    """(method, regularizer) on the tiny backbone in float64, every module as built."""
     torch.manual_seed(0)
     model = build_method(method, TinyBackbone(), 6, **TINY_HEADS[method])
     reg = REGULARIZERS[regularizer](model, _cfg(method, regularizer,
                                                 **{**TINY_REG[regularizer], **args}))
-    if not batch_norm:
-        strip_batch_norm(model), strip_batch_norm(reg)
     return model.double(), reg.double()
 
 

@@ -55,6 +55,15 @@ The paper leaves mu, lambda, the order m and the scale of the series to maximum 
 
 ``python tools/mcr_scale.py`` prints each term's size against L_ssl at the CPU and full budgets'
 batch sizes and widths (ResNet-18, 64 px, the embedded Colorful-MNIST, lambda past its warm-up).
+At initialisation (seed 0)::
+
+    base, m, d               lambda1 L_mcr  its backbone gradient  lambda2 L_comp  radius  lambda
+    SimCLR, 32, 128          +0.01 L_ssl         1.1 x               -3.7         0.68    MEC's
+    Barlow Twins, 32, 2048   +0.0011             0.046               -1.2         0.34    1 / m
+    BYOL, 32, 256            -0.033              3                   -12.8        0.31    1 / m
+    SimCLR, 256, 128         +0.012              2.9                 -6.0         0.66    MEC's
+    Barlow Twins, 256, 8192  -0.00018            0.15                -5.9         0.32    1 / m
+    BYOL, 256, 256           -0.065              7.1                 -23.8        0.30    1 / m
 """
 from __future__ import annotations
 

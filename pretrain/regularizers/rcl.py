@@ -50,7 +50,7 @@ from torch import nn
 
 from pretrain.augment import MEAN, STD
 from pretrain.data import build_unlabelled
-from pretrain.methods.base import Method, Outputs, Regularizer
+from pretrain.methods.base import Method, Outputs, Regularizer, full_precision
 from pretrain.regularizers.common import options, require_method, warmup_fraction
 
 #: (warm-up epochs, training epochs) and square sides (fractions of the image side) per data set.
@@ -160,7 +160,7 @@ class RCL(Regularizer):
         masks = square_masks(view.shape[0], view.shape[-1], count=self.count, side=self.side)
         masked = apply_masks(view, masks, self.fill)
         reconstruction = self.decoder(method.encode(masked)[0])
-        recon = reconstruction_loss(reconstruction.float(), view.float())
+        recon = reconstruction_loss(full_precision(reconstruction), full_precision(view))
         if progress < self.warmup_fraction():  # "only train ... with the reconstruction loss"
             total = 0.0 * base_loss + recon
         else:
