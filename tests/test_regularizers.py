@@ -20,7 +20,7 @@ from torch import nn
 
 from pretrain.augment import MEAN, STD
 from pretrain.checkpoint import load_backbone, load_torch
-from pretrain.config import ConfigError, parse_args
+from pretrain.config import ConfigError, load_yaml, parse_args
 from pretrain.data import ColorfulMNIST
 from pretrain.methods import build_method
 from pretrain.methods.simclr import nt_xent
@@ -126,6 +126,10 @@ def test_every_pair_runs_two_steps(tiny_data: Path, tmp_path: Path, method: str,
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
     if REGULARIZERS[regularizer].meta_every:
         assert "meta_outer" in history[-1]
+    if regularizer == "metamask":  # the official optimizer; the mask saved with the backbone
+        config = load_yaml(run / "config.yaml")
+        assert (config.optimizer, config.lr * config.batch_size / 256) == ("sgd", 1e-3)
+        assert len(meta["feature_mask"]) == state_dict["layer4.1.bn2.weight"].numel()
 
 
 @pytest.mark.parametrize("regularizer,method", [("msr", "simclr"), ("mcr", "byol"),
