@@ -32,13 +32,13 @@ def test_the_meta_step_sees_the_state_after_the_optimizer_step(method: str,
     """The virtual step is the optimizer's next step only if the real one has been taken."""
     model, reg = tiny_pair(method, regularizer)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    seen = {}
+    seen = []
     meta_step = reg.meta_step
 
     def spy(method, batch, optimizer, lr, step):  # noqa: ANN001, ANN202
-        seen["params"] = _snapshot(model)
-        seen["momentum"] = [optimizer.state[p].get("momentum_buffer") for p in model.parameters()
-                            if p.requires_grad]
+        seen.append({"params": _snapshot(model), "momentum": [
+            optimizer.state[p].get("momentum_buffer") for p in model.parameters()
+            if p.requires_grad]})
         return meta_step(method, batch, optimizer, lr, step)
 
     reg.meta_step = spy
@@ -46,8 +46,9 @@ def test_the_meta_step_sees_the_state_after_the_optimizer_step(method: str,
     _step(model, reg, optimizer, 0)
     after = _snapshot(model)
     assert any(not torch.equal(a, b) for a, b in zip(after, before))
-    assert all(torch.equal(s, a) for s, a in zip(seen["params"], after))
-    assert all(m is not None for m in seen["momentum"])  # the first step's buffers exist
+    assert len(seen) == 1
+    assert all(torch.equal(s, a) for s, a in zip(seen[0]["params"], after))
+    assert all(m is not None for m in seen[0]["momentum"])  # the first step's buffers exist
 
 
 def test_the_warm_ups_reach_the_losses() -> None:

@@ -143,27 +143,43 @@ def unit_rows(z: Tensor) -> Tensor:
     return z / z.norm(dim=1, keepdim=True)
 
 
+def ref_lambda(embeddings: list[Tensor], lam_mec: float) -> float:
+    """MEC's lambda where lambda x the largest eigenvalue of every e e^T is below 1 (the series
+    converges), else MEC's guarantee, min(lambda_MEC, 1 / m) (MEC section 3.2)."""
+    largest = max(float(torch.linalg.eigvalsh(e.detach() @ e.detach().t()).max())
+                  for e in embeddings)
+    return lam_mec if lam_mec * largest < 1 else min(lam_mec, 1 / embeddings[0].shape[0])
+
+
 def ref_mcr_terms(reg: nn.Module, out: dict, eps: float = 64.0, order: int = 4
-                  ) -> tuple[Tensor, Tensor]:
-    """(L_comp, L_mcr) of eqs. 6-7 with MEC's mu = (m + d) / 2 and lambda = d / (m eps): Z_hat
-    from the concatenation [h^1, h^2] (eq. 5) through g_xi, standardised as MEC's teacher
-    (BatchNorm1d(affine=False)) and L2-normalised; Z_1, Z_2 L2-normalised."""
+                  ) -> tuple[Tensor, Tensor, float]:
+    """(L_comp, L_mcr, L_mcr's lambda) of eqs. 6-7 with MEC's mu = (m + d) / 2 and
+    lambda_MEC = d / (m eps) (mu scaled by lambda_MEC / lambda where the guarantee's lambda is
+    used): Z_hat from the concatenation [h^1, h^2] (eq. 5) through g_xi, standardised as MEC's
+    teacher (BatchNorm1d(affine=False)) and L2-normalised; Z_1, Z_2 L2-normalised."""
     z_hat = reg.compmod.net(torch.cat([out["h1"], out["h2"]], dim=1))   # eq. 5, then g_xi
-    e_hat = unit_rows(batch_norm(z_hat))
+    e_hat, views = unit_rows(batch_norm(z_hat)), [unit_rows(out[z]) for z in ("z1", "z2")]
     m, d = e_hat.shape
-    mu, lam = (m + d) / 2, d / (m * eps)
-    comp = -mu * ref_series(e_hat, e_hat, lam, order)                                # eq. 6
-    mcr = -sum(mu * ref_series(e_hat, unit_rows(out[z]), lam, order) for z in ("z1", "z2"))  # 7
-    return comp, mcr
+    mu, lam_mec = (m + d) / 2, d / (m * eps)
+    lam = ref_lambda([e_hat], lam_mec)
+    comp = -mu * lam_mec / lam * ref_series(e_hat, e_hat, lam, order)               # eq. 6
+    lam = ref_lambda([e_hat, *views], lam_mec)
+    mcr = -sum(mu * lam_mec / lam * ref_series(e_hat, e, lam, order) for e in views)  # eq. 7
+    return comp, mcr, lam
 
 
-@pytest.mark.parametrize("method", ["simclr", "byol", "barlow_twins"])
-def test_mcr_objectives_are_eqs_5_to_9(method: str) -> None:
-    model, reg, batch, out = setup(method, "mcr")
+@pytest.mark.parametrize("method,eps", [("simclr", 64.0), ("byol", 64.0),
+                                        ("barlow_twins", 64.0), ("simclr", 4.0),
+                                        ("simclr", 0.5)])
+def test_mcr_objectives_are_eqs_5_to_9(method: str, eps: float) -> None:
+    """eps = 64 (MEC's) and 4: MEC's lambda (5 / (6 eps) > 1 / m at eps = 4, radius 0.74);
+    eps = 0.5: past the radius, the guarantee's 1 / m."""
+    model, reg, batch, out = setup(method, "mcr", eps=eps)
     lambda1, lambda2 = 0.01, 0.1
-    comp, mcr = ref_mcr_terms(reg, out)
+    comp, mcr, lam = ref_mcr_terms(reg, out, eps)
+    assert lam == (1 / 6 if eps < 1 else 5 / (6 * eps))
     total, terms = reg.regularize(out["loss"], model, batch, out, 0.5)
-    assert float(terms["mcr_lambda"]) == pytest.approx(5 / (6 * 64))  # MEC's: its series converges
+    assert float(terms["mcr_lambda"]) == pytest.approx(lam)
     assert_same(total, out["loss"] + lambda1 * mcr, trainable(model), "MCR regular step (eq. 8)")
     inner, outer = reg.meta_objectives(batch, 2)
     wrt = trainable(model, reg)
