@@ -91,7 +91,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
 from pretrain.backbones import RESNETS
-from pretrain.checkpoint import atomic_write
+from pretrain.files import atomic_write
 from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
 from pretrain.data import coco_files, validate_coco
 from pretrain.open_backbone import Backbone, add_backbone_arguments, is_random, open_backbone
@@ -392,7 +392,12 @@ def worker(settings: CocoDetConfig, record: dict[str, Any], num_classes: int,
 def write_outputs(settings: CocoDetConfig, cfg: CfgNode, record: dict[str, Any],
                   results: dict[str, dict[str, float]], train_seconds: float,
                   eval_seconds: float) -> dict[str, Any]:
-    from benchmarks.leaderboard import backbone_fields, embedded_data, run_identity, write_rows
+    from benchmarks.results.leaderboard import (
+        backbone_fields,
+        embedded_data,
+        run_identity,
+        write_rows,
+    )
 
     if not results:
         raise CocoDetError("detectron2 returned no evaluation results (TEST.EVAL_PERIOD and "
@@ -526,7 +531,7 @@ def _earlier_run(folder: Path) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     """detectron2's ``default_argument_parser`` with the driver's flags added."""
-    from benchmarks.leaderboard import DEFAULT_PATH
+    from benchmarks.results.leaderboard import DEFAULT_PATH
 
     p = default_argument_parser(epilog=f"--config-file (in transfer/configs/) defaults to "
                                 f"{C4_CONFIG.name} for a ResNet-50 and {FPN_CONFIG.name} for "
@@ -586,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      "convert_seconds")}, indent=2))
             print(f"run folder: {settings.out}")
 
-    from benchmarks.leaderboard import LeaderboardError
+    from benchmarks.results.leaderboard import LeaderboardError
 
     return run_main(train_and_score, statuses={LeaderboardError: 2})
 
