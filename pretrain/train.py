@@ -43,8 +43,9 @@ regular and meta steps skips it; a step with only a meta step logs the meta step
 - (e) ``set_schedule`` gives the run's length (steps per epoch, total steps), e.g. for a warm-up
   in epochs; ``progress`` in (a) is steps done / total steps.
 - (g) ``reg.regular_optimizer()`` may name the optimizer the regular step trains with (MetaMask's
-  official one) instead of the method's; ``reg.bind_optimizer(optimizer)`` is called once it is
-  built, before a resumed state loads.
+  official one) instead of the method's, unless ``--optimizer``, ``--lr`` or ``--weight-decay``
+  is given; ``reg.bind_optimizer(optimizer)`` is called once it is built, before a resumed state
+  loads.
 - (h) ``reg.backbone_metadata()`` is saved in the backbone checkpoint's metadata (MetaMask's mask).
 - Under DDP the regularizer's BatchNorm layers normalise over the global batch
   (:mod:`pretrain.global_norm`), as do the method's with ``--sync-bn``, so W ranks compute one
@@ -274,6 +275,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
         torch.cuda.set_device(device)
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown --method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    recipe_given = any(v is not None for v in (cfg.optimizer, cfg.lr, cfg.weight_decay))
     cfg = resolve(cfg, device.split(":")[0], METHODS[cfg.method].DEFAULTS)
     rank, world = D.rank(), D.world_size()
     if cfg.batch_size % world:
@@ -291,7 +293,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                           **cfg.method_args)
     regularizer = build_regularizer(cfg, method)
     own_optimizer = regularizer.regular_optimizer()
-    if own_optimizer is not None:  # recorded in config.yaml as the run trains (lr per 256)
+    if own_optimizer is not None and not recipe_given:  # config.yaml records it (lr per 256)
         name, lr, weight_decay, momentum = own_optimizer
         cfg = dataclasses.replace(cfg, optimizer=name, lr=lr * 256 / cfg.batch_size,
                                   weight_decay=weight_decay, momentum=momentum)

@@ -26,7 +26,9 @@ models/mask_generator.py), each paper alternative a ``--regularizer-arg``:
   MetaMask* (section 6.2, Figure 4).
 - The regular step's optimizer (``regular_optimizer=official``): the official code's, SGD at
   1e-3 (whatever the batch), momentum 0.9, weight decay 5e-4, cosine over the run (the loop's
-  schedule, after its warm-up); the mask's learning rate is tuned against it.
+  schedule, after its warm-up); the mask's learning rate is tuned against it. Given
+  ``--optimizer``, ``--lr`` or ``--weight-decay``, the run trains the base method's recipe with
+  those changes instead.
   ``regular_optimizer=base``: the base method's (e.g. LARS at 0.3 x B / 256 for SimCLR).
 - The mask is saved in the backbone checkpoint's metadata (``feature_mask``, M's values): the
   official code scores its kNN (the metric of the paper's Table 2) on h * M, and the probes apply
