@@ -79,6 +79,7 @@ class ProbeConfig:
     workers: int | None = None
     cache_dir: Path | None = None
     device: str = "cpu"
+    feature_mask: str = "on"
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -136,6 +137,10 @@ def parser(task: ProbeTask) -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: cache/ in "
                    "the run folder --out; a folder of its own shares it between runs)")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default %(default)s)")
+    p.add_argument("--feature-mask", choices=("on", "off"), default=ProbeConfig.feature_mask,
+                   help="on: kNN of a MetaMask backbone on its features times its mask, as its "
+                   "paper scores it (the plain kNN reported as knnK_unmasked); off: plain kNN "
+                   "only (default %(default)s)")
     return p
 
 

@@ -1,7 +1,9 @@
 """The probe protocols' drivers, on a prepared :class:`~benchmarks.probes.run_folder.Run`.
 
 ``--protocol fixed`` runs the linear probe (per seed) and kNN (k=5, 200) on frozen features
-(:mod:`benchmarks.probes.features`); ``finetune`` fine-tunes the whole backbone with one head per
+(:mod:`benchmarks.probes.features`; a MetaMask backbone's kNN on its features times its mask, as
+its paper scores it, the plain kNN as ``knnK_unmasked``; ``--feature-mask off`` for plain kNN
+only); ``finetune`` fine-tunes the whole backbone with one head per
 attribute (light augmentation: random crop with reflect padding + horizontal flip, no flip where
 the task says its labels mirror, as Colorful-MNIST's digits do); ``--supervised-on A[,B]`` is the
 RCL paper's "supervised on X" ceiling: the fine-tuning code trains a backbone from random init (or
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from benchmarks.probes.config import ProbeTask, supervised_attrs
-from benchmarks.probes.features import eval_transform, extract, train_transform
+from benchmarks.probes.features import eval_transform, extract, masked_features, train_transform
 from benchmarks.probes.protocols import (
     FinetuneRecipe,
     LinearRecipe,
@@ -62,10 +64,16 @@ def _fixed(run: Run, backbone: Backbone, seeds: range, linear_as: str = "linear"
                                    cfg.device)["test"]
         run.predictions.add(linear_as, seed, predicted, test.labels, cfg.data)
         per_seed.append({"linear": _top1(predicted, test.labels)})
-    for k, predicted in knn_predict(train, test.x, task.classes, device=cfg.device).items():
-        if linear_as == "linear":
-            run.predictions.add(f"knn{k}", seeds[0], predicted, test.labels, cfg.data)
-        per_seed[0][f"knn{k}"] = _top1(predicted, test.labels)
+    masked = masked_features(train, backbone) if cfg.feature_mask == "on" else None
+    knn_on = {"": (train, test)} if masked is None else \
+        {"": (masked, masked_features(test, backbone)), "_unmasked": (train, test)}
+    for suffix, (known, queries) in knn_on.items():
+        for k, predicted in knn_predict(known, queries.x, task.classes,
+                                        device=cfg.device).items():
+            if linear_as == "linear":
+                run.predictions.add(f"knn{k}{suffix}", seeds[0], predicted, test.labels,
+                                    cfg.data)
+            per_seed[0][f"knn{k}{suffix}"] = _top1(predicted, test.labels)
     return per_seed
 
 
