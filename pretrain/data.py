@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from pretrain import voc_layout
 from pretrain.cli import InputError
 
 FAIRFACE_LABELS = {
@@ -497,6 +498,7 @@ LAYOUTS = {
         train_images=lambda root: [p for p, _ in FairFace(root, "train").samples]),
     "coco": Layout(check=_check_coco, train_images=_coco_images),
     "mpii": Layout(check=lambda root: validate_mpii(root).root, train_images=_mpii_train_images),
+    "voc": Layout(check=voc_layout.check, train_images=voc_layout.train_images),
     "imagefolder": Layout(check=lambda root: ImageFolderData(root).root,
                           train_images=lambda root: [p for p, _ in ImageFolderData(root).samples]),
 }
