@@ -123,3 +123,10 @@ def test_two_process_gloo_run(tiny_data: Path, tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["metrics"]["bbox"]) == {"AP", "AP50", "AP75"}
     assert '"bbox"' in done.stdout and (tmp_path / "board.csv").is_file()
+
+
+def test_reference_rows_sit_beside_the_recipe_they_were_published_with() -> None:
+    from benchmarks.leaderboard import reference_rows
+
+    published = {r["recipe"] for r in reference_rows() if r["task"] == voc_det.Trainer.TASK}
+    assert published == {voc_det.Trainer.RECIPES[voc_det.C4_CONFIG.stem]} == {"R50-C4-24k"}
