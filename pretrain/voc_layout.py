@@ -28,7 +28,11 @@ MAX_XML_BYTES = 1 << 20  # a VOC annotation is about 1 kB
 # detection: the sets MoCo's protocol trains and tests on; segmentation: VOC 2012's lists
 DETECTION_SPLITS = {"train": (("2007", "trainval"), ("2012", "trainval")),
                     "test": (("2007", "test"),)}
-SEGMENTATION_SPLITS = {"train": ("2012", "train"), "val": ("2012", "val")}
+# "aug": the augmented training set (SBD's extra labels) as mmsegmentation's
+# tools/convert_datasets/voc_aug.py lays it out: SegmentationClassAug/ grey PNGs and
+# ImageSets/Segmentation/aug.txt (VOC 2012 train + SBD, minus VOC 2012 val: 10582 images)
+SEGMENTATION_SPLITS = {"train": ("2012", "train"), "val": ("2012", "val"), "aug": ("2012", "aug")}
+AUG_LABELS = "SegmentationClassAug"
 SEE = "see datasets/README.md (Pascal VOC)"
 
 
@@ -151,9 +155,9 @@ def _image_size(path: Path, what: str) -> tuple[int, int]:
 
 def validate_segmentation(root: str | Path, split: str, labels: str = "SegmentationClass"
                           ) -> list[str]:
-    """Check VOC2012 segmentation ``split`` (``train``/``val``) with its label folder (VOC's
-    palette PNGs, or the augmented set's ``SegmentationClassAug`` grey PNGs): every listed image
-    has a JPEG and a label PNG of its size. Returns the ids."""
+    """Check VOC2012 segmentation ``split`` (``train``/``val``/``aug``) with its label folder
+    (VOC's palette PNGs, or the augmented set's :data:`AUG_LABELS` grey PNGs): every listed
+    image has a JPEG and a label PNG of its size. Returns the ids."""
     year, image_set = SEGMENTATION_SPLITS[split]
     year_dir = devkit(root) / f"VOC{year}"
     ids = image_ids(year_dir, f"Segmentation/{image_set}")
@@ -165,6 +169,15 @@ def validate_segmentation(root: str | Path, split: str, labels: str = "Segmentat
                                  f"an image of {image}; labels must match their image pixel "
                                  "for pixel")
     return ids
+
+
+def segmentation_training_set(root: str | Path) -> tuple[str, str]:
+    """(split, label folder) to train on: the augmented set where it is laid out, else VOC
+    2012's own train split."""
+    year_dir = devkit(root) / "VOC2012"
+    if (year_dir / AUG_LABELS).is_dir() and (year_dir / "ImageSets/Segmentation/aug.txt").is_file():
+        return "aug", AUG_LABELS
+    return "train", "SegmentationClass"
 
 
 def train_images(root: Path) -> list[Path]:
