@@ -14,7 +14,7 @@ import torchvision
 from benchmarks.leaderboard import file_hash
 from pretrain.backbones import build_resnet
 from pretrain.data import DataError, validate_coco
-from transfer import coco_det
+from transfer import coco_det, detectron2_setup
 from transfer import detectron2_driver as driver
 from transfer.coco_det import CocoDetError, load_config
 
@@ -187,7 +187,7 @@ def test_no_detection_at_all_is_an_error_not_a_silent_empty_result(tmp_path: Pat
     must say so and keep metrics.json, not finish without a leaderboard row."""
     from types import SimpleNamespace
 
-    cfg = driver.get_cfg()
+    cfg = detectron2_setup.get_cfg()
     cfg.OUTPUT_DIR = str(tmp_path)
     args = SimpleNamespace(leaderboard=tmp_path / "board.csv", data=tmp_path, seed=0,
                            val_images=None, opts=(), config_file=coco_det.FULL_CONFIG)

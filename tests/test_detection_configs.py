@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from transfer import detectron2_driver as driver
+from transfer import detectron2_setup as setup
 
 BASE_RCNN_C4_BN = """
 MODEL:
@@ -98,16 +98,16 @@ def _flat(node: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _moco(files: tuple[str, ...]) -> dict[str, object]:
-    cfg = driver.get_cfg()
+    cfg = setup.get_cfg()
     for text in files:
-        cfg.merge_from_other_cfg(driver.CfgNode(yaml.safe_load(text)))
+        cfg.merge_from_other_cfg(setup.CfgNode(yaml.safe_load(text)))
     return _flat(cfg)
 
 
 @pytest.mark.parametrize("name", sorted(DEVIATIONS))
 def test_c4_recipe_is_mocos_key_by_key(name: str) -> None:
     moco_files, deviations = DEVIATIONS[name]
-    ours, theirs = _flat(driver.load_config(driver.CONFIG_DIR / name)), _moco(MOCO[moco_files])
+    ours, theirs = _flat(setup.load_config(setup.CONFIG_DIR / name)), _moco(MOCO[moco_files])
     assert set(ours) == set(theirs)
     differing = {key: (ours[key], theirs[key]) for key in ours if ours[key] != theirs[key]}
     assert set(differing) == set(deviations), differing

@@ -60,7 +60,8 @@ from pretrain.checkpoint import atomic_write
 from pretrain.cli import number, run_main
 from pretrain.data import coco_files, validate_coco
 from transfer import detectron2_driver as driver
-from transfer.detectron2_driver import CONFIG_DIR, DriverError, DriverSettings, load_config
+from transfer.detectron2_driver import DriverSettings
+from transfer.detectron2_setup import CONFIG_DIR, DriverError, load_config
 
 C4_CONFIG = CONFIG_DIR / "coco_R_50_C4_1x_moco.yaml"
 FULL_CONFIG = FPN_CONFIG = CONFIG_DIR / "coco_R_50_FPN_1x_moco.yaml"

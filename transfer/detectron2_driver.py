@@ -11,12 +11,12 @@ recipes, data check and registration, evaluator and leaderboard metrics. This mo
   reads, or ``random``), converted into the run folder (``backbone_detectron2.pkl``) and verified
   against detectron2's own ResNet built with the run's resolved config (``transfer/convert.py``)
   before detectron2 sees it; the depth follows the weights and C4 needs a ResNet-50.
-- configs: ``_BASE_: "model_zoo:<path>"`` names a file of detectron2's model zoo; other bases
-  are relative paths; a base must lie in the zoo or ``transfer/configs`` and is read with
-  ``yaml.safe_load`` (``transfer/compat.py``). A recipe whose training batch holds more than
-  :data:`CPU_BATCH_PIXELS` pixels is refused on a CPU in one line naming the driver's CPU recipe.
+- configs (``transfer/detectron2_setup.py``: ``_BASE_`` chains through detectron2's model zoo
+  and ``transfer/configs``, read with ``yaml.safe_load``). A recipe whose training batch holds
+  more than :data:`CPU_BATCH_PIXELS` pixels is refused on a CPU in one line naming the driver's
+  CPU recipe.
 - the load guard: after detectron2 has built and loaded the model, every tensor of the file it read
-  must be in the model as written (:func:`check_loaded`; detectron2 only logs them).
+  must be in the model as written (``detectron2_setup.check_loaded``; detectron2 only logs them).
 - run folders: ``--resume`` continues the folder's last checkpoint, ``--eval-only`` evaluates it;
   a folder holding a run is never overwritten. Without CUDA, ``--gpus N`` starts N CPU processes
   joined with gloo (``transfer/detectron2_launch.py``).
@@ -36,85 +36,32 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 # isort: off
-import transfer.compat  # noqa: F401  (shims; before any detectron2 import)
+from transfer.detectron2_setup import (BACKBONE_FILE, DriverError, check_loaded, load_config,
+                                       loaded_file)
 # isort: on
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.layers import get_norm
-from detectron2.modeling import ROI_HEADS_REGISTRY
-from detectron2.modeling.roi_heads import Res5ROIHeads
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
 from pretrain.backbones import RESNETS
 from pretrain.checkpoint import atomic_write
-from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors
+from pretrain.cli import claim_output, keeping, number, one_line_errors
 from pretrain.open_backbone import Backbone, add_backbone_arguments, is_random, open_backbone
-from transfer.compat import ZOO_PREFIX, UnsafeConfigError, detectron2_base
-from transfer.convert import ConversionError, export_backbone, preview
+from transfer.convert import ConversionError, export_backbone
 from transfer.detectron2_launch import launch_any
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # The most pixels a training batch may hold on a CPU unless the user opts in (MODEL.DEVICE cpu):
 # the GPU recipe (16 images, up to 1333 px: 28M pixels) was killed by the kernel at about 22 GB
 # on a CPU (issue 16), about 0.8 kB a pixel, so this cap keeps a batch near 3 GB.
 CPU_BATCH_PIXELS = 2 ** 22
 RANDOM_ARCH = "resnet50"  # the random-init control's default: the C4 configs need it
-BACKBONE_FILE, BACKBONE_RECORD = "backbone_detectron2.pkl", "backbone.json"
-METRICS_FILE, TRAIN_LOG = "metrics.json", "train_log.json"
-ENGINE_PREFIXES = ("backbone.bottom_up.", "backbone.", "roi_heads.")  # FPN, C4 res2-4, C4 res5
-
-
-class DriverError(InputError):
-    """Bad input to a driver (data, config, run folder); the message says what and how."""
-
-
-if "Res5ROIHeadsExtraNorm" not in ROI_HEADS_REGISTRY:  # this module may be imported twice
-    @ROI_HEADS_REGISTRY.register()
-    class Res5ROIHeadsExtraNorm(Res5ROIHeads):
-        """Res5ROIHeads with an extra norm after res5: MoCo's C4 detection head
-        (facebookresearch/moco, detection/train_net.py)."""
-
-        def _build_res5_block(self, cfg: CfgNode) -> tuple[torch.nn.Module, int]:
-            seq, out_channels = super()._build_res5_block(cfg)
-            seq.add_module("norm", get_norm(cfg.MODEL.RESNETS.NORM, out_channels))
-            return seq, out_channels
-
-
-# ------------------------------------------------------------------------------------ config
-def load_config(path: str | Path) -> CfgNode:
-    """detectron2's default config merged with ``path`` and its ``_BASE_`` chain."""
-    cfg = get_cfg()
-    _merge_config(cfg, Path(path))
-    return cfg
-
-
-def _merge_config(cfg: CfgNode, path: Path) -> None:
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise DriverError(f"--config {path}: cannot be read as YAML "
-                          f"({' '.join(str(err).split())})") from err
-    if not isinstance(doc, dict):
-        raise DriverError(f"--config {path}: expected a mapping of config keys")
-    base = doc.pop("_BASE_", None)
-    try:  # a base must lie in the model zoo or transfer/configs (transfer/compat.py)
-        if base is not None and str(base).startswith(ZOO_PREFIX):
-            cfg.merge_from_file(str(detectron2_base(base, path)))
-        elif base is not None:
-            _merge_config(cfg, detectron2_base(base, path))
-    except UnsafeConfigError as err:
-        raise DriverError(f"--config {err}") from err
-    try:
-        cfg.merge_from_other_cfg(CfgNode(doc))
-    except (KeyError, ValueError, AssertionError) as err:
-        raise DriverError(f"--config {path}: {err}") from err
+BACKBONE_RECORD, METRICS_FILE, TRAIN_LOG = "backbone.json", "metrics.json", "train_log.json"
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -276,44 +223,6 @@ def setup_cfg(trainer: type[SuiteTrainer], settings: DriverSettings, record: dic
     cfg.SEED = settings.seed
     cfg.freeze()
     return cfg
-
-
-# ------------------------------------------------------------------------------------ load guard
-def loaded_file(checkpointer: DetectionCheckpointer, cfg: CfgNode, resume: bool) -> str:
-    """The file ``checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)`` reads."""
-    return (checkpointer.get_checkpoint_file() if resume and checkpointer.has_checkpoint()
-            else cfg.MODEL.WEIGHTS)
-
-
-def check_loaded(model: torch.nn.Module, path: str | Path) -> int:
-    """Fail unless ``model`` holds every tensor of ``path`` as written: a converted backbone
-    (its names under the backbone, or C4's res5 under ``roi_heads.``, found by this fixed rule,
-    not by detectron2's matching heuristics) or a run's checkpoint (same names). detectron2 only
-    logs what it did not load. Returns the number of tensors checked."""
-    path = Path(path)
-    data = DetectionCheckpointer(model)._load_file(str(path))
-    written = data.get("model", data) if isinstance(data, dict) else {}
-    state = model.state_dict()
-    converted = path.name == BACKBONE_FILE
-    wrong = []
-    for name, value in written.items():
-        if name.endswith("num_batches_tracked"):
-            continue
-        if converted:
-            found = [prefix + name for prefix in ENGINE_PREFIXES if prefix + name in state]
-            key = found[0] if len(found) == 1 else None
-        else:
-            key = name if name in state else None
-        expected = torch.as_tensor(value)
-        if key is None or state[key].shape != expected.shape or not torch.equal(
-                state[key].detach().cpu(), expected.to(state[key].dtype)):
-            wrong.append(key or name)
-    if not written or wrong:
-        raise DriverError(
-            f"{path}: after detectron2 built and loaded the model, {len(wrong)} of its "
-            f"{len(written)} tensors are not in the model as written: {preview(wrong, 8)} "
-            "(detectron2 only logs this); check the file, the config and --resume")
-    return len(written)
 
 
 # ------------------------------------------------------------------------------------ run

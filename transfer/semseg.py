@@ -56,7 +56,8 @@ from pretrain.cli import run_main
 from pretrain.voc_layout import (IGNORE_LABEL, VOC_CLASSES, VocLayoutError, devkit,
                                  segmentation_training_set, validate_segmentation)
 from transfer import detectron2_driver as driver
-from transfer.detectron2_driver import CONFIG_DIR, DriverSettings
+from transfer.detectron2_driver import DriverSettings
+from transfer.detectron2_setup import CONFIG_DIR
 
 GPU_CONFIG = CONFIG_DIR / "voc_semseg_R_50_FPN_1x_moco.yaml"
 CPU_CONFIG = CONFIG_DIR / "voc_semseg_cpu_FPN_128px.yaml"

@@ -56,7 +56,8 @@ from pretrain.checkpoint import atomic_write
 from pretrain.cli import claim_output, number, run_main
 from pretrain.voc_layout import DETECTION_SPLITS, detection_classes, devkit
 from transfer import detectron2_driver as driver
-from transfer.detectron2_driver import CONFIG_DIR, DriverSettings
+from transfer.detectron2_driver import DriverSettings
+from transfer.detectron2_setup import CONFIG_DIR
 
 C4_CONFIG = CONFIG_DIR / "pascal_voc_R_50_C4_24k_moco.yaml"
 FPN_CONFIG = CONFIG_DIR / "pascal_voc_R_50_FPN_24k_moco.yaml"
