@@ -353,7 +353,7 @@ def build_parser(prog: str, description: str, epilog: str, data_help: str
         if action.dest in ("num_gpus", "num_machines", "machine_rank"):
             action.type = number(int, 0 if action.dest == "machine_rank" else 1)
         if action.dest == "num_gpus":  # the suite's name; detectron2's stays as its alias
-            action.option_strings.insert(0, "--gpus")
+            action.option_strings.append("--gpus")
             p._option_string_actions["--gpus"] = action
     p.set_defaults(dist_url="auto")  # a free port: two runs on one machine must not collide
     add_backbone_arguments(p, random_arch=RANDOM_ARCH,
