@@ -56,7 +56,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pretrain", "pretrain.*", "transfer", "transfer.*",
                                     "benchmarks", "benchmarks.*"]),
-    package_data={"transfer": ["configs/*.yaml", "configs/*.py"], "benchmarks": ["*.csv"]},
+    package_data={"transfer": ["configs/*.yaml", "configs/*.py"], "benchmarks.results": ["*.csv"]},
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4"],
     extras_require={
         "convert": [],

@@ -1,41 +1,9 @@
-"""The classic protocol on any labelled ImageFolder: linear probe and weighted kNN top-1.
-
-    python benchmarks/linear.py --weights CKPT|random --data ROOT [--protocol fixed|finetune]
-        [--seeds N] [--out DIR]
-
-ROOT holds ``train/<class>/<image>`` and ``val/<class>/<image>`` with the same class folders
-(the ImageNet layout); sorted folder names are the label order. fixed: frozen features, linear
-probe and weighted kNN (k=5, 200); finetune: the whole backbone with a classifier head. Leaderboard
-task ``imagefolder``, metric ``class_top1``. See benchmarks/protocols.py for the recipes.
-"""
-from __future__ import annotations
-
+"""``python benchmarks/linear.py``: a thin entry point, runs the task's script
+:mod:`benchmarks.probes.linear`."""
+import runpy
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python benchmarks/linear.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.probe import Task, main, run_task  # noqa: E402
-from pretrain.data import DataError, ImageFolderData  # noqa: E402
-
-
-def load(root: Path, split: str, transform) -> ImageFolderData:
-    """``root/train`` or ``root/val``; the val classes must be the train classes."""
-    data = ImageFolderData(root / ("val" if split == "test" else "train"), transform)
-    train_classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    if data.classes != train_classes:
-        raise DataError(f"{data.root}: class folders {data.classes} differ from those of "
-                        f"{root / 'train'} ({train_classes}); both splits need the same classes")
-    return data
-
-
-TASK = Task(
-    name="imagefolder",
-    classes=lambda root: {"class": len(load(root, "train", None).classes)},
-    load=load,
-    default_data=None,
-    description=__doc__,
-)
-
 if __name__ == "__main__":
-    sys.exit(main(lambda argv: run_task(TASK, argv)))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    runpy.run_module("benchmarks.probes.linear", run_name="__main__", alter_sys=True)

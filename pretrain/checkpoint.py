@@ -22,16 +22,14 @@ import json
 import os
 import pickle
 import re
-import subprocess
-import tempfile
 import types
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 import torch
 
 from pretrain.cli import InputError
+from pretrain.files import atomic_write
 
 META_KEY = "suite_meta"
 FORMAT_VERSION = "1"
@@ -43,56 +41,6 @@ class CheckpointError(InputError):
 
 class NotWrittenBySuite(CheckpointError):
     """A safetensors file without the suite's metadata: another library's state dict."""
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call ``write(f)`` on a temp file beside ``path``, fsync it, then rename it to ``path``."""
-    path = Path(path)
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as err:
-        raise OSError(f"cannot write {path}: {err.strerror or err} "
-                      "(is the folder writable?)") from err
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise OSError(f"could not write {path}: {err.strerror or err}; any previous file "
-                          "there is unchanged") from err
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def git_commit(default: str = "unknown") -> str:
-    """The code's git commit (with ``+dirty`` when the tree has changes), for provenance."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "-uno"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return default
-    return sha + ("+dirty" if dirty else "")
 
 
 def save_backbone(path: str | os.PathLike, state_dict: dict[str, torch.Tensor],

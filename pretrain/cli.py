@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pretrain.files import atomic_write
+
 INPUT_ERROR_STATUS = 2
 
 
@@ -131,8 +133,6 @@ def claim_output(folder: Path, command: str, own: Callable[[Path], bool] | None 
         raise OutputError(f"{flag} {folder}: holds {', '.join(found)} of another command (a "
                           "pretraining run, a suite or another benchmark); nothing there is "
                           f"overwritten: give each run its own {flag} (a new or empty folder)")
-    from pretrain.checkpoint import atomic_write  # it imports this module
-
     text = json.dumps({"command": command}).encode()
     atomic_write(mark, lambda f: f.write(text))
     return folder

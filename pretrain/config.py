@@ -181,7 +181,7 @@ def load_yaml(path: str | Path, base: PretrainConfig | None = None) -> PretrainC
 
 
 def save_yaml(cfg: PretrainConfig, path: str | Path) -> None:
-    from pretrain.checkpoint import atomic_write
+    from pretrain.files import atomic_write
 
     text = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
     atomic_write(path, lambda f: f.write(text.encode()))

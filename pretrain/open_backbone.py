@@ -19,7 +19,6 @@ Every probe, both engine drivers, the converter and the suite runner open backbo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from torchvision.models.resnet import Bottleneck
 
 from pretrain.backbones import ARCHS, STEMS, build_resnet
 from pretrain.checkpoint import CheckpointError
+from pretrain.files import file_sha256
 from pretrain.foreign import ForeignBackbone, parse_bool, read_source, resnet_skeleton
 
 RANDOM = "random"
@@ -133,12 +133,3 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str 
                         f"{random_arch}; a checkpoint's own is read from it)")
     parser.add_argument("--stem", choices=STEMS, help="the random-init control's stem "
                         f"(default {random_stem}; a checkpoint's own is read from it)")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's bytes: a checkpoint's identity."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

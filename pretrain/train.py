@@ -63,9 +63,7 @@ from pretrain import distributed as D
 from pretrain.augment import AugmentSpec
 from pretrain.backbones import FEATURE_DIMS, build_resnet
 from pretrain.checkpoint import (
-    atomic_write,
     first_non_finite,
-    git_commit,
     load_torch,
     save_backbone,
     save_state,
@@ -73,6 +71,7 @@ from pretrain.checkpoint import (
 from pretrain.cli import OutputError, claim_output, run_main
 from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
 from pretrain.device_augment import InputPipeline
+from pretrain.files import atomic_write, git_commit
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
 

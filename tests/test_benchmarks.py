@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import coco_fgbg, colorful_mnist, fairface, linear
-from benchmarks.leaderboard import read_rows
-from benchmarks.probe import main, run_task
+from benchmarks.probes import coco_fgbg, colorful_mnist, fairface, linear
+from benchmarks.probes.probe import main, run_task
+from benchmarks.results.leaderboard import read_rows
 from pretrain.backbones import build_resnet
 from pretrain.checkpoint import save_backbone
 from pretrain.data import ColorfulMNIST
@@ -154,7 +154,7 @@ def test_imagefolder_needs_data(tmp_path, capsys):
 def test_settings_are_one_frozen_config_resolved_once(tmp_path, tiny_data):
     from dataclasses import FrozenInstanceError
 
-    from benchmarks.probe import parse_config, resolve
+    from benchmarks.probes.probe import parse_config, resolve
 
     parsed = parse_config(colorful_mnist.TASK, ["--weights", "random", "--data",
                                                 str(tiny_data / "colorful_mnist")])

@@ -12,13 +12,13 @@ import torch
 from pretrain.backbones import arch_of, build_resnet, stem_of
 from pretrain.checkpoint import (
     CheckpointError,
-    atomic_write,
     load_backbone,
     load_pickle_arrays,
     load_torch,
     save_backbone,
     save_state,
 )
+from pretrain.files import atomic_write
 
 
 class _PlantsAFile:

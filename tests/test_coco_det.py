@@ -11,9 +11,9 @@ import pytest
 import torch
 import torchvision
 
-from benchmarks.leaderboard import file_hash
 from pretrain.backbones import build_resnet
 from pretrain.data import DataError, validate_coco
+from pretrain.files import file_hash
 from transfer import coco_det, detectron2_setup
 from transfer import detectron2_driver as driver
 from transfer.coco_det import CocoDetError, load_config

@@ -1,4 +1,5 @@
-"""benchmarks/executor.py: the suite's --dry-run, --budget full's arch check, and stages as jobs
+"""benchmarks/runner/executor.py: the suite's --dry-run, --budget full's arch check, and stages as
+jobs
 through submitit (its LocalExecutor on a CPU) with the local runner's graph and markers."""
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import executor, suite
-from benchmarks.suite import Stage
+from benchmarks.runner import executor, suite
+from benchmarks.runner.suite import Stage
 
 
 def _data_flags(tiny_data: Path) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.leaderboard import read_rows, write_rows
+from benchmarks.results.leaderboard import read_rows, write_rows
 from pretrain.checkpoint import CheckpointError, load_torch
 
 pytestmark = pytest.mark.reliability
@@ -123,7 +123,7 @@ def test_benchmark_killed_mid_run_then_rerun_writes_its_rows_once(tiny_data: Pat
 # lands mid-write most of the time (the window a real kill rarely hits, widened).
 _WRITER = """
 import io, sys, time
-from benchmarks import leaderboard
+from benchmarks.results import leaderboard
 
 real_atomic_write = leaderboard.atomic_write
 

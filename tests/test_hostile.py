@@ -27,7 +27,8 @@ from test_pretrain import _cli_flags, tiny_config
 from torch import nn
 
 import transfer.compat  # noqa: F401,I001  (its guards, before detectron2 and mmengine)
-from benchmarks import leaderboard, suite
+from benchmarks.results import leaderboard, leaderboard_cli
+from benchmarks.runner import suite
 from pretrain import synthetic
 from pretrain import train as train_module
 from pretrain.checkpoint import (
@@ -292,13 +293,13 @@ def test_leaderboard_outputs_never_replace_a_file_they_did_not_write(
     for command, out in (("markdown", "leaderboard.csv"), ("markdown", "notes.md"),
                          ("markdown", "table.txt"), ("plot", "leaderboard.csv"),
                          ("plot", "photo.png")):
-        assert leaderboard.main([command, "--csv", str(board),
+        assert leaderboard_cli.main([command, "--csv", str(board),
                                  "--out", str(tmp_path / out)]) == 2
         _one_error_line(capsys.readouterr().err, f"--out {tmp_path / out}")
     _assert_untouched(tmp_path, before)
     for command, out in (("markdown", "table.md"), ("plot", "panel.png")):
         for _ in range(2):  # the second run replaces its own earlier output
-            assert leaderboard.main([command, "--csv", str(board),
+            assert leaderboard_cli.main([command, "--csv", str(board),
                                      "--out", str(tmp_path / out)]) == 0
     assert "[a]" in (tmp_path / "table.md").read_text()
 
@@ -434,7 +435,7 @@ def test_sigterm_to_the_suite_ends_its_stages_and_writes_no_more_rows(tiny_data:
 def test_sigint_ends_each_stage_process_group(tmp_path: Path) -> None:
     """Two stages whose processes have children, one of them deaf to SIGTERM (SIGKILL follows
     after the grace period, shortened here)."""
-    code = ("import sys; from pathlib import Path; from benchmarks import suite\n"
+    code = ("import sys; from pathlib import Path; from benchmarks.runner import suite\n"
             "suite.STOP_GRACE_SECONDS = 1.0\n"
             "tree = ['sh', '-c', 'sleep 300 & sleep 300']\n"
             "deaf = ['sh', '-c', 'trap \"\" TERM; sleep 300 & wait']\n"
@@ -473,7 +474,7 @@ def test_bad_leaderboard_rows_are_named_skipped_and_never_copied_on(
     board.write_bytes(board.read_bytes() + b"".join(bad))  # lines 4-7
     capsys.readouterr()
 
-    assert leaderboard.main(["show", "--csv", str(board)]) == 0
+    assert leaderboard_cli.main(["show", "--csv", str(board)]) == 0
     shown = capsys.readouterr()
     for line in (4, 5, 6, 7):
         assert f"{board} line {line}:" in shown.err, shown.err
@@ -575,7 +576,7 @@ def test_disk_full_is_one_line_and_exit_2_at_each_entry_point(
         capsys: pytest.CaptureFixture) -> None:
     board = tmp_path / "board.csv"
     leaderboard.write_rows(board, [_row("a", 20.0)])
-    (tmp_path / "table.md").write_text(leaderboard.MARKDOWN_MARK + "\nthe earlier table\n")
+    (tmp_path / "table.md").write_text(leaderboard_cli.MARKDOWN_MARK + "\nthe earlier table\n")
     before = _checksums(tmp_path)
 
     def no_space(*args) -> None:
@@ -585,7 +586,7 @@ def test_disk_full_is_one_line_and_exit_2_at_each_entry_point(
     cfg = tiny_config(tiny_data, tmp_path, "simclr")
     assert train_module.main([*_cli_flags(cfg), "--steps", "1"]) == 2
     _one_error_line(capsys.readouterr().err, "could not write", "No space left on device")
-    assert leaderboard.main(["markdown", "--csv", str(board),
+    assert leaderboard_cli.main(["markdown", "--csv", str(board),
                              "--out", str(tmp_path / "table.md")]) == 2
     _one_error_line(capsys.readouterr().err, "table.md", "No space left on device")
 

@@ -17,7 +17,9 @@ import pytest
 from test_hostile import _assert_untouched, _checksums, _one_error_line, _row
 
 import transfer.compat  # noqa: F401,I001  (its guards, before detectron2 and mmengine)
-from benchmarks import coco_fgbg, colorful_mnist, fairface, leaderboard, probe, suite
+from benchmarks.probes import coco_fgbg, colorful_mnist, fairface, probe
+from benchmarks.results import leaderboard
+from benchmarks.runner import suite
 from pretrain import data as data_module
 from pretrain import train
 from pretrain.cli import OUTPUT_MARK, InputError, claim_output

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.leaderboard import COLUMNS, backbone_fields, read_rows, write_rows
+from benchmarks.results.leaderboard import COLUMNS, backbone_fields, read_rows, write_rows
 
 
 def _row(backbone: str, metric: str, value: float, seed: int = 0) -> dict:
@@ -76,7 +76,7 @@ def test_backbone_fields_hash_the_file(tmp_path: Path) -> None:
 
 
 def test_reference_rows_ship_marked_with_their_source() -> None:
-    from benchmarks.leaderboard import reference_rows
+    from benchmarks.results.leaderboard import reference_rows
 
     refs = reference_rows()
     assert refs and all(r["source"] not in ("", "measured") for r in refs)
@@ -86,7 +86,8 @@ def test_reference_rows_ship_marked_with_their_source() -> None:
 
 
 def test_markdown_shows_interval_over_seeds_and_gap(tmp_path: Path) -> None:
-    from benchmarks.leaderboard import main, markdown
+    from benchmarks.results.leaderboard import markdown
+    from benchmarks.results.leaderboard_cli import main
 
     path = tmp_path / "lb.csv"
     write_rows(path, [_row("abc", "digit_top1", 20.0, seed=0), _row("abc", "digit_top1", 30.0, 1),
@@ -108,7 +109,7 @@ def _coco(backbone: str, recipe: str, budget: str, value: float) -> dict:
 
 
 def test_published_numbers_only_beside_full_rows_of_the_same_recipe(tmp_path: Path) -> None:
-    from benchmarks.leaderboard import budget_sections
+    from benchmarks.results.leaderboard import budget_sections
 
     path = tmp_path / "lb.csv"
     write_rows(path, [_coco("c4full", "R50-C4-1x", "full", 38.0),
@@ -127,7 +128,7 @@ def test_published_numbers_only_beside_full_rows_of_the_same_recipe(tmp_path: Pa
 
 
 def test_pretraining_seeds_of_one_recipe_are_one_entry(tmp_path: Path) -> None:
-    from benchmarks.leaderboard import summarize
+    from benchmarks.results.leaderboard import summarize
 
     path = tmp_path / "lb.csv"
     write_rows(path, [{**_row(f"s{seed}", "digit_top1", value), "method": "simclr",

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from benchmarks.leaderboard import (
+from benchmarks.results.leaderboard import (
     BUDGET_ENV,
     LEGACY_KEY,
     embedded_data,
@@ -111,7 +111,7 @@ def test_an_older_file_reads_with_an_unrecorded_budget(tmp_path: Path) -> None:
 
 def test_probe_rows_carry_their_recipe_and_deviations(tmp_path: Path, tiny_data: Path,
                                                        monkeypatch) -> None:
-    from benchmarks import colorful_mnist
+    from benchmarks.probes import colorful_mnist
 
     monkeypatch.setenv(BUDGET_ENV, "smoke")
     monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path))  # an embedded set, as the suite makes

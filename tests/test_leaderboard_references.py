@@ -1,11 +1,11 @@
 # ruff: noqa: E501 -- one table row per line, as in the paper
-"""The published numbers in benchmarks/reference.csv, transcribed a second time here from the
+"""The published numbers in benchmarks/results/reference.csv, transcribed a second time here from the
 papers' and model zoos' text with their table and cell: a typo in either fails."""
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.leaderboard import reference_rows
+from benchmarks.results.leaderboard import reference_rows
 
 # (source, cell of the table: row / column, backbone, task, protocol, metric, value)
 T4, T3, T2 = "RCL Table 4", "RCL Table 3", "RCL Table 2"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import transfer.compat  # noqa: F401,I001  (before mmpose)
-from benchmarks.leaderboard import read_rows
+from benchmarks.results.leaderboard import read_rows
 from pretrain.backbones import build_resnet, stage_outputs
 from pretrain.open_backbone import Backbone, open_backbone
 from transfer import mpii_pose

@@ -2,7 +2,6 @@
 every stage, files read once and checked against the flags, and the layering it allows."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,6 @@ import torch
 from pretrain.backbones import RESNETS, arch_of, build_resnet
 from pretrain.checkpoint import CheckpointError, save_backbone
 from pretrain.open_backbone import is_random, open_backbone, random_init_id
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("arch", list(RESNETS))
@@ -57,23 +54,3 @@ def test_a_file_is_opened_with_its_own_arch_and_flags_must_agree(tmp_path: Path)
         open_backbone(path, arch="resnet50")
     with pytest.raises(CheckpointError, match="--stem imagenet"):
         open_backbone(path, stem="imagenet")
-
-
-def _imports(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-    return found
-
-
-@pytest.mark.parametrize("package, forbidden", [("benchmarks", ("transfer",)),
-                                                ("pretrain", ("transfer", "benchmarks"))])
-def test_imports_point_down_only(package: str, forbidden: tuple[str, ...]) -> None:
-    """pretrain imports neither benchmarks nor transfer; benchmarks never imports transfer."""
-    upward = {f"{path.relative_to(REPO)}: {name}"
-              for path in sorted((REPO / package).rglob("*.py")) for name in _imports(path)
-              if name.split(".")[0] in forbidden}
-    assert not upward

@@ -1,5 +1,5 @@
 """The probe engine: linear probe, weighted kNN, feature cache, backbone loading, fine-tuning
-(benchmarks/protocols.py, benchmarks/features.py, benchmarks/probe.py)."""
+(benchmarks/probes/protocols.py, benchmarks/probes/features.py, benchmarks/probes/probe.py)."""
 from __future__ import annotations
 
 import shutil
@@ -7,15 +7,15 @@ import shutil
 import pytest
 import torch
 
-from benchmarks.features import (
+from benchmarks.probes.features import (
     Features,
     cached_features,
     eval_transform,
     feature_key,
     train_transform,
 )
-from benchmarks.probe import summarize
-from benchmarks.protocols import (
+from benchmarks.probes.probe import summarize
+from benchmarks.probes.protocols import (
     FinetuneRecipe,
     LinearRecipe,
     finetune,

@@ -1,5 +1,6 @@
 """Fine-tuning flips images horizontally except where a mirror changes the label: Colorful-MNIST's
-digits (benchmarks/colorful_mnist.py's task says so; benchmarks/probe.py builds the transform)."""
+digits (benchmarks/probes/colorful_mnist.py's task says so; benchmarks/probes/probe.py builds the
+transform)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,9 @@ from pathlib import Path
 import pytest
 import torchvision.transforms as T
 
-from benchmarks import probe
-from benchmarks.colorful_mnist import TASK as COLORFUL_MNIST
-from benchmarks.fairface import TASK as FAIRFACE
+from benchmarks.probes import probe
+from benchmarks.probes.colorful_mnist import TASK as COLORFUL_MNIST
+from benchmarks.probes.fairface import TASK as FAIRFACE
 
 
 class _Stop(Exception):

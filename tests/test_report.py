@@ -1,4 +1,5 @@
-"""benchmarks/report.py: claims with intervals and verdicts, the report by budget, pictures."""
+"""benchmarks/results/report.py: claims with intervals and verdicts, the report by budget,
+pictures."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import stats
-from benchmarks.leaderboard import read_rows, write_rows
-from benchmarks.probe import Predictions
-from benchmarks.report import claims, shortcut_figure, write
+from benchmarks.probes.probe import Predictions
+from benchmarks.results import stats
+from benchmarks.results.leaderboard import read_rows, write_rows
+from benchmarks.results.report import claims, shortcut_figure, write
 
 N = 400
 

@@ -1,4 +1,5 @@
-"""The reference speed and the expected wall time (benchmarks/speed.py): the layout model, the
+"""The reference speed and the expected wall time (benchmarks/runner/speed.py): the layout model,
+the
 progress line's ETA, the printout of a tiny suite run, the path-check subset of the plan and a
 budget whose work does not depend on the measured speed."""
 from __future__ import annotations
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import speed, suite
-from benchmarks.suite import Stage
-from benchmarks.tasks import TASKS, suite_stages
+from benchmarks.runner import speed, suite
+from benchmarks.runner.stages import Stage, after_of
+from benchmarks.runner.tasks import TASKS, suite_stages
 from pretrain.open_backbone import RANDOM_METHOD
 
 
@@ -111,7 +112,7 @@ def test_the_cpu_budget_is_priced_and_fits_8_minutes_at_the_reference_speed(
     costs = speed.stage_costs(stages, "cpu", applies=True)
     assert None not in costs, [s.name for s, c in zip(stages, costs) if c is None]
     at_reference = speed.REFERENCE_IMAGES_PER_S / speed.THREADS_RATIO  # on one thread
-    wall = speed.expected_left(costs, speed.after_of(stages), 2,
+    wall = speed.expected_left(costs, after_of(stages), 2,
                                speed.seconds_per_cost(at_reference, 2))
     table = speed.COSTS["cpu"]
     assert wall + table.start + table.data + table.report <= 8 * 60

@@ -1,11 +1,11 @@
-"""benchmarks/stats.py against known cases and scipy."""
+"""benchmarks/results/stats.py against known cases and scipy."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmarks.stats import (
+from benchmarks.results.stats import (
     bootstrap_mean,
     paired_bootstrap,
     t_interval,

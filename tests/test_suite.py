@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.leaderboard import read_rows
-from benchmarks.suite import main
+from benchmarks.results.leaderboard import read_rows
+from benchmarks.runner.suite import main
 
 
 @pytest.mark.slow
@@ -50,7 +50,7 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
 
 
 def test_parallel_stages_wait_for_their_inputs_and_skip_after_a_failure(tmp_path: Path) -> None:
-    from benchmarks.suite import Stage, run
+    from benchmarks.runner.suite import Stage, run
 
     def script(code: str) -> list[str]:
         return [sys.executable, "-c", f"import pathlib, sys, time; {code}"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks import suite
-from benchmarks.tasks import suite_stages
+from benchmarks.runner import suite
+from benchmarks.runner.tasks import suite_stages
 from pretrain.synthetic import GENERATORS
 
 
@@ -50,8 +50,8 @@ def test_one_seed_plans_the_commands_as_before(tmp_path: Path) -> None:
 
 
 def test_probe_scripts_take_a_first_seed(tmp_path: Path, tiny_data: Path) -> None:
-    from benchmarks import colorful_mnist
-    from benchmarks.leaderboard import read_rows
+    from benchmarks.probes import colorful_mnist
+    from benchmarks.results.leaderboard import read_rows
 
     board = tmp_path / "board.csv"
     assert colorful_mnist.main(

@@ -1,4 +1,4 @@
-"""The table of tasks (benchmarks/tasks.py): each entry is consistent with its script, data
+"""The table of tasks (benchmarks/runner/tasks.py): each entry is consistent with its script, data
 layout and generator, and the suite's plan, --tasks list and report follow the table alone."""
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import leaderboard, suite, tasks
-from benchmarks.tasks import TASKS, Gap, SuiteTask, suite_stages
+from benchmarks.results import gaps, leaderboard
+from benchmarks.results.gaps import Gap
+from benchmarks.runner import suite, tasks
+from benchmarks.runner.tasks import TASKS, SuiteTask, suite_stages
 from pretrain.data import LAYOUTS
 from pretrain.synthetic import GENERATORS
 
@@ -57,9 +59,9 @@ def test_a_new_task_is_one_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                  capsys: pytest.CaptureFixture) -> None:
     """An entry alone puts a task in the plan, in --tasks and in the report's gap column."""
     toy = SuiteTask("toy", "benchmarks/toy.py", ("fixed", "finetune"), "fairface",
-                    budgets={"smoke": {"finetune": ("--epochs", "0.01")}},
-                    gap=Gap("a-b", ("a_top1",), ("b_top1",)))
+                    budgets={"smoke": {"finetune": ("--epochs", "0.01")}})
     monkeypatch.setitem(tasks.TASKS, "toy", toy)
+    monkeypatch.setitem(gaps.GAPS, "toy", Gap("a-b", ("a_top1",), ("b_top1",)))
     assert list(suite_stages())[-2:] == ["toy_fixed", "toy_finetune"]
     planned = [s for s in suite.plan(_args(tmp_path, checkpoint=[]), tmp_path / "out")
                if s.name.startswith("toy") and s.backbone == "simclr"]

@@ -12,9 +12,9 @@ import torch
 from test_checkpoint import _PlantsAFile
 
 import transfer.compat  # noqa: F401,I001  (before detectron2 and mmpose)
-from benchmarks import colorful_mnist
-from benchmarks.probe import main as probe_main
-from benchmarks.probe import run_task
+from benchmarks.probes import colorful_mnist
+from benchmarks.probes.probe import main as probe_main
+from benchmarks.probes.probe import run_task
 from pretrain import train
 from transfer import coco_det, convert, mpii_pose
 

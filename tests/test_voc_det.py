@@ -126,7 +126,7 @@ def test_two_process_gloo_run(tiny_data: Path, tmp_path: Path) -> None:
 
 
 def test_reference_rows_sit_beside_the_recipe_they_were_published_with() -> None:
-    from benchmarks.leaderboard import reference_rows
+    from benchmarks.results.leaderboard import reference_rows
 
     published = {r["recipe"] for r in reference_rows() if r["task"] == voc_det.Trainer.TASK}
     assert published == {voc_det.Trainer.RECIPES[voc_det.C4_CONFIG.stem]} == {"R50-C4-24k"}

@@ -56,7 +56,7 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import COCOEvaluator
 
 from pretrain.backbones import RESNETS
-from pretrain.checkpoint import atomic_write
+from pretrain.files import atomic_write
 from pretrain.cli import number, run_main
 from pretrain.data import coco_files, validate_coco
 from transfer import detectron2_driver as driver
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      "convert_seconds")}, indent=2))
             print(f"run folder: {settings.out}")
 
-    from benchmarks.leaderboard import LeaderboardError
+    from benchmarks.results.leaderboard import LeaderboardError
 
     return run_main(train_and_score, statuses={LeaderboardError: 2})
 

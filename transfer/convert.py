@@ -56,8 +56,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import transfer.compat  # noqa: F401,I001  (shims; before any detectron2 or mmpose import)
 
 from pretrain.backbones import RESNETS, STAGES, stage_outputs
-from pretrain.checkpoint import META_KEY, CheckpointError, atomic_write, load_pickle_arrays
+from pretrain.checkpoint import META_KEY, CheckpointError, load_pickle_arrays
 from pretrain.cli import run_main
+from pretrain.files import atomic_write
 from pretrain.foreign import parse_bool, preview, resnet_skeleton
 from pretrain.open_backbone import Backbone, move_stride_to_1x1, open_backbone
 

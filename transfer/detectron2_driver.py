@@ -23,7 +23,7 @@ recipes, data check and registration, evaluator and leaderboard metrics. This mo
 - outputs: ``config.yaml``, ``log.txt``, TensorBoard events and ``train_log.json`` (detectron2's
   scalars), ``model_final.pth``, ``backbone.json`` (where the backbone came from),
   ``metrics.json`` and the leaderboard rows (recipe, budget and deviations from
-  ``benchmarks.leaderboard.run_identity``).
+  ``benchmarks.results.leaderboard.run_identity``).
 """
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
 from pretrain.backbones import RESNETS
-from pretrain.checkpoint import atomic_write
 from pretrain.cli import claim_output, keeping, number, one_line_errors
+from pretrain.files import atomic_write
 from pretrain.open_backbone import Backbone, add_backbone_arguments, is_random, open_backbone
 from transfer.convert import ConversionError, export_backbone
 from transfer.detectron2_launch import launch_any
@@ -257,7 +257,12 @@ def write_outputs(trainer: type[SuiteTrainer], settings: DriverSettings, cfg: Cf
                   record: dict[str, Any], results: dict[str, dict[str, float]],
                   train_seconds: float, eval_seconds: float) -> dict[str, Any]:
     """``metrics.json`` (kept even if the leaderboard refuses the rows) and the rows."""
-    from benchmarks.leaderboard import backbone_fields, embedded_data, run_identity, write_rows
+    from benchmarks.results.leaderboard import (
+        backbone_fields,
+        embedded_data,
+        run_identity,
+        write_rows,
+    )
 
     if not results:
         raise DriverError("detectron2 returned no evaluation results (TEST.EVAL_PERIOD and "
@@ -344,7 +349,7 @@ def _earlier_run(folder: Path) -> bool:
 def build_parser(prog: str, description: str, epilog: str, data_help: str
                  ) -> argparse.ArgumentParser:
     """detectron2's ``default_argument_parser`` with the flags every driver adds."""
-    from benchmarks.leaderboard import DEFAULT_PATH
+    from benchmarks.results.leaderboard import DEFAULT_PATH
 
     p = default_argument_parser(epilog=epilog)
     p.prog, p.description = prog, description

@@ -77,7 +77,7 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from benchmarks.leaderboard import (
+from benchmarks.results.leaderboard import (
     DEFAULT_PATH,
     LeaderboardError,
     backbone_fields,
@@ -86,7 +86,8 @@ from benchmarks.leaderboard import (
     write_rows,
 )
 from pretrain.backbones import RESNETS
-from pretrain.checkpoint import RestrictedUnpickler, atomic_write
+from pretrain.checkpoint import RestrictedUnpickler
+from pretrain.files import atomic_write
 from pretrain.data import validate_mpii
 from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
 from pretrain.open_backbone import Backbone, add_backbone_arguments, open_backbone

@@ -51,7 +51,7 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 
-from pretrain.checkpoint import atomic_write
+from pretrain.files import atomic_write
 from pretrain.cli import run_main
 from pretrain.voc_layout import (IGNORE_LABEL, VOC_CLASSES, VocLayoutError, devkit,
                                  segmentation_training_set, validate_segmentation)
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2))
             print(f"run folder: {settings.out}")
 
-    from benchmarks.leaderboard import LeaderboardError
+    from benchmarks.results.leaderboard import LeaderboardError
 
     return run_main(train_and_score, statuses={LeaderboardError: 2})
 

@@ -52,7 +52,7 @@ from detectron2.evaluation import PascalVOCDetectionEvaluator
 from detectron2.utils.logger import setup_logger
 
 from pretrain.backbones import RESNETS
-from pretrain.checkpoint import atomic_write
+from pretrain.files import atomic_write
 from pretrain.cli import claim_output, number, run_main
 from pretrain.voc_layout import DETECTION_SPLITS, detection_classes, devkit
 from transfer import detectron2_driver as driver
@@ -120,7 +120,7 @@ def run_trials(settings: VocDetConfig) -> dict[str, Any]:
     t-interval. One trial runs in ``out`` itself and returns its metrics.json."""
     if settings.trials == 1:
         return driver.run(Trainer, settings)
-    from benchmarks.stats import t_interval
+    from benchmarks.results.stats import t_interval
 
     claim_output(settings.out, Trainer.COMMAND)
     runs = []
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: summary[k] for k in keys}, indent=2))
             print(f"run folder: {settings.out}")
 
-    from benchmarks.leaderboard import LeaderboardError
+    from benchmarks.results.leaderboard import LeaderboardError
 
     return run_main(train_and_score, statuses={LeaderboardError: 2})
 

@@ -40,9 +40,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.tasks import gap_of
-from pretrain.checkpoint import atomic_write, git_commit
-from pretrain.open_backbone import file_sha256
+from benchmarks.results.gaps import gap_of
+from benchmarks.results.predictions import prediction_key
+from pretrain.files import atomic_write, file_hash, git_commit
 
 COLUMNS = [
     "backbone_id", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs",
@@ -90,11 +90,6 @@ def embedded_data(root: str | os.PathLike) -> bool:
     base, path = data_dir().resolve(), Path(root).resolve()
     inside = path.relative_to(base).parts if path.is_relative_to(base) else ()
     return bool(inside) and inside[0].startswith("synthetic-")
-
-
-def file_hash(path: str | os.PathLike, length: int = 12) -> str:
-    """Short sha256 of a file's bytes: the backbone id of a checkpoint."""
-    return file_sha256(path)[:length]
 
 
 def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> dict[str, Any]:
@@ -315,10 +310,8 @@ def group_key(row: dict[str, str]) -> tuple[str, ...]:
 
 def load_correct(row: dict[str, str]) -> tuple[str, Any] | None:
     """(test set hash, per-example correctness) of a measured row from the ``predictions.npz``
-    its probe saved (benchmarks/probe.py), or None when there is none."""
+    its probe saved (benchmarks/probes/probe.py), or None when there is none."""
     import numpy as np
-
-    from benchmarks.probe import prediction_key
 
     path = row.get("predictions") or ""
     if not path or not Path(path).is_file():
@@ -334,7 +327,7 @@ def value_interval(rows: list[dict[str, str]]) -> tuple[float, float | None, flo
     """(mean, low, high, kind) of one metric's rows: a t-interval over seeds when there are
     several, else the bootstrap interval over the test examples of the one row's predictions,
     else no interval."""
-    from benchmarks.stats import bootstrap_mean, t_interval
+    from benchmarks.results.stats import bootstrap_mean, t_interval
 
     values = [float(r["value"]) for r in rows]
     if len(values) > 1:
@@ -361,7 +354,7 @@ def summarize(rows: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
                  "protocol": row["protocol"], "recipe": row.get("recipe", ""),
                  "budget": row.get("budget", ""), "deviations": row.get("deviations", ""),
                  "source": row["source"], "note": row.get("note", ""), "metrics": stats}
-        gap = gap_of(row["task"])  # the task's shortcut gap (benchmarks/tasks.py)
+        gap = gap_of(row["task"])  # the task's shortcut gap (benchmarks/results/gaps.py)
         value = gap.of({m: s[0] for m, s in stats.items()}) if gap else None
         if value is not None:
             entry["gap"] = (gap.name, value)
@@ -438,78 +431,3 @@ def budget_sections(rows: list[dict[str, str]], all_references: bool = False) ->
     if all_references:
         out += ["## Published numbers", "", markdown(reference_rows())]
     return "\n".join(out)
-
-
-# How the command recognizes its own earlier output, the only existing file it overwrites: a
-# first line (markdown) or a PNG text chunk (plot, written by matplotlib before the image data).
-MARKDOWN_MARK = "<!-- written by python -m benchmarks.leaderboard markdown -->"
-PLOT_MARK = "python -m benchmarks.leaderboard plot"
-OUTPUT_SUFFIXES = {"markdown": ".md", "plot": ".png"}
-
-
-def check_output(path: Path, command: str) -> None:
-    """Refuse an ``--out`` of the wrong kind, or an existing file this command did not write."""
-    suffix = OUTPUT_SUFFIXES[command]
-    if path.suffix.lower() != suffix:
-        raise LeaderboardError(f"--out {path}: {command} writes a {suffix} file; give a path "
-                               f"ending in {suffix}")
-    if not path.exists():
-        return
-    if path.is_file():
-        with open(path, "rb") as f:
-            head = f.read(4096)
-        mark = (MARKDOWN_MARK.encode() if command == "markdown"
-                else b"tEXtSoftware\x00" + PLOT_MARK.encode())
-        if (head.startswith(mark) if command == "markdown" else mark in head):
-            return
-    raise LeaderboardError(f"--out {path}: exists and was not written by 'leaderboard "
-                           f"{command}'; it is left as it is: remove it or choose another --out")
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.leaderboard",
-                                     description="Show the leaderboard beside published numbers.")
-    parser.add_argument("command", choices=["show", "markdown", "plot"],
-                        help="show: print the tables by budget; markdown: write them to --out "
-                             "(or print); plot: write the shortcut picture (one panel per task) "
-                             "to --out")
-    parser.add_argument("--csv", default=str(DEFAULT_PATH), help="leaderboard CSV to read")
-    parser.add_argument("--out", help="output file (markdown: .md, plot: .png); an existing file "
-                                      "is overwritten only if this command wrote it")
-    parser.add_argument("--all-references", action="store_true",
-                        help="show every published row, not only those beside measured rows of "
-                             "the full budget and the same task, protocol and recipe")
-    args = parser.parse_args(argv)
-    try:
-        if not Path(args.csv).exists() and not args.all_references:
-            raise LeaderboardError(f"--csv {args.csv}: no such file; run a benchmark first or "
-                                   "pass --csv")
-        out = None
-        if args.command == "plot":
-            out = Path(args.out) if args.out else Path(args.csv).with_suffix(".png")
-        elif args.command == "markdown" and args.out:
-            out = Path(args.out)
-        if out is not None:
-            check_output(out, args.command)
-        rows = read_rows(args.csv)[1] if Path(args.csv).exists() else []
-        if args.command == "plot":
-            from benchmarks.report import shortcut_figure
-
-            print(shortcut_figure(rows, out, mark=PLOT_MARK))
-        elif out is not None:
-            text = f"{MARKDOWN_MARK}\n{budget_sections(rows, args.all_references)}"
-            atomic_write(out, lambda f: f.write(text.encode()))
-            print(out)
-        else:
-            print(budget_sections(rows, args.all_references))
-    except (LeaderboardError, OSError, ValueError) as err:
-        # ValueError: nothing measured to plot; OSError: a full disk or unwritable folder
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,6 @@
 """The task command line every probe script shares: flags into a :class:`ProbeConfig`, the run
-folder, the protocols of :mod:`benchmarks.protocols` on the features of :mod:`benchmarks.features`,
+folder, the protocols of :mod:`benchmarks.probes.protocols` on the features of
+:mod:`benchmarks.probes.features`,
 ``metrics.json`` and the leaderboard rows.
 
 A script (``benchmarks/fairface.py``, ...) contributes a :class:`Task`: its name, attributes and how
@@ -31,8 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from benchmarks import leaderboard
-from benchmarks.features import (
+from benchmarks.probes.features import (
     Features,
     cached_features,
     eval_transform,
@@ -40,7 +40,7 @@ from benchmarks.features import (
     native_image_size,
     train_transform,
 )
-from benchmarks.protocols import (
+from benchmarks.probes.protocols import (
     KNN_TEMPERATURE,
     FinetuneRecipe,
     LinearRecipe,
@@ -50,9 +50,12 @@ from benchmarks.protocols import (
     knn_predict,
     linear_predict,
 )
-from benchmarks.tasks import gap_of
-from pretrain.checkpoint import atomic_write, git_commit, save_backbone
+from benchmarks.results import leaderboard
+from benchmarks.results.gaps import gap_of
+from benchmarks.results.predictions import prediction_key
+from pretrain.checkpoint import save_backbone
 from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
+from pretrain.files import atomic_write, git_commit
 from pretrain.open_backbone import (
     RANDOM,
     Backbone,
@@ -219,17 +222,12 @@ def resolve(task: Task, cfg: ProbeConfig) -> tuple[Task, ProbeConfig]:
 PREDICTIONS_FILE = "predictions.npz"
 
 
-def prediction_key(protocol: str, metric: str, seed: int | str) -> str:
-    """The name of one run's predicted labels in ``predictions.npz``."""
-    return f"pred.{protocol}.{metric}.seed{seed}"
-
-
 @dataclass
 class Predictions:
     """The per-example predictions of one run, saved as ``predictions.npz`` in its folder: predicted
     labels per (protocol, metric, seed), the true labels per metric, and ``test_set``, a hash of
     the test data's root and labels, so that two backbones scored on the same test set are paired
-    example by example (benchmarks/stats.py)."""
+    example by example (benchmarks/results/stats.py)."""
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     roots: set[str] = field(default_factory=set)
@@ -348,8 +346,8 @@ def summarize(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
     return out
 
 
-# The suite's probe recipes by name (benchmarks/protocols.py): a row is on budget "full" when one
-# of them ran unchanged on real data.
+# The suite's probe recipes by name (benchmarks/probes/protocols.py): a row is on budget "full"
+# when one of them ran unchanged on real data.
 def probe_recipe(protocol: str) -> str:
     """The name of the recipe behind a row's protocol (linear, knn5, finetune, supervised:X)."""
     if protocol.startswith("knn"):
@@ -363,7 +361,7 @@ def probe_recipe(protocol: str) -> str:
 
 def run_identity(run: Run, protocol: str) -> dict[str, str]:
     """The recipe, budget and deviations of one protocol's rows
-    (:func:`benchmarks.leaderboard.run_identity`)."""
+    (:func:`benchmarks.results.leaderboard.run_identity`)."""
     cfg = run.cfg
     trains = protocol == "finetune" or protocol.startswith("supervised:")
     probes = protocol == "linear" or protocol.startswith("supervised:")

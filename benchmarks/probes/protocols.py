@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from benchmarks.features import Features, loader
+from benchmarks.probes.features import Features, loader
 from pretrain.augment import SeededViews
 from pretrain.backbones import FEATURE_DIMS, arch_of
 

@@ -1,5 +1,5 @@
 """The suite's table of tasks: one entry per task, read by the suite runner's plan, its
-``--tasks`` list and its report (the leaderboard's shortcut gaps).
+``--tasks`` list and its report.
 
 An entry names the leaderboard task, the script that runs it (the suite starts it as the command a
 user would type), the protocols the suite runs (one stage each), and the data layout it reads: a
@@ -8,9 +8,10 @@ and of :data:`pretrain.synthetic.GENERATORS` (its generator, which writes the em
 suite uses for every layout given no ``--data``). Readers and generators are registered per
 layout, not per task, because several tasks share one layout (COCO) and pretraining, which may not
 import this module, reads the same layouts. The flags each suite budget adds, the engine's small
-config for the embedded set and the shortcut gap its rows show are the task's too.
+config for the embedded set are the task's too; the shortcut gap its rows show is in
+:data:`benchmarks.results.gaps.GAPS` (the torch-free results read it, and never this table).
 
-Adding a task: its script, its entry here, its test.
+Adding a task: its script, its entry here (and its gap, if any), its test.
 """
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ from pathlib import Path
 from pretrain.data import LAYOUTS
 
 # Flags per suite budget and protocol. "cpu" sizes every stage so that the README's default panel
-# takes at most 8 minutes on 2 cores at the reference speed (benchmarks/speed.py): every stage runs
-# for real, but far too briefly for its numbers to rank backbones. Detections of any score: 10
-# iterations leave none above detectron2's 0.05, and COCO AP undefined. "full" is each engine's
-# own protocol (hours on GPUs).
+# takes at most 8 minutes on 2 cores at the reference speed (benchmarks/runner/speed.py): every
+# stage runs for real, but far too briefly for its numbers to rank backbones. Detections of any
+# score: 10 iterations leave none above detectron2's 0.05, and COCO AP undefined. "full" is
+# each engine's own protocol (hours on GPUs).
 Budgets = Mapping[str, Mapping[str, tuple[str, ...]]]
 # Pretraining epochs per data set under --budget full with --pretrain-per-task: RCL (Making
 # Contrastive Learning Robust to Shortcuts) pretrains on each task's own data, MPII 300 epochs,
@@ -33,23 +34,6 @@ Budgets = Mapping[str, Mapping[str, tuple[str, ...]]]
 PRETRAIN_EPOCHS = {"mpii": 300, "fairface": 1000, "colorful_mnist": 200}
 PROBE_FINETUNE: Budgets = {"cpu": {"finetune": ("--epochs", "0.25")},
                            "smoke": {"finetune": ("--epochs", "0.05")}}
-
-
-@dataclass(frozen=True)
-class Gap:
-    """A task's shortcut gap: mean of ``plus`` metrics minus mean of ``minus`` metrics. A large
-    negative gap: the backbone learned the easy cue (background, race, context), not the other."""
-
-    name: str
-    plus: tuple[str, ...]
-    minus: tuple[str, ...]
-
-    def of(self, means: Mapping[str, float]) -> float | None:
-        """The gap of one result (metric -> mean); None when a metric it needs is absent."""
-        if not all(m in means for m in self.plus + self.minus):
-            return None
-        return (sum(means[m] for m in self.plus) / len(self.plus)
-                - sum(means[m] for m in self.minus) / len(self.minus))
 
 
 @dataclass(frozen=True)
@@ -63,7 +47,6 @@ class SuiteTask:
     synthetic_flags: tuple[str, ...] = ()   # for the embedded set (an engine's small config)
     gpus_flag: str = ""                # its flag for GPUs per stage, if it takes several
     full_arch: str = ""                # the arch its published protocol needs (--budget full)
-    gap: Gap | None = None
     # Protocols whose stage, below the full budget, only proves that its path works (a few
     # iterations of an engine, a fraction of an epoch of fine-tuning: numbers that cannot rank
     # backbones), so it runs on one backbone: the panel's first (else the first --checkpoint,
@@ -112,16 +95,13 @@ TASKS = {task.name: task for task in (
                            "--max-iters", "2", "--val-images", "8"))},
               synthetic_flags=("--config", "transfer/configs/mpii_cpu_128x128.py"),
               gpus_flag="--gpus", full_arch="resnet50", path_checks=("fixed", "finetune")),
-    SuiteTask("fairface", "benchmarks/fairface.py", ("fixed", "finetune"), "fairface",
-              budgets=PROBE_FINETUNE, full_arch="resnet50", path_checks=("finetune",),
-              gap=Gap("age,gender-race", ("age_top1", "gender_top1"), ("race_top1",))),
-    SuiteTask("colorful_mnist", "benchmarks/colorful_mnist.py", ("fixed", "finetune"),
-              "colorful_mnist", budgets=PROBE_FINETUNE, path_checks=("finetune",),
-              gap=Gap("digit-bkgd", ("digit_top1",), ("background_top1",))),
-    SuiteTask("coco_fgbg", "benchmarks/coco_fgbg.py", ("fixed",), "coco",
+    SuiteTask("fairface", "benchmarks/probes/fairface.py", ("fixed", "finetune"), "fairface",
+              budgets=PROBE_FINETUNE, full_arch="resnet50", path_checks=("finetune",)),
+    SuiteTask("colorful_mnist", "benchmarks/probes/colorful_mnist.py", ("fixed", "finetune"),
+              "colorful_mnist", budgets=PROBE_FINETUNE, path_checks=("finetune",)),
+    SuiteTask("coco_fgbg", "benchmarks/probes/coco_fgbg.py", ("fixed",), "coco",
               budgets={"cpu": {"fixed": ("--image-size", "64")},
                        "smoke": {"fixed": ("--image-size", "32")}},
-              gap=Gap("fg-full", ("train_fg_test_fg_top1",), ("train_full_test_full_top1",)),
               path_checks=("fixed",)),
 )}
 
@@ -137,8 +117,3 @@ def data_sets() -> tuple[str, ...]:
     """The data keys the table's tasks read (the suite's ``--data`` sets), in order."""
     return tuple(dict.fromkeys(task.data for task in TASKS.values()))
 
-
-def gap_of(task: str) -> Gap | None:
-    """The shortcut gap of the leaderboard task ``task``, if it has one."""
-    entry = TASKS.get(task)
-    return entry.gap if entry is not None else None

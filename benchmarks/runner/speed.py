@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.runner.stages import after_of
+
 REFERENCE_IMAGES_PER_S = 120.0   # the budget is sized for a machine at least this fast (issue 21)
 REFERENCE_BENCHMARK = ("tools/bench_pretrain.py --methods simclr --sources synthetic "
                        "--batch-size 32 --steps 8 --warmup 2")
@@ -111,7 +113,7 @@ class BudgetCosts:
     pretrain_start: float
     pretrain_step: Mapping[str, float]            # by METHOD[+REGULARIZER]
     regularized: float                            # a regularized step over its base's, if absent
-    stages: Mapping[str, float]                   # by suite stage name (benchmarks/tasks.py)
+    stages: Mapping[str, float]                   # by suite stage name (benchmarks/runner/tasks.py)
     start: float      # the runner before its stages: imports, the reference step, the plan
     data: float       # generating the embedded default set (a fresh clone's first run)
     report: float     # the report and its plot, after the last stage
@@ -194,13 +196,6 @@ def estimate(stages: Sequence, budget: str, applies: bool, jobs: int, one_thread
     left = expected_left(costs, after_of(stages), jobs, scale, done=done)
     report = COSTS[budget].report if applies and budget in COSTS else 0.0
     return costs, None if left is None else left + report * scale
-
-
-def after_of(stages: Sequence) -> list[int | None]:
-    """For each stage, the index of the stage making the file it needs (None: it waits for
-    nothing)."""
-    made_by = {path: i for i, stage in enumerate(stages) for path in stage.outputs}
-    return [made_by.get(stage.needs or "") for stage in stages]
 
 
 def last_int(argv: Sequence[str], flag: str) -> int | None:
@@ -318,92 +313,10 @@ def calibrate(stages: Sequence, out: Path) -> list[dict]:
 def path_checks(stages: Sequence, budget: str) -> dict[str, list[str]]:
     """The path-check stages of the plan (``SuiteTask.path_checks``) and the backbones they run
     on; empty on the full budget, where they run on every backbone."""
-    from benchmarks.tasks import suite_stages
+    from benchmarks.runner.tasks import suite_stages
 
     checks = {name for name, (task, protocol) in suite_stages().items()
               if protocol in task.path_checks}
     ran = [stage for stage in stages if stage.name in checks] if budget != "full" else []
     return {"stages": list(dict.fromkeys(s.name for s in ran)),
             "backbones": list(dict.fromkeys(s.backbone for s in ran))}
-
-
-def report_lines(out: Path) -> list[str]:
-    """The report's section on the run's speed: the machine's reference speed beside the
-    budget's, the expected and the actual wall time, and where the path checks ran."""
-    path = out / "state" / "speed.json"
-    if not path.exists():
-        return []
-    run = json.loads(path.read_text())
-    lines = ["## Speed", "",
-             f"Reference speed of this machine: {run['images_per_s']:.1f} images/s "
-             f"(`{run['reference_benchmark']}`; {run['one_thread']:.1f} on one thread, which "
-             f"the estimate uses); the `{run['budget']}` budget is sized for "
-             f"{run['reference_images_per_s']:.0f} images/s or more. Divide a time by "
-             f"reference speed / {run['reference_images_per_s']:.0f} to compare machines."]
-    if run.get("expected_s") is not None:
-        lines.append(f"Expected wall time at the start: {run['expected_s'] / 60:.1f} min; "
-                     + (f"actual {run['wall_s'] / 60:.1f} min" if "wall_s" in run
-                        else "not finished") + f" (--jobs {run['jobs']}).")
-    checks = run.get("path_checks") or {}
-    if checks.get("stages"):
-        lines.append(f"Path checks ({', '.join(checks['stages'])}) ran on "
-                     f"{', '.join(checks['backbones'])} only: at this budget (a few engine "
-                     "iterations, a fraction of an epoch of fine-tuning) they prove that their "
-                     "path works and cannot rank backbones; every other stage ran on every "
-                     "backbone.")
-    return lines + [""]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print this machine's reference speed on torch's default threads and on one, and their
-    ratio beside :data:`THREADS_RATIO` (measure on an idle machine); with ``--step-costs``, the
-    step cost of each default panel backbone (its cpu budget's flags) over the reference step's,
-    in CPU seconds on one thread, interleaved (a loaded machine measures this well)."""
-    from benchmarks.suite import DEFAULT_PANEL, PRETRAIN_EXTRAS
-
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=main.__doc__)
-    parser.add_argument("--step-costs", action="store_true")
-    parser.add_argument("--at", type=float, metavar="IMAGES_PER_S",
-                        help="print the default main job's expected wall time at this reference "
-                             "speed (--jobs 2, data generated first) instead of measuring")
-    args = parser.parse_args(argv)
-    if args.at:
-        from benchmarks.suite import plan
-        from benchmarks.tasks import data_sets, suite_stages
-
-        data = {key: key for key in data_sets()}
-        stages = plan(argparse.Namespace(
-            panel=list(DEFAULT_PANEL), arch="resnet18", budget="cpu", pretrain_steps=None,
-            checkpoint=[], data=data, synthetic=set(data), gpus=1, tasks=list(suite_stages())),
-            Path("runs/suite"))
-        table = COSTS["cpu"]
-        one_thread = args.at / THREADS_RATIO
-        costs, left = estimate(stages, "cpu", True, 2, one_thread, {})
-        total = left + (table.start + table.data) * seconds_per_cost(one_thread, 2)
-        pretraining = sum(c for s, c in zip(stages, costs) if s.name == "pretrain") / sum(costs)
-        print(f"default main job, --budget cpu, {len(stages)} stages, --jobs 2: expected "
-              f"{total / 60:.1f} min at {args.at:g} images/s (of which stages and report "
-              f"{left / 60:.1f} min; pretraining {pretraining:.0%} of the stage time)")
-        return 0
-    if args.step_costs:
-        extras = PRETRAIN_EXTRAS["cpu"]
-        for entry in DEFAULT_PANEL:
-            method, _, regularizer = entry.partition("+")
-            flags = [*extras.get(method, []), *extras.get(regularizer, [])]
-            # 1 + 4 steps: the meta step of meta_every=4 once among the timed ones
-            step = measure_step(entry, flags, steps=4, warmup=1, threads=1, clock="cpu",
-                                max_seconds=None)
-            reference = measure_step("simclr", steps=4, warmup=1, threads=1, clock="cpu",
-                                     max_seconds=None)
-            print(f"{entry:<18} {' '.join(flags):<60} {step:7.1f} images per CPU s; "
-                  f"step cost {reference / step:.2f}x the reference step's", flush=True)
-        return 0
-    default, one = measure_reference_speed(), measure_reference_speed(threads=1)
-    print(f"reference speed {default:.1f} images/s (the cpu budget is sized for "
-          f"{REFERENCE_IMAGES_PER_S:.0f}: {REFERENCE_BENCHMARK}); one thread {one:.1f}: ratio "
-          f"{default / one:.2f} (stored THREADS_RATIO {THREADS_RATIO})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -6,9 +6,9 @@
 
 With no arguments (the README's main job) it generates the embedded synthetic default, pretrains a
 panel of ResNet-18 backbones on it plus the random-init control (``--weights random``, the same in
-every stage), and runs every task of the table in ``benchmarks/tasks.py`` on each: COCO Mask R-CNN
-(detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed and
-fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
+every stage), and runs every task of the table in ``benchmarks/runner/tasks.py`` on each: COCO
+Mask R-CNN (detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed
+and fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
 same command a user would type), so a stage that fails for one backbone is recorded in the report
 and the others go on; on a CPU two stages run at once. Finished stages leave a marker in
 ``<out>/state/``; rerunning skips them. SIGTERM or SIGINT (Ctrl-C) to the runner ends every
@@ -18,7 +18,6 @@ running stage with all its processes (each stage runs in its own process group) 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -26,28 +25,35 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import executor, leaderboard, speed
-from benchmarks import report as suite_report
-from benchmarks.tasks import PRETRAIN_EPOCHS, TASKS, data_sets, suite_stages
+from benchmarks.results import leaderboard
+from benchmarks.results import report as suite_report
+from benchmarks.runner import executor, speed
+from benchmarks.runner.stages import (
+    ROOT,
+    Stage,
+    after_of,
+    done_records,
+    finish,
+    log_path,
+    tail,
+)
+from benchmarks.runner.tasks import PRETRAIN_EPOCHS, TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
-from pretrain.checkpoint import atomic_write
 from pretrain.cli import number, one_line_errors
 from pretrain.data import DataError
 from pretrain.open_backbone import RANDOM, RANDOM_METHOD
 
-ROOT = Path(__file__).resolve().parent.parent
 # Each regularizer beside the base method its paper's claims use (RCL's contrastive branch is
 # MoCo's training scheme, RCL Implementation); the first is also the path stages' backbone.
 DEFAULT_PANEL = ("simclr", "simclr+metamask", "byol", "byol+msr", "barlow_twins",
                  "barlow_twins+mcr", "mocov2", "mocov2+rcl")
 
-# Pretraining's flags per budget (each task's own are in benchmarks/tasks.py). "cpu" sizes every
-# stage so that the whole default panel takes at most 8 minutes on 2 cores at the reference speed
-# (its costs: benchmarks/speed.py), 20 on a machine 2.5x slower: every stage runs for real, but
-# far too briefly for its numbers to rank backbones (see the README). Its pretraining extras,
+# Pretraining's flags per budget (each task's own are in benchmarks/runner/tasks.py). "cpu" sizes
+# every stage so that the whole default panel takes at most 8 minutes on 2 cores at the reference
+# speed (its costs: runner/speed.py), 20 on a machine 2.5x slower: every stage runs for real,
+# but far too briefly for its numbers to rank backbones (see the README). Its pretraining extras,
 # by method or regularizer: a 2048-d Barlow Twins projector (the paper's 8192-d one alone costs
 # 3.9 s a step on 2 cores) and the bi-level regularizers' meta step every 4th step (each costs 3-4
 # regular steps). "full" is each engine's own protocol (hours on GPUs).
@@ -61,16 +67,6 @@ PRETRAIN_EXTRAS = {
                              "--method-arg", "proj_dim=2048"],
             **{reg: ["--regularizer-arg", "meta_every=4"] for reg in ("msr", "mcr", "metamask")}},
 }
-@dataclass
-class Stage:
-    backbone: str
-    name: str
-    argv: list[str]
-    needs: str | None = None                 # a file the stage reads, made by an earlier stage
-    outputs: list[str] = field(default_factory=list)
-    gpus: int = 1                            # GPUs the stage uses (a cluster job's request)
-
-
 def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
     """Every stage of the run, in order: pretraining first, then each backbone's tasks."""
     csv = str(out / "leaderboard.csv")
@@ -164,7 +160,7 @@ def run(stages: list[Stage], out: Path, jobs: int = 1, costs: list[float | None]
         seconds_per_cost: float = 1.0) -> list[dict]:
     """Run the stages not yet done, up to ``jobs`` at once (a stage starts once the stage making
     its input has ended); return one record per stage, in order (status, seconds, log). The
-    progress line's ETA is :func:`benchmarks.speed.expected_left` of the stages' ``costs``.
+    progress line's ETA is :func:`benchmarks.runner.speed.expected_left` of the stages' ``costs``.
 
     Each stage runs in its own session (process group). SIGTERM or SIGINT ends every running
     stage's whole group and raises :class:`SuiteInterrupted`; so does any error of the runner.
@@ -208,7 +204,7 @@ def _run(stages: list[Stage], out: Path, jobs: int,
          costs: list[float | None], seconds_per_cost: float) -> list[dict]:
     records = done_records(stages, out)
     waiting = [i for i in range(len(stages)) if i not in records]
-    after = speed.after_of(stages)
+    after = after_of(stages)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if jobs > 1:  # one share of the cores each, unless the caller chose
         threads = str(max(1, (os.cpu_count() or 1) // jobs))
@@ -232,10 +228,10 @@ def _run(stages: list[Stage], out: Path, jobs: int,
                   f"{(time.monotonic() - started) / 60:.1f} min | ETA {eta}] "
                   f"{stage.backbone}: {stage.name}", flush=True)
             if stage.needs and not Path(stage.needs).exists():
-                _finish(out, stage, records, i, status="skipped", seconds=0.0,
+                finish(out, stage, records, i, status="skipped", seconds=0.0,
                         reason=f"{stage.needs} was not produced (an earlier stage failed)")
                 continue
-            log = _log(out, stage)
+            log = log_path(out, stage)
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "w") as f:
                 running[i] = (subprocess.Popen(stage.argv, stdout=f, stderr=subprocess.STDOUT,
@@ -251,10 +247,10 @@ def _run(stages: list[Stage], out: Path, jobs: int,
             extra = {}
             if proc.returncode != 0:
                 extra["reason"] = (f"exit {proc.returncode}: "
-                                   + " | ".join(_tail(_log(out, stages[i]), 3)))
+                                   + " | ".join(tail(log_path(out, stages[i]), 3)))
                 print(f"  {stages[i].backbone}: {stages[i].name} failed ({extra['reason']}); "
-                      f"see {_log(out, stages[i])}", flush=True)
-            _finish(out, stages[i], records, i, seconds=round(seconds, 1),
+                      f"see {log_path(out, stages[i])}", flush=True)
+            finish(out, stages[i], records, i, seconds=round(seconds, 1),
                     status="done" if proc.returncode == 0 else "failed", **extra)
         time.sleep(0.2)
     if stop:
@@ -262,41 +258,8 @@ def _run(stages: list[Stage], out: Path, jobs: int,
     return [records[i] for i in range(len(stages))]
 
 
-def _log(out: Path, stage: Stage) -> Path:
-    return out / "logs" / stage.backbone / f"{stage.name}.log"
-
-
-def _marker(out: Path, stage: Stage) -> Path:
-    return out / "state" / f"{stage.backbone}__{stage.name}.json"
-
-
-def done_records(stages: list[Stage], out: Path) -> dict[int, dict]:
-    """{index: marker record} of the stages whose marker says done (a rerun skips them)."""
-    records = {}
-    for i, stage in enumerate(stages):
-        marker = _marker(out, stage)
-        record = json.loads(marker.read_text()) if marker.exists() else {}
-        if record.get("status") == "done":
-            records[i] = record
-    return records
-
-
-def _finish(out: Path, stage: Stage, records: dict[int, dict], i: int, **result) -> None:
-    """Record a stage's end, in memory and as its marker file."""
-    record = {"backbone": stage.backbone, "stage": stage.name,
-              "log": str(_log(out, stage)), **result}
-    atomic_write(_marker(out, stage),
-                 lambda f: f.write(json.dumps(record, indent=1).encode()))
-    records[i] = record
-
-
-def _tail(path: Path, lines: int) -> list[str]:
-    text = path.read_text(errors="replace").strip().splitlines()
-    return [line.strip()[:200] for line in text[-lines:]]
-
-
 def report(out: Path, records: list[dict]) -> Path:
-    """report.md and its pictures (benchmarks/report.py)."""
+    """report.md and its pictures (benchmarks/results/report.py)."""
     return suite_report.write(out, records)
 
 
@@ -389,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="pretraining steps per backbone (default: the budget's)")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure each planned stage's cost in reference seconds, one at a "
-                             "time on one thread (benchmarks/speed.py), instead of the run")
+                             "time on one thread (benchmarks/runner/speed.py), instead of the run")
     stages = suite_stages()
     parser.add_argument("--tasks", default=",".join(stages),
                         help=f"comma-separated subset of {', '.join(stages)}")

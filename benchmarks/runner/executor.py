@@ -21,19 +21,15 @@ import shlex
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from benchmarks.speed import after_of
-
-if TYPE_CHECKING:
-    from benchmarks.suite import Stage
+from benchmarks.runner.stages import ROOT, Stage, after_of, done_records, finish, log_path, tail
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 POLL_SECONDS = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The runner's flags for where stages run (``benchmarks/suite.py`` adds them)."""
+    """The runner's flags for where stages run (``benchmarks/runner/suite.py`` adds them)."""
     parser.add_argument("--dry-run", action="store_true",
                         help="print every stage's command, GPUs and inputs; run nothing")
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
@@ -49,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def full_budget_problem(budget: str, arch: str, tasks: list[str]) -> str | None:
     """Why ``--budget full`` cannot run these tasks with ``arch`` (their published protocols
     need another), or None."""
-    from benchmarks.tasks import suite_stages  # here: a job imports this module, not torch
+    from benchmarks.runner.tasks import suite_stages  # here: a job imports this module, not torch
 
     if budget != "full":
         return None
@@ -109,10 +105,8 @@ def make_executor(kind: str, folder: Path, partition: str | None = None,
 def run_jobs(stages: list[Stage], out: Path, executor: object, cpus_per_gpu: int = 10,
              use_gpus: bool = True) -> list[dict]:
     """Submit the stages not yet done as jobs, each once the stage making its input has ended;
-    wait for all; write each stage's marker (``benchmarks/suite.py``'s). Returns one record per
-    stage, in order, as the local runner does."""
-    from benchmarks.suite import ROOT, _finish, _log, _tail, done_records
-
+    wait for all; write each stage's marker (:mod:`benchmarks.runner.stages`). Returns one record
+    per stage, in order, as the local runner does."""
     records = done_records(stages, out)
     waiting = [i for i in range(len(stages)) if i not in records]
     after = after_of(stages)
@@ -122,13 +116,13 @@ def run_jobs(stages: list[Stage], out: Path, executor: object, cpus_per_gpu: int
             waiting.remove(i)
             stage = stages[i]
             if stage.needs and not Path(stage.needs).exists():
-                _finish(out, stage, records, i, status="skipped", seconds=0.0,
+                finish(out, stage, records, i, status="skipped", seconds=0.0,
                         reason=f"{stage.needs} was not produced (an earlier stage failed)")
                 continue
             gpus = stage.gpus if use_gpus else 0
             executor.update_parameters(gpus_per_node=gpus, cpus_per_task=max(1, gpus)
                                        * cpus_per_gpu, name=f"{stage.backbone}-{stage.name}")
-            log = _log(out, stage)
+            log = log_path(out, stage)
             log.parent.mkdir(parents=True, exist_ok=True)
             job = executor.submit(run_stage, stage.argv, str(log), str(ROOT))
             print(f"[suite] {stage.backbone}: {stage.name} submitted as job {job.job_id}",
@@ -143,9 +137,9 @@ def run_jobs(stages: list[Stage], out: Path, executor: object, cpus_per_gpu: int
             except Exception as err:  # the job itself failed (cancelled, timed out, node lost)
                 code, reason = -1, f"job {job.job_id}: {' '.join(str(err).split())[:300]}"
             else:
-                reason = f"exit {code}: " + " | ".join(_tail(_log(out, stages[i]), 3))
+                reason = f"exit {code}: " + " | ".join(tail(log_path(out, stages[i]), 3))
             extra = {"reason": reason} if code != 0 else {}
-            _finish(out, stages[i], records, i, seconds=round(time.monotonic() - t0, 1),
+            finish(out, stages[i], records, i, seconds=round(time.monotonic() - t0, 1),
                     status="done" if code == 0 else "failed", job=str(job.job_id), **extra)
         time.sleep(POLL_SECONDS)
     return [records[i] for i in range(len(stages))]

@@ -1,17 +1,17 @@
 """The suite's report: ``report.md`` in the run folder, and its pictures.
 
-- the leaderboard by budget (:func:`benchmarks.leaderboard.budget_sections`): published numbers
-  only beside ``full`` rows of the same task, protocol and recipe;
+- the leaderboard by budget (:func:`benchmarks.results.leaderboard.budget_sections`): published
+  numbers only beside ``full`` rows of the same task, protocol and recipe;
 - the papers' claims: each published regularizer-versus-base difference that the measured rows can
   test, the measured difference with its 95% interval (Welch's t over seeds when each side has
   several, else a paired bootstrap over the test examples of the saved predictions) and a verdict
-  (:func:`benchmarks.stats.verdict`);
+  (:func:`benchmarks.results.stats.verdict`);
 - the shortcut pictures: per task with a shortcut gap, the easy cue's accuracy against the hard
   one's per backbone with interval bars, published points marked, one figure per task and one
   panel per protocol;
 - each backbone's parameters and FLOPs (fvcore, at the benchmark's input size), failures, timings.
 
-Every cell of every table is escaped with :func:`benchmarks.leaderboard.markdown_text`.
+Every cell of every table is escaped with :func:`benchmarks.results.leaderboard.markdown_text`.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import speed, stats
-from benchmarks.leaderboard import (
+from benchmarks.results import stats
+from benchmarks.results.gaps import gap_of
+from benchmarks.results.leaderboard import (
     budget_sections,
     load_correct,
     markdown_text,
@@ -29,8 +30,8 @@ from benchmarks.leaderboard import (
     reference_rows,
     summarize,
 )
-from benchmarks.tasks import gap_of
-from pretrain.checkpoint import atomic_write, git_commit
+from benchmarks.results.speed_record import report_lines as speed_lines
+from pretrain.files import atomic_write, git_commit
 
 # what makes two measured rows comparable: same test set, recipe and budget
 CONDITION = ("task", "protocol", "metric", "recipe", "budget", "deviations")
@@ -289,7 +290,7 @@ def write(out: Path, records: list[dict]) -> Path:
         png = shortcut_figure(rows, out / f"shortcut_{task}.png", [task])
         lines += [f"![{task}: shortcut picture]({png.name})", ""]
     lines += cost_markdown(rows)
-    lines += speed.report_lines(out)
+    lines += speed_lines(out)
     total = sum(r.get("seconds", 0.0) for r in records)
     lines += [f"## Timings (total {total / 60:.1f} min of stage time)", ""]
     lines += _table(["backbone", "stage", "status", "seconds"],
