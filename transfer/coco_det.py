@@ -71,6 +71,7 @@ SPLITS = {TRAIN_SET: "train", TEST_SET: "val"}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 CocoDetError = DriverError  # the name this driver's errors had before the drivers shared one
 
+TASK = "coco_det"  # its leaderboard rows' task
 
 @dataclass(frozen=True)
 class CocoDetConfig(DriverSettings):
@@ -82,7 +83,7 @@ class CocoDetConfig(DriverSettings):
 class Trainer(driver.SuiteTrainer):
     """Mask R-CNN on COCO, scored with COCOEvaluator (pure-Python pycocotools path)."""
 
-    TASK, COMMAND = "coco_det", "transfer/coco_det.py"
+    TASK, COMMAND = TASK, "transfer/coco_det.py"
     RECIPES = {"coco_R_50_C4_1x_moco": "R50-C4-1x", "coco_R_50_FPN_1x_moco": "R50-FPN-1x"}
     CPU_CONFIG, METRIC_NAMES = CPU_CONFIG, METRICS
 

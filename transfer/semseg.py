@@ -65,11 +65,12 @@ TRAIN_SET, TEST_SET = "suite_voc_2012_sem_seg_train", "suite_voc_2012_sem_seg_va
 CLASSES = ("background", *VOC_CLASSES)  # label i is CLASSES[i]
 LABELS = "labels"  # the run folder's grey label PNGs
 
+TASK = "semseg"  # its leaderboard rows' task
 
 class Trainer(driver.SuiteTrainer):
     """Semantic FPN on VOC 2012, scored with detectron2's SemSegEvaluator."""
 
-    TASK, COMMAND = "semseg", "transfer/semseg.py"
+    TASK, COMMAND = TASK, "transfer/semseg.py"
     RECIPES: dict[str, str] = {}  # none published: rows are named by their config file
     CPU_CONFIG, METRIC_NAMES = CPU_CONFIG, ("mIoU", "pACC", "mACC", "fwIoU")
 

@@ -68,6 +68,7 @@ DATASETS = {split: tuple(f"suite_voc_{year}_{image_set}" for year, image_set in 
 METRICS = ("AP50", "AP", "AP75")
 TRIALS_FILE = "trials.json"
 
+TASK = "voc_det"  # its leaderboard rows' task
 
 @dataclass(frozen=True)
 class VocDetConfig(DriverSettings):
@@ -79,7 +80,7 @@ class VocDetConfig(DriverSettings):
 class Trainer(driver.SuiteTrainer):
     """Faster R-CNN on VOC, scored with detectron2's PascalVOCDetectionEvaluator."""
 
-    TASK, COMMAND = "voc_det", "transfer/voc_det.py"
+    TASK, COMMAND = TASK, "transfer/voc_det.py"
     RECIPES = {"pascal_voc_R_50_C4_24k_moco": "R50-C4-24k"}
     CPU_CONFIG, METRIC_NAMES = CPU_CONFIG, METRICS
 

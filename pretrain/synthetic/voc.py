@@ -24,7 +24,7 @@ from pretrain.synthetic.coco import _place_polygon
 from pretrain.synthetic.common import scene, write_csv
 from pretrain.voc_layout import IGNORE_LABEL, VOC_CLASSES
 
-IMAGES = {"tiny": (8, 6), "default": (600, 300)}  # trainval (2007 + 2012), test images per size
+IMAGES = {"tiny": (8, 6), "default": (400, 100)}  # trainval (2007 + 2012), test images per size
 HOME_SCENE_PROB = 0.9  # P(scene = the first object's home scene) in the training images
 
 
