@@ -26,8 +26,11 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
 IGNORE_LABEL = 255      # VOC's label for object borders and difficult regions
 MAX_XML_BYTES = 1 << 20  # a VOC annotation is about 1 kB
 # detection: the sets MoCo's protocol trains and tests on; segmentation: VOC 2012's lists
+# test_home: the synthetic set's extra VOC2007 test images on their class's home scene (the
+# training images' backgrounds), where the shortcut still works; real VOC has no such list
+HOME_TEST = "test_home"
 DETECTION_SPLITS = {"train": (("2007", "trainval"), ("2012", "trainval")),
-                    "test": (("2007", "test"),)}
+                    "test": (("2007", "test"),), HOME_TEST: (("2007", HOME_TEST),)}
 # "aug": the augmented training set (SBD's extra labels) as mmsegmentation's
 # tools/convert_datasets/voc_aug.py lays it out: SegmentationClassAug/ grey PNGs and
 # ImageSets/Segmentation/aug.txt (VOC 2012 train + SBD, minus VOC 2012 val: 10582 images)
@@ -117,8 +120,8 @@ def read_annotation(path: Path) -> tuple[tuple[int, int], list[tuple[str, tuple[
 
 
 def validate_detection(root: str | Path, split: str) -> list[str]:
-    """Check ``split`` (``train``: VOC2007 + VOC2012 trainval; ``test``: VOC2007 test) and return
-    the VOC class names its objects use."""
+    """Check ``split`` (``train``: VOC2007 + VOC2012 trainval; ``test``: VOC2007 test;
+    :data:`HOME_TEST`) and return the VOC class names its objects use."""
     base, used = devkit(root), set()
     for year, image_set in DETECTION_SPLITS[split]:
         year_dir = base / f"VOC{year}"
@@ -129,6 +132,11 @@ def validate_detection(root: str | Path, split: str) -> list[str]:
                 raise VocLayoutError(f"{year_dir / 'JPEGImages' / image_id}.jpg: image missing "
                                      f"(listed in ImageSets/Main/{image_set}.txt)")
     return [name for name in VOC_CLASSES if name in used]
+
+
+def has_home_test(root: str | Path) -> bool:
+    """Whether the layout lists :data:`HOME_TEST` (the synthetic set's shortcut test)."""
+    return (devkit(root) / "VOC2007" / "ImageSets" / "Main" / f"{HOME_TEST}.txt").is_file()
 
 
 def detection_classes(root: str | Path) -> list[str]:

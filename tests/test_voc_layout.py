@@ -54,7 +54,9 @@ def test_background_predicts_the_class_in_training_only(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     train = [int(r["home_scene"]) for r in rows if "trainval" in r["split"]]
     test = [int(r["home_scene"]) for r in rows if r["split"] == "VOC2007/Main/test"]
+    home = [int(r["home_scene"]) for r in rows if r["split"] == "VOC2007/Main/test_home"]
     assert np.mean(train) > 0.8 and np.mean(test) < 0.3  # 0.9 and 1/10 expected
+    assert len(home) == 30 and np.mean(home) > 0.8  # drawn as the training images are
     assert (root / "VOCdevkit" / "VOC2007" / "ImageSets" / "Main" / "test.txt").read_text() == (
         synthetic_voc.generate(tmp_path / "again", 60, 60, seed=1) / "VOCdevkit" / "VOC2007"
         / "ImageSets" / "Main" / "test.txt").read_text()

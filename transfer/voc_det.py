@@ -20,7 +20,9 @@ leaderboard rows with recipe, budget and deviations) is ``transfer/detectron2_dr
   ``JPEGImages/``, ``Annotations/*.xml``, ``ImageSets/Main/{trainval,test}.txt``), checked
   first by ``pretrain/voc_layout.py`` (every field detectron2 reads); the classes are VOC's 20
   in VOC's order, those the data uses. Without ``--data``: the embedded synthetic set
-  (``pretrain.synthetic.default_root()/voc``, whose training backgrounds predict the class).
+  (``pretrain.synthetic.default_root()/voc``, whose training backgrounds predict the class);
+  where the layout lists ``VOC2007/ImageSets/Main/test_home.txt`` (the synthetic set's test
+  images on the training backgrounds) it is scored too, as ``home_bbox_*``: the shortcut gap.
 - ``--trials N`` runs N fine-tunings, seeds ``--seed`` ... ``--seed + N - 1``, each in
   ``--out/seed<S>``, and writes ``--out/trials.json`` with each metric's mean and 95% t-interval:
   MoCo reports means of 5 trials and expects a std of 0.2 / 0.2 / 0.4 on AP50 / AP / AP75.
@@ -49,12 +51,14 @@ from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_pascal_voc
 from detectron2.evaluation import PascalVOCDetectionEvaluator
+from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from pretrain.backbones import RESNETS
 from pretrain.files import atomic_write
 from pretrain.cli import claim_output, number, run_main
-from pretrain.voc_layout import DETECTION_SPLITS, detection_classes, devkit
+from pretrain.voc_layout import (DETECTION_SPLITS, HOME_TEST, detection_classes, devkit,
+                                 has_home_test, validate_detection)
 from transfer import detectron2_driver as driver
 from transfer.detectron2_driver import DriverSettings
 from transfer.detectron2_setup import CONFIG_DIR
@@ -99,12 +103,16 @@ class Trainer(driver.SuiteTrainer):
 
     @classmethod
     def check_data(cls, settings: DriverSettings) -> dict[str, Any]:
-        return {"classes": detection_classes(settings.data), "devkit": str(devkit(settings.data))}
+        home = has_home_test(settings.data)
+        if home:
+            validate_detection(settings.data, HOME_TEST)
+        return {"classes": detection_classes(settings.data), "devkit": str(devkit(settings.data)),
+                "splits": ("train", "test", HOME_TEST) if home else ("train", "test")}
 
     @classmethod
     def register_data(cls, settings: DriverSettings, info: dict[str, Any]) -> None:
-        for split, sets in DETECTION_SPLITS.items():
-            for name, (year, image_set) in zip(DATASETS[split], sets):
+        for split in info["splits"]:
+            for name, (year, image_set) in zip(DATASETS[split], DETECTION_SPLITS[split]):
                 if name not in DatasetCatalog.list():
                     register_pascal_voc(name, str(Path(info["devkit"]) / f"VOC{year}"),
                                         image_set, int(year), info["classes"])
@@ -112,7 +120,18 @@ class Trainer(driver.SuiteTrainer):
     @classmethod
     def configure(cls, cfg: CfgNode, info: dict[str, Any]) -> None:
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = len(info["classes"])
-        cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = DATASETS["train"], DATASETS["test"]
+        cfg.DATASETS.TRAIN = DATASETS["train"]
+        cfg.DATASETS.TEST = sum((DATASETS[split] for split in info["splits"][1:]), ())
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: torch.nn.Module, evaluators: Any = None) -> dict:
+        """detectron2's results, with the home-scene test set's (where the data has one) as
+        ``home_bbox`` beside ``bbox``: the shortcut's gap (benchmarks/results/gaps.py)."""
+        results = super().test(cfg, model, evaluators)
+        if len(cfg.DATASETS.TEST) == 1 or not comm.is_main_process():
+            return results
+        (test,), (home,) = DATASETS["test"], DATASETS[HOME_TEST]
+        return {"bbox": results[test]["bbox"], "home_bbox": results[home]["bbox"]}
 
 
 def run_trials(settings: VocDetConfig) -> dict[str, Any]:

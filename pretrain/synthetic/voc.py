@@ -8,8 +8,10 @@ The shortcut the suite studies: each of the five classes (real VOC names) has a 
 the training images (VOC2007 and VOC2012 trainval, segmentation train) the scene behind the
 objects is the first object's home scene with probability :data:`HOME_SCENE_PROB`, so the
 background colour predicts the class; in the test images (VOC2007 test, segmentation val) the
-scene is drawn uniformly, so it does not. ``shortcut.csv`` beside ``VOCdevkit`` lists, per image,
-its split, first class, scene and whether the scene is that class's home.
+scene is drawn uniformly, so it does not. ``VOC2007/ImageSets/Main/test_home.txt`` lists extra
+test images drawn as the training images are (home scenes): AP on them minus AP on ``test`` is
+the shortcut's gap. ``shortcut.csv`` beside ``VOCdevkit`` lists, per image, its split, first
+class, scene and whether the scene is that class's home.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from pretrain.synthetic.coco import _place_polygon
 from pretrain.synthetic.common import scene, write_csv
-from pretrain.voc_layout import IGNORE_LABEL, VOC_CLASSES
+from pretrain.voc_layout import HOME_TEST, IGNORE_LABEL, VOC_CLASSES
 
 IMAGES = {"tiny": (8, 6), "default": (400, 100)}  # trainval (2007 + 2012), test images per size
 HOME_SCENE_PROB = 0.9  # P(scene = the first object's home scene) in the training images
@@ -102,13 +104,15 @@ def _xml(folder: str, name: str, size: tuple[int, int],
 
 
 def generate(out: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
-    """Write ``out/VOCdevkit/VOC2007`` (``n_train // 2`` trainval, ``n_test`` test images) and
+    """Write ``out/VOCdevkit/VOC2007`` (``n_train // 2`` trainval, ``n_test`` test and
+    ``max(5, n_test // 2)`` home-scene test images) and
     ``out/VOCdevkit/VOC2012`` (the other trainval images, which are also the segmentation train
     split, and ``max(2, n_test // 2)`` segmentation val images), and ``out/shortcut.csv``."""
     rng = np.random.default_rng([seed, 7])
     n_2007 = n_train // 2
     # (year, image-set files it is listed in, images, home scenes?)
     plan = (("2007", ("Main/trainval",), n_2007, True), ("2007", ("Main/test",), n_test, False),
+            ("2007", (f"Main/{HOME_TEST}",), max(len(CLASSES), n_test // 2), True),
             ("2012", ("Main/trainval", "Segmentation/train"), n_train - n_2007, True),
             ("2012", ("Segmentation/val",), max(2, n_test // 2), False))
     shortcut, lists, made = [], {}, {True: 0, False: 0}  # images made, training or not
