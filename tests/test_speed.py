@@ -16,6 +16,7 @@ from benchmarks.runner import speed, suite
 from benchmarks.runner.stages import Stage, after_of
 from benchmarks.runner.tasks import TASKS, suite_stages
 from pretrain.open_backbone import RANDOM_METHOD
+from pretrain.synthetic import GENERATORS
 
 
 def test_the_layout_runs_stages_in_order_jobs_at_a_time_after_their_inputs() -> None:
@@ -69,7 +70,7 @@ def test_the_progress_line_prints_the_model(tmp_path: Path, capsys: pytest.Captu
 
 
 def _args(tmp_path: Path, **overrides: object) -> argparse.Namespace:
-    data = {key: str(tmp_path / key) for key in ("coco", "mpii", "fairface", "colorful_mnist")}
+    data = {key: str(tmp_path / key) for key in GENERATORS}
     values = dict(panel=list(suite.DEFAULT_PANEL), arch="resnet18", budget="cpu",
                   pretrain_steps=None, checkpoint=[], data=data, synthetic=set(data), gpus=1,
                   tasks=list(suite_stages()))
