@@ -21,7 +21,7 @@ from test_untrusted import ENTRY_POINTS
 
 import transfer.compat  # noqa: F401,I001  (before detectron2 and mmpose)
 from pretrain import foreign
-from pretrain.checkpoint import RestrictedUnpickler, save_backbone
+from pretrain.checkpoint import save_backbone
 from pretrain.foreign import MAX_DEPTH, TRAINING_FILE_GLOBALS
 from transfer import convert
 from transfer.convert import detectron2_name
@@ -294,18 +294,6 @@ def test_training_file_objects_run_none_of_their_code(tmp_path: Path,
     src.write_bytes(_replace_pickle(buffer.getvalue(), payload))
     line = _convert_error(src, tmp_path, capsys)
     assert "refused" in line and "__init__" in line
-
-
-def test_the_restricted_unpickler_guards_torchs_legacy_format(tmp_path: Path) -> None:
-    """torch's legacy (non-zip) format reads its first objects with ``pickle_module.load``:
-    the restricted pickle module handed to torch.load (the MPII resume reader) must restrict
-    that call too."""
-    flag = tmp_path / "planted"
-    (tmp_path / "legacy.pth").write_bytes(pickle.dumps(_PlantsAFile(str(flag))))
-    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
-        torch.load(tmp_path / "legacy.pth", weights_only=False,
-                   pickle_module=RestrictedUnpickler.pickle_module())
-    assert not flag.exists()
 
 
 def test_a_benign_training_file_reads_without_its_libraries(tmp_path: Path, resnet18: dict

@@ -45,10 +45,9 @@ from typing import Any
 
 import torch
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import transfer.compat  # noqa: F401,I001  (shims; before any detectron2 import)
+# isort: off
+import transfer.compat  # noqa: F401  (shims; before any detectron2 import)
+# isort: on
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
@@ -56,9 +55,9 @@ from detectron2.data.datasets import register_coco_instances
 from detectron2.evaluation import COCOEvaluator
 
 from pretrain.backbones import RESNETS
-from pretrain.files import atomic_write
 from pretrain.cli import number, run_main
 from pretrain.data import coco_files, validate_coco
+from pretrain.files import atomic_write
 from transfer import detectron2_driver as driver
 from transfer.detectron2_driver import DriverSettings
 from transfer.detectron2_setup import CONFIG_DIR, DriverError, load_config

@@ -60,7 +60,7 @@ mmengine_safe_checkpoints (``mmengine.runner.checkpoint``)
     Every ``CheckpointLoader`` scheme ends in a bare ``torch.load`` (``load_from``, ``resume``,
     the ``Pretrained`` init). The local scheme becomes ``load_torch``; the downloading schemes
     (http(s), pavi, s3, open-mmlab, mmcls, torchvision) are refused: the suite reads local files
-    only. Schemes registered later (``transfer/mpii_pose.py``'s restricted ``suite-resume://``)
+    only. Schemes registered later (``transfer/mpii_checkpoint.py``'s allow-listed ``suite-resume://``)
     are untouched.
 mmengine_safe_fileio (``mmengine.fileio.handlers``)
     ``mmengine.load`` reads ``.pkl`` with ``pickle.load`` and ``.yaml`` with ``yaml.Loader``

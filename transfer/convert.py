@@ -1,7 +1,7 @@
 """Writing a backbone in an engine's format, verified by that engine.
 
-    python transfer/convert.py SRC --to detectron2|mmpose --out FILE [--prefix P]
-                               [--stride-in-1x1 true|false] [--no-verify]
+    ssl-convert SRC --to detectron2|mmpose --out FILE [--prefix P] [--stride-in-1x1 true|false]
+                [--no-verify]        (or: python -m transfer.convert ...)
 
 The source is opened by :func:`pretrain.open_backbone.open_backbone` (the suite's checkpoint, a
 ResNet trained elsewhere in any format :mod:`pretrain.foreign` reads, or ``random``), then written
@@ -50,11 +50,7 @@ from typing import Any
 
 import torch
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import transfer.compat  # noqa: F401,I001  (shims; before any detectron2 or mmpose import)
-
 from pretrain.backbones import RESNETS, STAGES, stage_outputs
 from pretrain.checkpoint import META_KEY, CheckpointError, load_pickle_arrays
 from pretrain.cli import run_main
@@ -361,7 +357,7 @@ def verify_mmpose(path: str | os.PathLike, backbone: Backbone) -> dict[str, floa
 # ------------------------------------------------------------------------------------ command line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python transfer/convert.py", description=__doc__.split("\n\n")[0],
+        prog="ssl-convert", description=__doc__.split("\n\n")[0],
         epilog="Reads the suite's backbone checkpoint or a torchvision/timm/MoCo/solo-learn/"
                "mmselfsup/VISSL/lightly/detectron2 ResNet; see pretrain/foreign.py.")
     parser.add_argument("src", help="backbone checkpoint to convert")

@@ -42,19 +42,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import transfer.compat  # noqa: F401,I001  (shims; before any detectron2 import)
+# isort: off
+import transfer.compat  # noqa: F401  (shims; before any detectron2 import)
+# isort: on
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 
-from pretrain.files import atomic_write
 from pretrain.cli import run_main
-from pretrain.voc_layout import (IGNORE_LABEL, VOC_CLASSES, VocLayoutError, devkit,
-                                 segmentation_training_set, validate_segmentation)
+from pretrain.files import atomic_write
+from pretrain.voc_layout import (
+    IGNORE_LABEL,
+    VOC_CLASSES,
+    VocLayoutError,
+    devkit,
+    segmentation_training_set,
+    validate_segmentation,
+)
 from transfer import detectron2_driver as driver
 from transfer.detectron2_driver import DriverSettings
 from transfer.detectron2_setup import CONFIG_DIR

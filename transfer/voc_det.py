@@ -42,10 +42,9 @@ from typing import Any
 
 import torch
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import transfer.compat  # noqa: F401,I001  (shims; before any detectron2 import)
+# isort: off
+import transfer.compat  # noqa: F401  (shims; before any detectron2 import)
+# isort: on
 
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
@@ -55,10 +54,16 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from pretrain.backbones import RESNETS
-from pretrain.files import atomic_write
 from pretrain.cli import claim_output, number, run_main
-from pretrain.voc_layout import (DETECTION_SPLITS, HOME_TEST, detection_classes, devkit,
-                                 has_home_test, validate_detection)
+from pretrain.files import atomic_write
+from pretrain.voc_layout import (
+    DETECTION_SPLITS,
+    HOME_TEST,
+    detection_classes,
+    devkit,
+    has_home_test,
+    validate_detection,
+)
 from transfer import detectron2_driver as driver
 from transfer.detectron2_driver import DriverSettings
 from transfer.detectron2_setup import CONFIG_DIR

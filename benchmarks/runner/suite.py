@@ -6,12 +6,15 @@
 
 With no arguments (the README's main job) it generates the embedded synthetic default, pretrains a
 panel of ResNet-18 backbones on it plus the random-init control (``--weights random``, the same in
-every stage), and runs every task of the table in ``benchmarks/runner/tasks.py`` on each: COCO
-Mask R-CNN (detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed
-and fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
-same command a user would type), so a stage that fails for one backbone is recorded in the report
-and the others go on; on a CPU two stages run at once. Finished stages leave a marker in
-``<out>/state/``; rerunning skips them. SIGTERM or SIGINT (Ctrl-C) to the runner ends every
+every stage), and runs the tasks of the table in ``benchmarks/runner/tasks.py``: COCO Mask R-CNN
+(detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed and
+fine-tuned, and COCO foreground/background. Below ``--budget full`` a stage that only proves its
+path works (a few engine iterations, a fraction of a fine-tuning epoch: the table's
+``path_checks``) runs on one backbone, the panel's first; every other stage runs on every
+backbone. Every stage runs as its own process (the same command a user would type, ``python -m
+MODULE``), so a stage that fails for one backbone is recorded in the report and the others go
+on; on a CPU two stages run at once. Finished stages leave a marker in ``<out>/state/``;
+rerunning skips them. SIGTERM or SIGINT (Ctrl-C) to the runner ends every
 running stage with all its processes (each stage runs in its own process group) and exits with
 128 + the signal's number; rerunning the same command continues.
 """
@@ -85,7 +88,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
         weights.setdefault(name, {})[key] = str(run / "backbone.safetensors")
         argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
                 "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
-                "--out", str(run.parent), "--name", run.name, *_gpus(args, "--gpus"),
+                "--out", str(run), *_gpus(args, "--gpus"),
                 *PRETRAIN_BUDGETS[args.budget], *(["--seed", str(seed)] if len(seeds) > 1 else [])]
         extra = PRETRAIN_EXTRAS.get(args.budget, {})
         argv += [*extra.get(method, []), *extra.get(regularizer, [])]
@@ -114,13 +117,13 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
             # the random-init control: the same one in every stage (pretrain/open_backbone.py)
             chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
                       if path == RANDOM else ["--weights", path])
-            argv = [sys.executable, str(ROOT / task.script),
+            argv = [sys.executable, "-m", task.module,
                     *_gpus(args, task.gpus_flag),
                     *task.protocol_flags(protocol),
                     *(task.synthetic_flags if task.data in args.synthetic else ()),
                     *chosen, "--out", str(out / name / backbone), "--leaderboard", csv,
                     "--data", str(data[task.data]),
-                    *(_seed_flags(task.script, seed) if len(seeds) > 1 else []),
+                    *(_seed_flags(task.module, seed) if len(seeds) > 1 else []),
                     *task.budget_flags(args.budget, protocol)]
             stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path,
                                 gpus=args.gpus if task.gpus_flag else 1))
@@ -132,11 +135,11 @@ def _seeded(name: str, seed: int) -> str:
     return name if seed == 0 else f"{name}.seed{seed}"
 
 
-def _seed_flags(script: str, seed: int) -> list[str]:
-    """A stage's seed: the probe seed and random-init seed of a probe script, the run's seed
-    (which seeds the random-init control too) of an engine."""
-    if script.startswith("benchmarks/"):
-        return ["--first-seed", str(seed), "--init-seed", str(seed)]
+def _seed_flags(module: str, seed: int) -> list[str]:
+    """A stage's seed: the probe's first trial seed and random-init seed of a probe, the run's
+    seed (which seeds the random-init control too) of an engine."""
+    if module.startswith("benchmarks."):
+        return ["--seed", str(seed), "--init-seed", str(seed)]
     return ["--seed", str(seed)]
 
 
@@ -321,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     one_line_errors(parser)  # a bad flag is one line, exit 2
-    parser.add_argument("--out", default="runs/suite", help="output folder (default runs/suite)")
+    parser.add_argument("--out", default="runs/suite",
+                        help="the suite's run folder (default runs/suite)")
     parser.add_argument("--size", default="default", choices=["default", "tiny"],
                         help="embedded synthetic data size, for sets without --data")
     parser.add_argument("--panel", default=",".join(DEFAULT_PANEL),
