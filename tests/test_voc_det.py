@@ -119,7 +119,7 @@ def test_two_process_gloo_run(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, str(REPO / "transfer" / "voc_det.py"), "--gpus", "2", "--weights",
+        [sys.executable, "-m", "transfer.voc_det", "--gpus", "2", "--weights",
          "random", "--arch", "resnet18", "--data", str(tiny_data / "voc"), "--out", str(out),
          "--leaderboard", str(tmp_path / "board.csv"), *SHORT, "SOLVER.IMS_PER_BATCH", "4"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
