@@ -10,7 +10,8 @@ user to act before a rerun, and scripts already treat 2 as "fix something and re
 too, with the file and ``No space left on device`` in the line.
 
 The rest is the edge's checks shared by the probes, the drivers and the suite: numeric flags
-checked while parsing (:func:`number`), argparse errors on one line (:func:`one_line_errors`),
+checked while parsing (:func:`number`; :data:`IMAGE_SIZE` bounded above, as is
+``pretrain.distributed.PROCESS_COUNT``), argparse errors on one line (:func:`one_line_errors`),
 the one place a command claims its output folder (:func:`claim_output`), and results that stay
 on disk when recording them fails (:func:`keeping`).
 """
@@ -62,23 +63,38 @@ def run_main(run: Callable[[], Any], prog: str | None = None,
 
 
 # ----------------------------------------------------------------------------- flags
-def number(kind: type = int, low: float = 1, above: bool = False) -> Callable[[str], Any]:
+# The largest image side a command takes (--image-size of pretraining and the probes): 4x the
+# largest the seed papers train at (256 px, MPII); beyond it a batch no longer fits in memory and
+# a flag like --image-size 100000 is a typo, refused at once rather than after an hour.
+MAX_IMAGE_SIZE = 1024
+
+
+def number(kind: type = int, low: float = 1, above: bool = False,
+           high: float | Callable[[], float] | None = None) -> Callable[[str], Any]:
     """An argparse ``type``: a finite ``kind`` (int or float) at least ``low`` (greater than it
-    with ``above``); anything else is refused while parsing, naming the flag."""
+    with ``above``) and at most ``high`` (a number, or a function giving it when the flag is
+    parsed); anything else is refused while parsing, naming the flag."""
     word = "a whole number" if kind is int else "a number"
-    bound = f"{'greater than' if above else 'at least'} {low:g}"
 
     def parse(text: str) -> Any:
+        top = high() if callable(high) else high
+        bound = f"{'greater than' if above else 'at least'} {low:g}" + (
+            f" and at most {top:g}" if top is not None else "")
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be {word} {bound}, got {text!r}") from None
-        if not math.isfinite(value) or value < low or (above and value == low):
+        if not math.isfinite(value) or value < low or (above and value == low) or (
+                top is not None and value > top):
             raise argparse.ArgumentTypeError(f"must be {word} {bound}, got {text!r}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
+
+
+# an argparse type for --image-size: pixels, 8..MAX_IMAGE_SIZE
+IMAGE_SIZE = number(int, 8, high=MAX_IMAGE_SIZE)
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from pretrain.backbones import ARCHS, STEMS
-from pretrain.cli import InputError, number
+from pretrain.bounded_yaml import load_bounded_yaml
+from pretrain.cli import MAX_IMAGE_SIZE, InputError, number
 from pretrain.methods import METHODS
 
 
@@ -175,7 +176,7 @@ def load_yaml(path: str | Path, base: PretrainConfig | None = None) -> PretrainC
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = load_bounded_yaml(path) or {}  # a YAML bomb is refused, not expanded
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
     if not isinstance(values, dict):
@@ -297,6 +298,9 @@ def check_numbers(cfg: PretrainConfig) -> None:
                               f"{FLOAT32_MAX:.3g}), got {value}")
     if cfg.momentum >= 1:
         raise ConfigError(f"--momentum must be below 1, got {cfg.momentum}")
+    if cfg.image_size is not None and cfg.image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"--image-size must be at most {MAX_IMAGE_SIZE} pixels "
+                          f"(MAX_IMAGE_SIZE in pretrain/cli.py), got {cfg.image_size}")
     for flag, options in (("--method-arg", cfg.method_args),
                           ("--regularizer-arg", cfg.regularizer_args)):
         for key, value in options.items():

@@ -10,10 +10,15 @@ taken from ``torch.distributed.nn.functional``, which torch 2.14 deprecates.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.distributed as dist
+
+from pretrain.cli import InputError, number
+
+# What torchrun (and torch.distributed.launch) sets for each process it starts: all or none.
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def is_distributed() -> bool:
@@ -28,10 +33,54 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def max_processes() -> int:
+    """How many processes ``--gpus`` may start on this machine: one per visible CUDA device, or
+    without CUDA one per CPU core (gloo processes)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
+
+
+# an argparse type for --gpus: processes to start, 1..max_processes() (checked when parsed)
+PROCESS_COUNT = number(int, 1, high=max_processes)
+
+
+def launcher_ranks(environ: Mapping[str, str] = os.environ) -> tuple[int, int, int] | None:
+    """(rank, local rank, world size) from torchrun's variables, or None when none is set.
+
+    Some of them without the rest (e.g. ``LOCAL_RANK`` left over from another job) or values that
+    are not consistent ranks are refused on one line, before any process group is joined (a
+    group missing its other ranks waits for them for half an hour)."""
+    present = {key: environ[key] for key in TORCHRUN_VARIABLES if key in environ}
+    if not present:
+        return None
+    given = " ".join(f"{key}={value!r}" for key, value in present.items())
+    fix = ("start the command under torchrun (torchrun --nproc-per-node N -m pretrain.train ...)"
+           f" or unset {', '.join(present)}")
+    missing = [key for key in TORCHRUN_VARIABLES if key not in present]
+    if missing:
+        raise InputError(f"environment {given} without {', '.join(missing)}: torchrun sets all "
+                         f"of {', '.join(TORCHRUN_VARIABLES)}; {fix}")
+    try:
+        rank_, local, world, port = (int(present[key]) for key in
+                                     ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT"))
+    except ValueError:
+        raise InputError(f"environment {given}: RANK, LOCAL_RANK, WORLD_SIZE and MASTER_PORT "
+                         f"must be whole numbers; {fix}") from None
+    if not (world >= 1 and 0 <= local <= rank_ < world and 0 < port < 65536):
+        raise InputError(f"environment {given}: needs 0 <= LOCAL_RANK <= RANK < WORLD_SIZE and a "
+                         f"port in 1..65535; {fix}")
+    return rank_, local, world
+
+
 def init_from_env(device: str) -> None:
     """Join the process group torchrun describes (``WORLD_SIZE`` > 1); nccl on CUDA, else gloo."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    ranks = launcher_ranks()
+    if ranks is None or ranks[2] == 1 or dist.is_initialized():
+        return
+    if device.startswith("cuda") and ranks[1] >= torch.cuda.device_count():
+        raise InputError(f"LOCAL_RANK={ranks[1]} but {torch.cuda.device_count()} CUDA device(s) "
+                         "are visible; start at most that many processes per machine "
+                         "(torchrun --nproc-per-node)")
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
 
 class _AllReduceSum(torch.autograd.Function):

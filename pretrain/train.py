@@ -52,7 +52,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -62,12 +61,7 @@ from torch.utils.data import DataLoader, Sampler
 from pretrain import distributed as D
 from pretrain.augment import AugmentSpec
 from pretrain.backbones import FEATURE_DIMS, build_resnet
-from pretrain.checkpoint import (
-    first_non_finite,
-    load_torch,
-    save_backbone,
-    save_state,
-)
+from pretrain.checkpoint import first_non_finite, save_backbone
 from pretrain.cli import OutputError, claim_output, run_main, torchrun_command
 from pretrain.config import (
     ConfigError,
@@ -81,8 +75,9 @@ from pretrain.device_augment import InputPipeline
 from pretrain.files import atomic_write, git_commit
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
+from pretrain.run_state import STATE_FILE, restore_training_state, save_training_state
 
-STATE_FILE, BACKBONE_FILE = "last_state.pt", "backbone.safetensors"
+BACKBONE_FILE = "backbone.safetensors"
 DEFAULT_RUNS = Path("runs/pretrain")  # where a run without --out goes, as runs/pretrain/<name>
 
 
@@ -156,26 +151,6 @@ def training_step(model: nn.Module, method: Method, regularizer: Regularizer,
     if regularizer.meta_every and (step + 1) % regularizer.meta_every == 0:
         logs.update(regularizer.meta_step(method, batch, optimizer, lr, step))
     return loss_value, logs
-
-
-def rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                       "has_gauss": has_gauss, "gauss": gauss}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def seed_everything(seed: int) -> None:
@@ -259,16 +234,16 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
         raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the number of "
                           f"processes ({world})")
     cuda = device.startswith("cuda")
+    seed_everything(cfg.seed)
+    # built before the run folder: a bad --method-arg or --regularizer-arg leaves no folder
+    method = build_method(cfg.method, build_resnet(cfg.arch, cfg.stem), FEATURE_DIMS[cfg.arch],
+                          **cfg.method_args)
+    regularizer = build_regularizer(cfg, method)
     run_dir = prepare_run_dir(cfg, resume)
     cfg = dataclasses.replace(cfg, out=str(run_dir), name=None)  # config.yaml names its folder
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     log = make_logger(run_dir if rank == 0 else None)
-    seed_everything(cfg.seed)
-
-    method = build_method(cfg.method, build_resnet(cfg.arch, cfg.stem), FEATURE_DIMS[cfg.arch],
-                          **cfg.method_args)
-    regularizer = build_regularizer(cfg, method)
     pipeline = InputPipeline(AugmentSpec.for_data(cfg.data, cfg.image_size), cfg.augment_on,
                              with_plain=regularizer.needs_plain, device=device)
     dataset = pipeline.dataset(cfg.data, cfg.data_root, cfg.seed)
@@ -299,26 +274,12 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     state_path = run_dir / STATE_FILE
     start_step, history = 0, []
     if resume is not None:
-        state = load_torch(state_path)
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        regularizer.load_state_dict(state["regularizer"])
-        if regularizer.meta_optimizer is not None:
-            regularizer.meta_optimizer.load_state_dict(state["meta_optimizer"])
-        set_rng_state(state["rng"])
-        start_step, history = state["step"], state["history"]
+        start_step, history = restore_training_state(state_path, method, optimizer, regularizer,
+                                                     total_steps)
         log.info(f"resumed {run_dir} at step {start_step}")
     if rank == 0:  # after a resumed state has loaded: a failed resume leaves config.yaml as it was
         save_yaml(cfg, run_dir / "config.yaml")
     last_good = str(state_path) if resume is not None else None
-
-    def save_training_state(step: int) -> None:
-        save_state(state_path, {
-            "step": step, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
-            "regularizer": regularizer.state_dict(),
-            "meta_optimizer": (regularizer.meta_optimizer.state_dict()
-                               if regularizer.meta_optimizer is not None else None),
-            "rng": rng_state(), "history": history, "config": dataclasses.asdict(cfg)})
 
     writer = None
     if rank == 0:
@@ -381,7 +342,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                            f"{last_good or 'none written yet'}")
                 log.error(message)
                 raise NonFiniteLossError(message)
-            save_training_state(step)
+            save_training_state(state_path, step, method, optimizer, regularizer, history,
+                                dataclasses.asdict(cfg))
             last_good = str(state_path)
     bar.close()
     elapsed = time.perf_counter() - started

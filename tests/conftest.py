@@ -1,11 +1,21 @@
-"""Shared fixtures: the synthetic data every test runs on, generated once per session."""
+"""Shared fixtures: the synthetic data every test runs on, generated once per session.
+
+One thread per process: the tests run tiny workloads (8-128 px images, a few samples), where a
+second OpenMP or BLAS thread saves nothing and costs much on a machine whose cores are busy (a
+DDP test's other rank, another job): a thread pool that waits for a descheduled thread turns a
+1.5 s logistic regression into 70 s, a 0.3 s ResNet step into 3 s (measured on 2 loaded cores).
+Set here, before numpy or torch is imported, so every subprocess a test starts inherits it; a
+value already in the environment is kept.
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from pretrain.synthetic import generate
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,4 +30,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Root of a ``tiny`` synthetic set (seed 0): ``coco/``, ``mpii/``, ``fairface/``,
     ``colorful_mnist/`` in the real layouts (see datasets/README.md). Shared: do not modify it;
     copy what you need to break into your own tmp_path."""
+    from pretrain.synthetic import generate
+
     return generate(tmp_path_factory.mktemp("synthetic") / "tiny", size="tiny", seed=0)

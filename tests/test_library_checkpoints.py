@@ -313,12 +313,13 @@ def mmengine_file(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
     folder = tmp_path_factory.mktemp("mmengine")
     torch.manual_seed(0)
     model = Classifier()
+    model.backbone.init_weights()  # zeroes each block's last BN; the Runner then skips it
     randomize_norms(model.backbone, 7)
     runner = Runner(
         model=model, work_dir=str(folder), default_scope="mmengine", log_level="ERROR",
         train_dataloader=dict(dataset=Images(), batch_size=2, collate_fn=dict(
             type="default_collate"), sampler=dict(type="DefaultSampler", shuffle=False)),
-        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.01, momentum=0.9)),
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=1e-4, momentum=0.9)),
         param_scheduler=dict(type="MultiStepLR", milestones=[1], by_epoch=True),
         train_cfg=dict(by_epoch=True, max_epochs=1),
         default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1)))

@@ -145,7 +145,7 @@ def test_feature_mask_is_applied_before_the_projector() -> None:
 def test_bad_method_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="unknown method"):
         build_method("simsiam", build_resnet("resnet18"), 512)
-    with pytest.raises(ValueError, match="bad --method-arg for simclr"):
+    with pytest.raises(ValueError, match="--method-arg queue_size: not an option of simclr"):
         build_method("simclr", build_resnet("resnet18"), 512, queue_size=3)
 
 

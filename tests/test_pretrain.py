@@ -18,6 +18,7 @@ import yaml
 from test_methods import SMALL_HEADS
 from torch import nn
 
+from pretrain import run_state
 from pretrain import train as train_module
 from pretrain.backbones import arch_of, stem_of
 from pretrain.checkpoint import load_backbone, load_torch
@@ -30,10 +31,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def tiny_config(tiny_data: Path, out: Path, method: str = "simclr", **overrides) -> PretrainConfig:
+    """A run of 2 steps at 8 px; its state is written once, at the end (each state is over 100
+    MB: a test that needs one mid-run sets ``save_every``)."""
     return dataclasses.replace(PretrainConfig(
         method=method, data="colorful_mnist", data_root=str(tiny_data), image_size=8,
         batch_size=8, steps=2, method_args=SMALL_HEADS[method], out=str(out / method),
-        log_every=1, save_every=1, device="cpu", workers=0), **overrides)
+        log_every=1, device="cpu", workers=0), **overrides)
 
 
 def _cli_flags(cfg: PretrainConfig) -> list[str]:
@@ -104,14 +107,14 @@ def test_two_step_run_writes_the_run_folder(tiny_data: Path, tmp_path: Path, met
 
 def _interrupt_after_save(monkeypatch: pytest.MonkeyPatch, at_step: int) -> None:
     """Simulate a kill right after the checkpoint of ``at_step`` is written."""
-    real_save = train_module.save_state
+    real_save = run_state.save_state
 
     def save_then_stop(path, state):
         real_save(path, state)
         if state["step"] == at_step:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "save_state", save_then_stop)
+    monkeypatch.setattr(run_state, "save_state", save_then_stop)
 
 
 @pytest.mark.parametrize("method", ["byol", "mocov2", "simclr+global-rng"])
@@ -179,7 +182,7 @@ def test_nan_loss_stops_naming_the_step_and_checkpoint(tiny_data: Path, tmp_path
         return loss * float("nan") if len(calls) == 3 else loss
 
     monkeypatch.setattr(METHODS["simclr"], "loss", loss_nan_at_step_3)
-    cfg = tiny_config(tiny_data, tmp_path, "simclr", steps=5)
+    cfg = tiny_config(tiny_data, tmp_path, "simclr", steps=5, save_every=1)
     state_file = tmp_path / "simclr" / "last_state.pt"
     with pytest.raises(NonFiniteLossError, match=rf"at step 2; last good checkpoint: {state_file}"):
         train(cfg)

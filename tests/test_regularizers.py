@@ -278,11 +278,13 @@ def test_pairs_the_papers_do_not_define_and_unknown_options_are_refused() -> Non
 @pytest.mark.slow
 def test_bilevel_run_resumes_exactly(tiny_data: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = tiny_config(tiny_data, tmp_path, "simclr", regularizer="metamask", steps=4,
-                      save_every=2, regularizer_args=SMALL_REG["metamask"], optimizer="adam")
+    # interrupted after step 1, resumed for step 2: its regular and meta steps (every step)
+    # start from the restored model, regularizer and both optimizers' states
+    cfg = tiny_config(tiny_data, tmp_path, "simclr", regularizer="metamask", steps=2,
+                      save_every=1, regularizer_args=SMALL_REG["metamask"], optimizer="adam")
     full = train(dataclasses.replace(cfg, out=str(tmp_path / "full")))
     with monkeypatch.context() as patch:
-        _interrupt_after_save(patch, at_step=2)
+        _interrupt_after_save(patch, at_step=1)
         with pytest.raises(KeyboardInterrupt):
             train(dataclasses.replace(cfg, out=str(tmp_path / "cut")))
     resumed = train(*parse_args(["--resume", str(tmp_path / "cut")]))

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pretrain import voc_layout
-from pretrain.voc_layout import VocLayoutError
+from pretrain.data import voc as voc_layout
+from pretrain.data.voc import VocLayoutError
 from transfer import semseg
 
 SHORT = ["SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "1",

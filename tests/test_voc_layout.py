@@ -1,4 +1,4 @@
-"""pretrain/voc_layout.py and pretrain/synthetic/voc.py: the synthetic set in VOC's official
+"""pretrain/data/voc.py and pretrain/synthetic/voc.py: the synthetic set in VOC's official
 layout (read by detectron2's own reader), its shortcut, and the validator's named errors."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pretrain import voc_layout
 from pretrain.data import LAYOUTS
+from pretrain.data import voc as voc_layout
+from pretrain.data.voc import VocLayoutError
 from pretrain.synthetic import voc as synthetic_voc
-from pretrain.voc_layout import VocLayoutError
 from transfer import compat  # noqa: F401  (shims; before any detectron2 import)
 
 

@@ -34,8 +34,9 @@ Guards: no engine loader runs code from a user's file
 -----------------------------------------------------
 detectron2 0.6, fvcore 0.1.5 and mmengine 0.10.7 read configs and checkpoints with loaders that
 execute code from the file. Each guard below routes one of them through the suite's own readers
-(``pretrain/checkpoint.py``: ``torch.load(weights_only=True)``, and for pickles an unpickler that
-admits only numpy arrays and plain containers), which raise ``CheckpointError`` naming the file.
+(``pretrain/checkpoint.py``: ``torch.load(weights_only=True)``, a zip archive's directory bounded
+first, and for pickles an unpickler that admits only numpy arrays and plain containers), which
+raise ``CheckpointError`` naming the file.
 A guard is applied when its module is first imported (at once if it already is), so importing this
 module imports no engine.
 
@@ -82,6 +83,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from transfer.config_guard import check_config_chain
 
 
 class MissingCompiledOpError(RuntimeError):
@@ -231,6 +234,7 @@ def load_detectron2_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """``path`` read with ``yaml.safe_load`` and merged over its ``_BASE_`` chain (each base
     checked by :func:`detectron2_base`), as detectron2's ``load_yaml_with_base`` returns it."""
     path = Path(path)
+    check_config_chain(path, detectron2_base)  # size, aliases, _BASE_ loops and depth
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -295,7 +299,10 @@ def _load_pickle(file: IO[bytes], **_: Any) -> Any:
 
 def _load_torch(file: Any, map_location: Any = None, **_: Any) -> Any:
     from pretrain.checkpoint import load_torch
+    from pretrain.foreign import check_zip_bounds
 
+    if isinstance(file, (str, os.PathLike)):  # a zip bomb is refused before torch unpacks it
+        check_zip_bounds(Path(file))
     return load_torch(file, map_location)
 
 

@@ -19,6 +19,7 @@ from detectron2.modeling.roi_heads import Res5ROIHeads
 
 from pretrain.cli import InputError
 from transfer.compat import ZOO_PREFIX, UnsafeConfigError, detectron2_base
+from transfer.config_guard import check_config_chain
 from transfer.convert import preview
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -46,6 +47,7 @@ if "Res5ROIHeadsExtraNorm" not in ROI_HEADS_REGISTRY:  # this module may be impo
 def load_config(path: str | Path) -> CfgNode:
     """detectron2's default config merged with ``path`` and its ``_BASE_`` chain."""
     cfg = get_cfg()
+    check_config_chain(Path(path), detectron2_base)  # a YAML bomb or a _BASE_ loop: one line
     _merge_config(cfg, Path(path))
     return cfg
 

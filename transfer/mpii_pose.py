@@ -56,6 +56,7 @@ import transfer.quiet  # noqa: F401,I001  (known library warnings silenced)
 from benchmarks.results.leaderboard import DEFAULT_PATH, LeaderboardError
 from pretrain.cli import number, one_line_errors, run_main
 from pretrain.cli import torchrun_command as cli_torchrun
+from pretrain.distributed import PROCESS_COUNT
 from pretrain.open_backbone import add_backbone_arguments
 from transfer.mpii_config import PROTOCOLS, MpiiPoseConfig
 from transfer.mpii_run import TASK, run
@@ -100,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> MpiiPoseConfig:
                    help="continue from the last checkpoint in the run folder")
     p.add_argument("--eval-only", action="store_true",
                    help="score the run folder's last checkpoint (--out of the training run)")
-    p.add_argument("--gpus", type=number(), default=1,
+    p.add_argument("--gpus", type=PROCESS_COUNT, default=1,
                    help="processes (one per GPU; gloo processes on a CPU): with N > 1 the driver "
                         "starts itself under torchrun with --launcher pytorch")
     args = p.parse_args(argv)

@@ -16,7 +16,7 @@ rows) is ``transfer/detectron2_driver.py``.
   GPU) and ``voc_semseg_cpu_FPN_128px.yaml`` (on the embedded set or without a GPU).
 - the data: ``--data`` is VOC's layout (``VOCdevkit/VOC2012``: ``JPEGImages/``,
   ``SegmentationClass/*.png``: palette PNGs, 0 background, 1-20 VOC's classes, 255 ignored;
-  ``ImageSets/Segmentation/{train,val}.txt``), checked by ``pretrain/voc_layout.py``. Where the
+  ``ImageSets/Segmentation/{train,val}.txt``), checked by ``pretrain/data/voc.py``. Where the
   augmented set is laid out as mmsegmentation's ``voc_aug.py`` writes it
   (``SegmentationClassAug/`` and ``ImageSets/Segmentation/aug.txt``) training uses it. The
   labels are rewritten once into the run folder as grey PNGs (``labels/``: detectron2 reads a
@@ -51,8 +51,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import SemSegEvaluator
 
 from pretrain.cli import run_main
-from pretrain.files import atomic_write
-from pretrain.voc_layout import (
+from pretrain.data.voc import (
     IGNORE_LABEL,
     VOC_CLASSES,
     VocLayoutError,
@@ -60,6 +59,7 @@ from pretrain.voc_layout import (
     segmentation_training_set,
     validate_segmentation,
 )
+from pretrain.files import atomic_write
 from transfer import detectron2_driver as driver
 from transfer.detectron2_driver import DriverSettings
 from transfer.detectron2_setup import CONFIG_DIR

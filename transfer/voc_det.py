@@ -18,7 +18,7 @@ leaderboard rows with recipe, budget and deviations) is ``transfer/detectron2_dr
   published recipe); ``voc_cpu_FPN_128px.yaml`` on the embedded set or without a GPU.
 - the data: ``--data`` is VOC's official layout (``VOCdevkit/VOC2007``, ``VOC2012``:
   ``JPEGImages/``, ``Annotations/*.xml``, ``ImageSets/Main/{trainval,test}.txt``), checked
-  first by ``pretrain/voc_layout.py`` (every field detectron2 reads); the classes are VOC's 20
+  first by ``pretrain/data/voc.py`` (every field detectron2 reads); the classes are VOC's 20
   in VOC's order, those the data uses. Without ``--data``: the embedded synthetic set
   (``pretrain.synthetic.default_root()/voc``, whose training backgrounds predict the class);
   where the layout lists ``VOC2007/ImageSets/Main/test_home.txt`` (the synthetic set's test
@@ -55,8 +55,7 @@ from detectron2.utils.logger import setup_logger
 
 from pretrain.backbones import RESNETS
 from pretrain.cli import claim_output, number, run_main
-from pretrain.files import atomic_write
-from pretrain.voc_layout import (
+from pretrain.data.voc import (
     DETECTION_SPLITS,
     HOME_TEST,
     detection_classes,
@@ -64,6 +63,7 @@ from pretrain.voc_layout import (
     has_home_test,
     validate_detection,
 )
+from pretrain.files import atomic_write
 from transfer import detectron2_driver as driver
 from transfer.detectron2_driver import DriverSettings
 from transfer.detectron2_setup import CONFIG_DIR

@@ -54,7 +54,15 @@ from benchmarks.results import leaderboard
 from benchmarks.results.gaps import gap_of
 from benchmarks.results.predictions import prediction_key
 from pretrain.checkpoint import save_backbone
-from pretrain.cli import InputError, claim_output, keeping, number, one_line_errors, run_main
+from pretrain.cli import (
+    IMAGE_SIZE,
+    InputError,
+    claim_output,
+    keeping,
+    number,
+    one_line_errors,
+    run_main,
+)
 from pretrain.files import atomic_write, git_commit
 from pretrain.open_backbone import (
     RANDOM,
@@ -173,7 +181,7 @@ def parser(task: Task) -> argparse.ArgumentParser:
                    help="linear-probe epochs (default %(default)s)")
     p.add_argument("--init-seed", type=int, default=ProbeConfig.init_seed,
                    help="seed of the random-init control")
-    p.add_argument("--image-size", type=number(int, 8), help="resolution fed to the backbone "
+    p.add_argument("--image-size", type=IMAGE_SIZE, help="resolution fed to the backbone "
                    "(default: the first train image's shorter side, at most 224)")
     p.add_argument("--batch-size", type=number(), default=ProbeConfig.batch_size,
                    help="extraction batch size")

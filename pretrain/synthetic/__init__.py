@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pretrain.cli import InputError
 from pretrain.synthetic import coco, colorful_mnist, fairface, mpii, voc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,9 +50,21 @@ def generate(out: Path, size: str = "default", seed: int = 0) -> Path:
     return out
 
 
+DATA_DIR_VARIABLE = "SUITE_DATA_DIR"
+
+
 def data_dir() -> Path:
-    """``$SUITE_DATA_DIR``, or ``<repo>/data`` (git-ignored)."""
-    return Path(os.environ.get("SUITE_DATA_DIR", REPO_ROOT / "data"))
+    """``$SUITE_DATA_DIR``, or ``<repo>/data`` (git-ignored). A value that is empty or names
+    something other than a folder is refused on one line."""
+    value = os.environ.get(DATA_DIR_VARIABLE)
+    if value is None:
+        return REPO_ROOT / "data"
+    path = Path(value)
+    if not value.strip() or (path.exists() and not path.is_dir()):
+        found = "is empty" if not value.strip() else "names a file, not a folder"
+        raise InputError(f"{DATA_DIR_VARIABLE}={value!r} {found}; set it to the folder that "
+                         "holds (or will hold) the generated data sets, or unset it")
+    return path
 
 
 @contextmanager

@@ -22,9 +22,9 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pretrain.data.voc import HOME_TEST, IGNORE_LABEL, VOC_CLASSES
 from pretrain.synthetic.coco import _place_polygon
 from pretrain.synthetic.common import scene, write_csv
-from pretrain.voc_layout import HOME_TEST, IGNORE_LABEL, VOC_CLASSES
 
 IMAGES = {"tiny": (8, 6), "default": (400, 100)}  # trainval (2007 + 2012), test images per size
 HOME_SCENE_PROB = 0.9  # P(scene = the first object's home scene) in the training images

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pretrain.cli import InputError
+from pretrain.data.files import DataError
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
@@ -39,7 +39,7 @@ AUG_LABELS = "SegmentationClassAug"
 SEE = "see datasets/README.md (Pascal VOC)"
 
 
-class VocLayoutError(InputError):
+class VocLayoutError(DataError):
     """The VOC layout is missing a file or holds a malformed one; the message names it."""
 
 
