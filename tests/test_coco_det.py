@@ -125,8 +125,8 @@ def test_driver_refuses_bad_input_before_training(tiny_data: Path, tmp_path: Pat
                                                   capsys: pytest.CaptureFixture) -> None:
     cifar = tmp_path / "cifar.pth"
     torch.save(build_resnet("resnet18", stem="small").state_dict(), cifar)
-    assert coco_det.main(["--weights", str(cifar), "--data", str(tiny_data / "coco"),
-                          "--out", str(tmp_path / "run")]) == 2
+    assert coco_det.main(["--weights", str(cifar), "--stem", "small", "--data",
+                          str(tiny_data / "coco"), "--out", str(tmp_path / "run")]) == 2
     assert "small-image stem" in capsys.readouterr().err
     assert not (tmp_path / "run" / "last_checkpoint").exists()
     torch.manual_seed(0)
