@@ -2,8 +2,10 @@
 
 Backbone checkpoint (what converters and benchmarks read): a ``.safetensors`` file holding a
 torchvision ResNet state_dict (no ``fc.*``) and, in the safetensors header, ``suite_meta``: a JSON
-object with method, regularizer, arch, stem, data, epochs, steps, seed, commit. Safetensors cannot
-carry code, so reading it is safe whatever its origin.
+object with method, regularizer, arch, stem, data, epochs, steps, seed, commit, and for a
+MetaMask backbone ``feature_mask``: the values of its dimensional mask M, which its paper's kNN
+applies to the pooled features (:func:`feature_mask`). Safetensors cannot carry code, so reading
+it is safe whatever its origin.
 
 Training state (for ``--resume``): a ``torch.save`` file of tensors and plain containers only,
 read back with ``weights_only=True``.
@@ -85,6 +87,24 @@ def load_backbone(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dic
                               "again")
     check_finite(tensors, str(path))
     return tensors, meta
+
+
+def feature_mask(meta: dict[str, Any], feature_dim: int, source: str) -> torch.Tensor | None:
+    """The backbone's ``feature_mask`` (feature_dim,) from its metadata, None when it has none;
+    a mask that is not ``feature_dim`` finite numbers is a :class:`CheckpointError`."""
+    values = meta.get("feature_mask")
+    if values is None:
+        return None
+    if not (isinstance(values, list) and len(values) == feature_dim and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        raise CheckpointError(f"{source}: its 'feature_mask' metadata is not a list of "
+                              f"{feature_dim} numbers (the backbone's feature width); the file "
+                              "was edited or damaged, export it again")
+    mask = torch.tensor(values, dtype=torch.float32)
+    if not torch.isfinite(mask).all():
+        raise CheckpointError(f"{source}: its 'feature_mask' holds NaN or infinity; the run "
+                              "diverged, train it again")
+    return mask
 
 
 def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:

@@ -76,7 +76,8 @@ class PretrainConfig:
     seed: int = _opt(0, "seed for initialisation, sampling and augmentation")
     device: str = _opt("auto", "auto (cuda when available), cpu or cuda")
     amp: bool = _opt(True, "bf16 autocast and channels_last on CUDA (no effect on CPU)")
-    sync_bn: bool = _opt(False, "convert BatchNorm to SyncBatchNorm under DDP on CUDA")
+    sync_bn: bool = _opt(False, "the method's BatchNorm over the global batch under DDP "
+                         "(SyncBatchNorm on CUDA, else pretrain.global_norm's)")
     workers: int | None = _opt(None, "DataLoader workers; unset = 0 on CPU, 8 per GPU", type=int)
     augment_on: str = _opt("device", "device: the workers decode and crop, the training device "
                            "applies flip, jitter, grayscale, blur to the batch (JPEGs decoded on "

@@ -21,8 +21,11 @@ registry: ``pretrain.regularizers.REGULARIZERS[name](method, cfg)``, options in
     loss, terms = reg.regularize(out["loss"], method, batch, out, progress)   # (a) extra loss
     loss.backward(); <average reg.joint_parameters() grads over ranks>; optimizer.step()
     method.after_step(out, progress)                         # EMA target / queue
-    if reg.meta_every and (step + 1) % reg.meta_every == 0:
+    if reg.meta_due(step):                                   # (f) every meta_every-th step
         reg.meta_step(method, batch, optimizer, lr, step)    # (d) meta step
+
+(the regular part runs when ``reg.regular_due(step)``, hook f: a schedule alternating epochs of
+regular and meta steps skips it; a step with only a meta step logs the meta step's inner loss).
 
 - ``out`` holds fmap1/fmap2 (res5 maps), h1/h2 (pooled features), z1/z2 (projections) and the
   method's own tensors; ``method.encode(x)`` runs the online backbone on anything else (e.g. a
@@ -39,6 +42,14 @@ registry: ``pretrain.regularizers.REGULARIZERS[name](method, cfg)``, options in
   param groups' ``lr`` is this step's (``lr``).
 - (e) ``set_schedule`` gives the run's length (steps per epoch, total steps), e.g. for a warm-up
   in epochs; ``progress`` in (a) is steps done / total steps.
+- (g) ``reg.regular_optimizer()`` may name the optimizer the regular step trains with (MetaMask's
+  official one) instead of the method's, unless ``--optimizer``, ``--lr`` or ``--weight-decay``
+  is given; ``reg.bind_optimizer(optimizer)`` is called once it is built, before a resumed state
+  loads.
+- (h) ``reg.backbone_metadata()`` is saved in the backbone checkpoint's metadata (MetaMask's mask).
+- Under DDP the regularizer's BatchNorm layers normalise over the global batch
+  (:mod:`pretrain.global_norm`), as do the method's with ``--sync-bn``, so W ranks compute one
+  process's losses.
 """
 from __future__ import annotations
 
@@ -73,6 +84,7 @@ from pretrain.config import (
 )
 from pretrain.device_augment import InputPipeline
 from pretrain.files import atomic_write, git_commit
+from pretrain.global_norm import globalize_batch_norm
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
 from pretrain.run_state import STATE_FILE, restore_training_state, save_training_state
@@ -129,6 +141,19 @@ def build_regularizer(cfg: PretrainConfig, method: Method) -> Regularizer:
     return REGULARIZERS[cfg.regularizer](method, cfg)
 
 
+def global_batch_norm(method: Method, regularizer: Regularizer, cuda: bool, sync_bn: bool
+                      ) -> tuple[Method, Regularizer]:
+    """The BatchNorm layers of a DDP run: the regularizer's always over the global batch (its
+    losses are defined on it), the method's with ``sync_bn``: SyncBatchNorm on CUDA, except with
+    a bi-level regularizer (its virtual step differentiates the backward, which SyncBatchNorm's
+    is not), else :class:`pretrain.global_norm.GlobalBatchNorm`."""
+    regularizer = globalize_batch_norm(regularizer)
+    if sync_bn:
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method) \
+            if cuda and not regularizer.meta_every else globalize_batch_norm(method)
+    return method, regularizer
+
+
 def training_step(model: nn.Module, method: Method, regularizer: Regularizer,
                   optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], step: int,
                   progress: float, lr: float, amp: bool) -> tuple[float, dict[str, float]]:
@@ -136,20 +161,27 @@ def training_step(model: nn.Module, method: Method, regularizer: Regularizer,
 
     ``model`` is ``method`` or its DDP wrapper. A non-finite loss raises before any update.
     """
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-        out = model(batch["x1"], batch["x2"], feature_mask=regularizer.feature_mask)
-        loss, terms = regularizer.regularize(out["loss"], method, batch, out, progress)
-    loss_value = D.mean_over_ranks(loss.float()).item()
-    if not math.isfinite(loss_value):
-        raise NonFiniteLossError(f"loss is {loss_value} at step {step}")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    D.average_gradients(regularizer.joint_parameters())
-    optimizer.step()
-    method.after_step(out, progress)
-    logs = {k: float(v) for k, v in terms.items()}
-    if regularizer.meta_every and (step + 1) % regularizer.meta_every == 0:
+    logs: dict[str, float] = {}
+    loss_value = None
+    if regularizer.regular_due(step):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out = model(batch["x1"], batch["x2"], feature_mask=regularizer.feature_mask)
+            loss, terms = regularizer.regularize(out["loss"], method, batch, out, progress)
+        loss_value = D.mean_over_ranks(loss.float()).item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(f"loss is {loss_value} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        D.average_gradients(regularizer.joint_parameters())
+        optimizer.step()
+        method.after_step(out, progress)
+        logs = {k: float(v) for k, v in terms.items()}
+    if regularizer.meta_due(step):  # after optimizer.step(): the virtual step is the next one
         logs.update(regularizer.meta_step(method, batch, optimizer, lr, step))
+    if loss_value is None:  # a meta-only step: its inner loss is the regular objective
+        loss_value = D.mean_over_ranks(torch.tensor(logs["meta_inner"])).item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLossError(f"loss is {loss_value} at step {step}")
     return loss_value, logs
 
 
@@ -228,6 +260,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
         torch.cuda.set_device(device)
     if cfg.method not in METHODS:
         raise ConfigError(f"unknown --method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    recipe_given = any(v is not None for v in (cfg.optimizer, cfg.lr, cfg.weight_decay))
     cfg = resolve(cfg, device.split(":")[0], METHODS[cfg.method].DEFAULTS)
     rank, world = D.rank(), D.world_size()
     if cfg.batch_size % world:
@@ -239,6 +272,11 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     method = build_method(cfg.method, build_resnet(cfg.arch, cfg.stem), FEATURE_DIMS[cfg.arch],
                           **cfg.method_args)
     regularizer = build_regularizer(cfg, method)
+    own_optimizer = regularizer.regular_optimizer()
+    if own_optimizer is not None and not recipe_given:  # config.yaml records it (lr per 256)
+        name, lr, weight_decay, momentum = own_optimizer
+        cfg = dataclasses.replace(cfg, optimizer=name, lr=lr * 256 / cfg.batch_size,
+                                  weight_decay=weight_decay, momentum=momentum)
     run_dir = prepare_run_dir(cfg, resume)
     cfg = dataclasses.replace(cfg, out=str(run_dir), name=None)  # config.yaml names its folder
     if rank == 0:
@@ -261,8 +299,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     regularizer.to(device)
     if cuda and cfg.amp:
         method.to(memory_format=torch.channels_last)
-    if cuda and world > 1 and cfg.sync_bn:
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if world > 1:
+        method, regularizer = global_batch_norm(method, regularizer, cuda, cfg.sync_bn)
     model: nn.Module = method
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
@@ -270,6 +308,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     trainable = [p for p in method.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, trainable + regularizer.joint_parameters(),
                                 peak_lr, cfg.weight_decay, cfg.momentum)
+    regularizer.bind_optimizer(optimizer)
 
     state_path = run_dir / STATE_FILE
     start_step, history = 0, []
@@ -354,7 +393,8 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
             "method": cfg.method, "regularizer": cfg.regularizer, "arch": cfg.arch,
             "stem": cfg.stem, "data": cfg.data if cfg.data_root else f"synthetic-{cfg.data}",
             "data_root": cfg.data_root or "embedded", "image_size": cfg.image_size,
-            "epochs": epochs_done, "steps": step, "seed": cfg.seed, "commit": git_commit()})
+            "epochs": epochs_done, "steps": step, "seed": cfg.seed, "commit": git_commit(),
+            **regularizer.backbone_metadata()})
         metrics = {"steps": step, "epochs": epochs_done, "final_loss": history[-1]["loss"],
                    "wall_s": round(elapsed, 2),
                    "images_per_s": round(images / elapsed, 2) if elapsed > 0 else None,

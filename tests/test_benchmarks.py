@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from benchmarks.probes import coco_fgbg, colorful_mnist, fairface, linear
+from benchmarks.probes.config import parse_config, resolve
 from benchmarks.probes.probe import main, run_task
 from benchmarks.results.leaderboard import read_rows
 from pretrain.backbones import build_resnet
@@ -45,6 +46,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_colorful_mnist_fixed_and_finetune(tmp_path, tiny_data, checkpoint):
     metrics = run_task(colorful_mnist.TASK, ["--weights", str(checkpoint), "--trials", "2",
+                                             "--backbone-name", "tv50",
                                              *common(tmp_path, tiny_data, "fixed")])
     results = metrics["results"]
     assert set(results) == {"linear", "knn5", "knn200"}
@@ -59,12 +61,14 @@ def test_colorful_mnist_fixed_and_finetune(tmp_path, tiny_data, checkpoint):
     assert len(board) == 2 * 2 + 2 * 2  # linear x 2 seeds + knn5/knn200 x seed 0, 2 metrics
     assert {r["protocol"] for r in board} == {"linear", "knn5", "knn200"}
     assert all(0 <= float(r["value"]) <= 100 for r in board)
+    assert {r["backbone_name"] for r in board} == {"tv50"}   # --backbone-name labels every row
 
     metrics = run_task(colorful_mnist.TASK, ["--weights", str(checkpoint), "--protocol",
                                              "finetune", "--epochs", "1",
                                              *common(tmp_path, tiny_data, "finetune")])
     assert set(metrics["results"]) == {"finetune"}
-    assert len(rows(tmp_path, task="colorful_mnist", protocol="finetune")) == 2
+    tuned = rows(tmp_path, task="colorful_mnist", protocol="finetune")
+    assert len(tuned) == 2 and {r["backbone_name"] for r in tuned} == {""}
     assert (tmp_path / "finetune" / "log.txt").read_text()
 
 
@@ -138,6 +142,7 @@ def test_scripts_run_from_the_command_line(tmp_path, tiny_data, checkpoint):
     (["--weights", "random", "--supervised-on", "colour"], "unknown attribute"),
     (["--supervised-on", "digit", "--protocol", "finetune"], "exclude each other"),
     ([], "--weights is required"),
+    (["--weights", "random", "--backbone-name", " "], "--backbone-name is empty"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, tiny_data, capsys, argv, message):
     code = main(lambda a: run_task(colorful_mnist.TASK, a),
@@ -154,7 +159,6 @@ def test_imagefolder_needs_data(tmp_path, capsys):
 def test_settings_are_one_frozen_config_resolved_once(tmp_path, tiny_data):
     from dataclasses import FrozenInstanceError
 
-    from benchmarks.probes.probe import parse_config, resolve
 
     parsed = parse_config(colorful_mnist.TASK, ["--weights", "random", "--data",
                                                 str(tiny_data / "colorful_mnist")])

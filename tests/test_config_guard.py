@@ -11,7 +11,7 @@ from test_hostile import _assert_untouched, _checksums, _one_error_line
 
 import transfer.compat  # noqa: F401,I001  (its guards, before detectron2)
 from pretrain.bounded_yaml import MAX_YAML_BYTES, YamlBoundError
-from transfer import coco_det, compat
+from transfer import coco_det, compat, detectron2_compat
 from transfer.config_guard import MAX_BASE_DEPTH, check_config_chain
 
 pytestmark = pytest.mark.reliability
@@ -50,7 +50,7 @@ def test_detectron2_reader_refuses_a_yaml_bomb(tmp_path: Path) -> None:
 def test_a_base_loop_and_a_deep_chain_are_one_line(
         tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(compat, "config_roots", lambda: [tmp_path.resolve()])
+    monkeypatch.setattr(detectron2_compat, "config_roots", lambda: [tmp_path.resolve()])
     (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\n")
     (tmp_path / "b.yaml").write_text("_BASE_: [a.yaml]\nMODEL: {MASK_ON: true}\n")
     for depth in range(MAX_BASE_DEPTH + 1):

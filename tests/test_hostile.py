@@ -39,7 +39,7 @@ from pretrain.checkpoint import (
     load_torch,
     save_backbone,
 )
-from transfer import coco_det, compat
+from transfer import coco_det, compat, detectron2_compat
 
 pytestmark = pytest.mark.reliability
 REPO = Path(__file__).resolve().parent.parent
@@ -209,7 +209,7 @@ def test_detectron2_base_chain_stays_in_the_zoo_and_transfer_configs(
     _assert_untouched(tmp_path, before)
 
     # a chain inside the trusted folders is still read safely, by coco_det and by detectron2
-    monkeypatch.setattr(compat, "config_roots", lambda: [tmp_path.resolve()])
+    monkeypatch.setattr(detectron2_compat, "config_roots", lambda: [tmp_path.resolve()])
     (tmp_path / "chain.yaml").write_text("_BASE_: base.yaml\n")
     with pytest.raises(coco_det.CocoDetError, match="base.yaml: cannot be read as YAML"):
         coco_det.load_config(tmp_path / "chain.yaml")

@@ -18,6 +18,7 @@ from test_hostile import _assert_untouched, _checksums, _one_error_line, _row
 
 import transfer.compat  # noqa: F401,I001  (its guards, before detectron2 and mmengine)
 from benchmarks.probes import coco_fgbg, colorful_mnist, fairface, probe
+from benchmarks.probes.config import ProbeTask
 from benchmarks.results import leaderboard
 from benchmarks.runner import suite
 from pretrain import data as data_module
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.reliability
 FAST = ["--weights", "random", "--arch", "resnet18", "--image-size", "32", "--linear-epochs", "1"]
 
 
-def _probe(task: probe.Task, tmp_path: Path, data: Path, *extra: str,
+def _probe(task: ProbeTask, tmp_path: Path, data: Path, *extra: str,
            board: str = "board.csv") -> int:
     return probe.main(lambda argv: probe.run_task(task, argv),
                       [*FAST, "--data", str(data), "--leaderboard", str(tmp_path / board),

@@ -1,9 +1,11 @@
 """DDP on the CPU (gloo): two processes compute exactly the gradients of one process on the
 combined batch (SimCLR's and Barlow Twins' cross-rank terms via gathers with gradients), MoCo's
-queue receives every rank's keys, and the bi-level regularizers' meta-gradients (ICL-MSR's
-negatives, MCR's global batch, the all-reduced inner gradients of the virtual step) are those of one
-process. BatchNorm is stripped (per-rank batch statistics differ by design; SyncBN covers that on
-CUDA)."""
+queue receives every rank's keys, and the bi-level regularizers, with every module the production
+code builds and the BatchNorm conversion the loop applies under DDP (``global_batch_norm``, with
+--sync-bn), give one process's regular-step gradients and meta-gradients (ICL-MSR's negatives,
+MCR's global batch, MetaMask's redundancy head, the all-reduced inner gradients of the virtual
+step). The methods-only test strips BatchNorm (without --sync-bn its per-rank statistics differ by
+design)."""
 from __future__ import annotations
 
 import os
@@ -22,6 +24,7 @@ from torch import nn
 from pretrain.checkpoint import load_backbone
 from pretrain.methods import METHODS
 from pretrain.optim import LARS
+from pretrain.train import global_batch_norm
 
 REPO = Path(__file__).resolve().parent.parent
 WORLD, PER_RANK = 2, 4
@@ -50,15 +53,22 @@ def _step(model: nn.Module, method: nn.Module, x1: torch.Tensor, x2: torch.Tenso
             "buffers": {n: b.clone() for n, b in method.named_buffers()}}
 
 
-def _meta_gradients(rows: slice) -> dict[str, torch.Tensor]:
-    """Each bi-level regularizer's meta-gradient (BN-free, float64) on ``rows`` of the batch."""
+def _regularizer_gradients(rows: slice) -> dict[str, dict[str, torch.Tensor]]:
+    """Each bi-level regularizer's regular-step gradient (this rank's, of the method's and the
+    joint parameters) and meta-gradient (float64, every module kept) on ``rows`` of the batch."""
     grads = {}
     for method, regularizer in META_PAIRS:
-        model, reg = tiny_pair(method, regularizer, batch_norm=False)
-        optimizer = LARS(model.parameters(), lr=2.0, weight_decay=1e-2, momentum=0.9, eta=0.05)
+        model, reg = global_batch_norm(*tiny_pair(method, regularizer), cuda=False, sync_bn=True)
         batch = {k: v[rows] for k, v in tiny_batch(WORLD * PER_RANK).items()}
-        grads[regularizer] = torch.cat([g.flatten() for g in meta_gradient(reg, model, batch,
-                                                                           optimizer)])
+        out = model(batch["x1"], batch["x2"], feature_mask=reg.feature_mask)
+        loss, _ = reg.regularize(out["loss"], model, batch, out, 0.5)
+        params = [p for p in model.parameters() if p.requires_grad] + reg.joint_parameters()
+        regular = torch.autograd.grad(loss, params, allow_unused=True)
+        optimizer = LARS(model.parameters(), lr=2.0, weight_decay=1e-2, momentum=0.9, eta=0.05)
+        grads[regularizer] = {
+            "regular": torch.cat([torch.zeros_like(p).flatten() if g is None else g.flatten()
+                                  for p, g in zip(params, regular)]),
+            "meta": torch.cat([g.flatten() for g in meta_gradient(reg, model, batch, optimizer)])}
     return grads
 
 
@@ -73,7 +83,7 @@ def _worker(rank: int, rendezvous: str, out_dir: str) -> None:
         method = _toy_method(name)
         model = nn.parallel.DistributedDataParallel(method)
         results[name] = _step(model, method, x1[mine], x2[mine])
-    results["meta"] = _meta_gradients(mine)
+    results["regularizers"] = _regularizer_gradients(mine)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -110,13 +120,19 @@ def test_two_ranks_match_one_process_on_the_combined_batch(two_ranks: list[dict]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("regularizer", [pair[1] for pair in META_PAIRS])
-def test_two_ranks_meta_gradients_match_one_process(two_ranks: list[dict],
-                                                    regularizer: str) -> None:
-    reference = _meta_gradients(slice(None))[regularizer]
-    assert reference.norm() > 0
+def test_two_ranks_regularizers_as_shipped_match_one_process(two_ranks: list[dict],
+                                                             regularizer: str) -> None:
+    """The regular step's gradient (DDP's average of the ranks') and the meta-gradient (averaged
+    by the meta step itself) of two ranks against one process on the combined batch."""
+    reference = _regularizer_gradients(slice(None))[regularizer]
+    assert reference["regular"].norm() > 0 and reference["meta"].norm() > 0
+    regular = sum(ranks["regularizers"][regularizer]["regular"] for ranks in two_ranks) / WORLD
+    error = (regular - reference["regular"]).norm() / reference["regular"].norm()
+    assert error < 1e-9, (regularizer, float(error))
     for rank in range(WORLD):
-        got = two_ranks[rank]["meta"][regularizer]
-        assert (got - reference).norm() / reference.norm() < 1e-6, (rank, got, reference)
+        got = two_ranks[rank]["regularizers"][regularizer]["meta"]
+        error = (got - reference["meta"]).norm() / reference["meta"].norm()
+        assert error < 1e-9, (regularizer, rank, float(error))
 
 
 @pytest.mark.slow

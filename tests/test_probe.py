@@ -1,5 +1,5 @@
 """The probe engine: linear probe, weighted kNN, feature cache, backbone loading, fine-tuning
-(benchmarks/probes/protocols.py, benchmarks/probes/features.py, benchmarks/probes/probe.py)."""
+(benchmarks/probes/protocols.py, benchmarks/probes/features.py, benchmarks/probes/rows.py)."""
 from __future__ import annotations
 
 import shutil
@@ -14,15 +14,15 @@ from benchmarks.probes.features import (
     feature_key,
     train_transform,
 )
-from benchmarks.probes.probe import summarize
 from benchmarks.probes.protocols import (
     FinetuneRecipe,
     LinearRecipe,
+    accuracy,
     finetune,
-    knn_accuracy,
     knn_predict,
     linear_probe,
 )
+from benchmarks.probes.rows import probe_summary
 from pretrain.backbones import build_resnet
 from pretrain.checkpoint import CheckpointError, save_backbone
 from pretrain.data import ColorfulMNIST
@@ -59,7 +59,7 @@ def test_linear_probe_is_deterministic_by_seed():
 
 def test_knn_recovers_planted_signal_and_is_chance_on_noise():
     train, test = planted(800, 0), planted(1500, 1)
-    acc = knn_accuracy(train, test, CLASSES)
+    acc = {k: accuracy(p, test.labels) for k, p in knn_predict(train, test.x, CLASSES).items()}
     assert set(acc) == {5, 200}
     for k in (5, 200):
         assert acc[k]["signal"] > 98
@@ -172,7 +172,7 @@ def test_finetune_is_deterministic_by_seed(tiny_data):
     assert not torch.equal(states[0], states[2])
 
 
-def test_summarize_mean_and_std():
-    stats = summarize([{"linear": {"m": 1.0}}, {"linear": {"m": 3.0}}])["linear"]["m"]
+def test_probe_summary_mean_and_std():
+    stats = probe_summary([{"linear": {"m": 1.0}}, {"linear": {"m": 3.0}}])["linear"]["m"]
     assert stats["mean"] == 2.0 and stats["n"] == 2
     assert stats["std"] == pytest.approx(2 ** 0.5, abs=1e-3)

@@ -10,6 +10,7 @@ import torchvision.transforms as T
 
 from benchmarks.probes import probe
 from benchmarks.probes.colorful_mnist import TASK as COLORFUL_MNIST
+from benchmarks.probes.config import ProbeTask
 from benchmarks.probes.fairface import TASK as FAIRFACE
 
 
@@ -17,7 +18,7 @@ class _Stop(Exception):
     pass
 
 
-def _finetune_transform(task: probe.Task, data: Path, tmp_path: Path,
+def _finetune_transform(task: ProbeTask, data: Path, tmp_path: Path,
                         monkeypatch: pytest.MonkeyPatch) -> tuple[T.Compose, bool]:
     """The transform of the data set the task's fine-tuning trains on, and the recipe's flag."""
     seen = {}

@@ -9,12 +9,14 @@ import torch.nn.functional as F
 
 from pretrain.regularizers.common import warmup_fraction
 from pretrain.regularizers.mcr import (
+    SeriesDivergenceError,
     coding_series,
     comp_loss,
     mcr_loss,
     mec_embedding,
     mec_lambda,
     mec_scale,
+    series_lambda,
     series_radius,
 )
 from pretrain.regularizers.msr import SemanticWeightNet, backdoor_nll, uniformity
@@ -80,8 +82,10 @@ def test_mcr_is_lowest_when_views_match_the_comprehensive_embedding() -> None:
 
 
 def test_mec_constants_and_warm_up() -> None:
-    assert mec_lambda(64, 8192) == 8192 / (64 * 8192)             # MEC's: d / (m eps), eps = d
-    assert mec_lambda(32, 128) == mec_lambda(32, 2048) == 1 / 32   # MEC's guarantee: 1 / m
+    assert mec_lambda(64, 8192) == 8192 / (64 * 64)                # MEC's: d / (m eps)
+    assert mec_lambda(32, 128, guaranteed=True) == mec_lambda(32, 2048, guaranteed=True) \
+        == 1 / 32                                                  # MEC's guarantee: 1 / m
+    assert mec_lambda(32, 16, guaranteed=True) == 16 / (32 * 64)
     assert mec_lambda(256, 128, warmup=0.0) == mec_lambda(256, 128) / 8
     assert mec_lambda(256, 128, warmup=0.5) == mec_lambda(256, 128) / 4.5
     assert mec_scale(32, 128) == 80 * 32 * (128 / (32 * 64))      # mu m lambda_MEC
@@ -112,17 +116,24 @@ def test_mcr_at_the_budgets_sizes_is_finite_and_converges_after_warm_up(batch: i
     # term: -c for L_comp, -c x the summed mean cosine of each view with Z_hat for L_mcr.
     assert -1 < comp / c < -0.6, float(comp / c)
     # MEC's 1/(m lambda) scaling keeps the first-order term through the lambda warm-up
-    assert -1 < comp_loss(z_hat, warmup=0.0) / c < -0.95
-    cosines = sum((mec_embedding(z_hat) * mec_embedding(z)).sum(1).mean() for z in (z1, z2))
+    assert -1 < comp_loss(z_hat, warmup=0.0) / c < -0.6
+    cosines = sum((mec_embedding(z_hat) * mec_embedding(z, False)).sum(1).mean()
+                  for z in (z1, z2))
     assert 0.58 * cosines < -mcr / c < cosines, (float(mcr / c), float(cosines))
-    embeddings = [mec_embedding(z) for z in (z_hat, z1, z2)]
-    radius = series_radius(embeddings, mec_lambda(batch, dim))
+    embeddings = [mec_embedding(z_hat), mec_embedding(z1, False), mec_embedding(z2, False)]
+    lam, radius = series_lambda(embeddings)
     assert 0.05 < radius < 1
+    # MEC's lambda wherever its series converges; else the guarantee's edge, 1 / m
+    mec_radius = series_radius(embeddings, mec_lambda(batch, dim))
+    assert lam == (mec_lambda(batch, dim) if mec_radius < 1 else 1 / batch)
+    assert (mec_radius < 1) == (dim == 128), mec_radius  # Barlow Twins' widths: d / eps >= 32
     assert series_radius(embeddings, mec_lambda(batch, dim, warmup=0.0)) == \
-        pytest.approx(radius / 8)
+        pytest.approx(mec_radius / 8)
     collapsed = torch.randn(batch, 1, dtype=torch.float64) * torch.randn(1, dim,
                                                                          dtype=torch.float64)
-    assert series_radius([mec_embedding(collapsed)], mec_lambda(batch, dim)) == pytest.approx(1)
+    assert series_radius([mec_embedding(collapsed)], 1 / batch) == pytest.approx(1)
+    with pytest.raises(SeriesDivergenceError, match="collapsed onto one direction"):
+        series_lambda([mec_embedding(collapsed)], max_radius=0.99)
 
 
 def test_warm_up_is_the_papers_fraction_or_its_epochs() -> None:

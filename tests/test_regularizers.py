@@ -20,7 +20,7 @@ from torch import nn
 
 from pretrain.augment import MEAN, STD
 from pretrain.checkpoint import load_backbone, load_torch
-from pretrain.config import ConfigError, parse_args
+from pretrain.config import ConfigError, load_yaml, parse_args
 from pretrain.data import ColorfulMNIST
 from pretrain.methods import build_method
 from pretrain.methods.simclr import nt_xent
@@ -39,7 +39,8 @@ SMALL_REG = {"metamask": {"drr_dim": 16}, "rcl": {"decoder_width": 8}, "msr": {"
 TINY_HEADS = {"simclr": {"proj_hidden_dim": 8, "proj_dim": 5},
               "byol": {"proj_hidden_dim": 8, "proj_dim": 5},
               "barlow_twins": {"proj_hidden_dim": 8, "proj_dim": 5}}
-TINY_REG = {"msr": {"width": 4, "n_vectors": 2}, "mcr": {}, "metamask": {"drr_dim": 8}}
+TINY_REG = {"msr": {"width": 4, "n_vectors": 2}, "mcr": {}, "metamask": {"drr_dim": 8},
+            "rcl": {"decoder_width": 4}}
 
 
 class TinyBackbone(nn.Module):
@@ -63,14 +64,12 @@ def strip_batch_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def tiny_pair(method: str, regularizer: str, batch_norm: bool = True, **args):
-    """(method, regularizer) on the tiny backbone in float64; BN-free on request (for DDP)."""
+def tiny_pair(method: str, regularizer: str, **args):
+    """(method, regularizer) on the tiny backbone in float64, every module as built."""
     torch.manual_seed(0)
     model = build_method(method, TinyBackbone(), 6, **TINY_HEADS[method])
     reg = REGULARIZERS[regularizer](model, _cfg(method, regularizer,
                                                 **{**TINY_REG[regularizer], **args}))
-    if not batch_norm:
-        strip_batch_norm(model), strip_batch_norm(reg)
     return model.double(), reg.double()
 
 
@@ -88,9 +87,11 @@ def meta_gradient(reg: nn.Module, model: nn.Module, batch: dict[str, torch.Tenso
                   optimizer: torch.optim.Optimizer, step: int = 2) -> list[torch.Tensor]:
     """The gradient the regularizer's own ``meta_step`` applies, read off a plain SGD meta step
     (its update is -lr x gradient); the meta parameters are restored afterwards."""
+    reg.bind_optimizer(optimizer)
     params = meta_parameters(reg)
     before = [p.detach().clone() for p in params]
     reg.meta_optimizer = torch.optim.SGD(params, lr=1.0)
+    reg.bind_optimizer = lambda optimizer: None  # keep the SGD meta step
     reg.meta_step(model, batch, optimizer, 0.0, step)
     lr = reg.meta_optimizer.param_groups[0]["lr"]  # MetaMask sets its own schedule's
     grads = [(b - p.detach()) / lr for b, p in zip(before, params)]
@@ -125,6 +126,10 @@ def test_every_pair_runs_two_steps(tiny_data: Path, tmp_path: Path, method: str,
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
     if REGULARIZERS[regularizer].meta_every:
         assert "meta_outer" in history[-1]
+    if regularizer == "metamask":  # the official optimizer; the mask saved with the backbone
+        config = load_yaml(run / "config.yaml")
+        assert (config.optimizer, config.lr * config.batch_size / 256) == ("sgd", 1e-3)
+        assert len(meta["feature_mask"]) == state_dict["layer4.1.bn2.weight"].numel()
 
 
 @pytest.mark.parametrize("regularizer,method", [("msr", "simclr"), ("mcr", "byol"),
@@ -133,6 +138,7 @@ def test_meta_step_moves_only_the_meta_parameters(regularizer: str, method: str)
     model = small_method(method)
     reg = REGULARIZERS[regularizer](model, _cfg(method, regularizer))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg.bind_optimizer(optimizer)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     meta_before = [p.detach().clone() for g in reg.meta_optimizer.param_groups
                    for p in g["params"]]
@@ -243,9 +249,10 @@ def test_rcl_fills_with_the_data_sets_mean_and_warms_up_per_data_set(tiny_data: 
     mpii = REGULARIZERS["rcl"](model, _cfg("simclr", "rcl", "mpii", tiny_data))
     assert mpii.side == IMAGENET_SIDES
     mpii.set_schedule(steps_per_epoch=10, total_steps=100)        # 10 epochs: 10/300 of them
-    for progress, contrast_weight in ((0.03, 0.0), (0.04, 1.0)):
+    for progress, contrast_weight, recon_weight in ((0.03, 0.0, 1.0), (0.04, 1.0, 10.0)):
         total, terms = mpii.regularize(out["loss"], model, batch, out, progress)
-        torch.testing.assert_close(total, contrast_weight * out["loss"] + 10 * terms["recon"])
+        torch.testing.assert_close(total, contrast_weight * out["loss"]
+                                   + recon_weight * terms["recon"])  # the warm-up: L_r alone
     fixed = REGULARIZERS["rcl"](model, _cfg("simclr", "rcl", warmup_epochs=2))
     fixed.set_schedule(steps_per_epoch=10, total_steps=100)
     assert fixed.warmup_fraction() == 0.2 and torch.equal(fixed.fill, torch.zeros(3))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.probes.probe import Predictions
+from benchmarks.probes.example_predictions import Predictions
 from benchmarks.results import stats
 from benchmarks.results.claims import claims, claims_markdown
 from benchmarks.results.leaderboard import read_rows, write_rows

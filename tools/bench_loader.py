@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
 import sys
 import tempfile
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-images", type=Path, metavar="DIR",
                         help="only write the generated ImageNet-like JPEGs to DIR (an "
                         "ImageFolder, e.g. for tools/bench_pretrain.py --data imagefolder=DIR)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if args.write_images:
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.images} JPEGs to {args.write_images / 'images'}; use them with "
               f"--data imagefolder={args.write_images}")
         return 0
+    measured = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             if args.data is not None:
@@ -233,12 +236,19 @@ def main(argv: list[str] | None = None) -> int:
                          else f"{args.workers} workers img/s")
                 print(f"{row.name:<32} {ms:>11.2f} {1e3 / ms:>11.0f} {per_second:>18.0f} "
                       f"{reference / ms:>6.1f}x   ({label})", flush=True)
+                measured.append({"size": size, "path": row.name, "device": str(device),
+                                 "cpu_ms_per_image": round(ms, 3),
+                                 "images_per_s": round(per_second, 1), "throughput_of": label,
+                                 "batch_size": args.batch_size})
             if device.type == "cpu":  # training on the CPU: the device's share is CPU work too
                 for worker, on_device in zip(rows[1::2], rows[2::2]):
                     ms = statistics.median(worker.cpu_ms) + statistics.median(on_device.cpu_ms)
                     name = worker.name.replace(": worker", ": worker + on cpu")
                     print(f"{name:<32} {ms:>11.2f} {1e3 / ms:>11.0f} {'':>18} "
                           f"{reference / ms:>6.1f}x", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(measured, indent=1))
     return 0
 
 

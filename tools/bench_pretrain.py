@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print_row(row)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
 

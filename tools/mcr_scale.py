@@ -25,7 +25,7 @@ from pretrain.checkpoint import load_torch
 from pretrain.config import load_yaml
 from pretrain.data import build_unlabelled
 from pretrain.methods import build_method
-from pretrain.regularizers.mcr import MCR, comp_loss, mec_embedding, mec_lambda, series_radius  # noqa: E501
+from pretrain.regularizers.mcr import MCR, comp_loss, mcr_terms
 
 #: (method, batch, method args): the CPU budget's (32; SimCLR's 128-d, its 2048-d Barlow Twins
 #: projector) and the full budget's (256; 128-d, Barlow Twins' 8192-d); BYOL's 256-d for both.
@@ -45,18 +45,18 @@ def measure(method: torch.nn.Module, reg: MCR, batch: int) -> str:
     method.train(), reg.train()  # batch statistics, as in training
     out = method(*views(batch))
     z_hat = reg.compmod(out["h1"], out["h2"])
-    ssl, mcr = out["loss"], reg.lambda1 * reg._mcr(out, warmup=1.0)
+    mcr, lam, radius = mcr_terms(z_hat, out["z1"], out["z2"], reg.order, reg.eps)
+    ssl, mcr = out["loss"], reg.lambda1 * mcr
     backbone = list(method.backbone.parameters())
     grad_ratio = (norm(torch.autograd.grad(mcr, backbone, retain_graph=True))
                   / norm(torch.autograd.grad(ssl, backbone)))
     with torch.no_grad():
         comp = float(reg.lambda2 * comp_loss(z_hat, reg.order, reg.eps))
-        embeddings = [mec_embedding(z) for z in (z_hat, out["z1"], out["z2"])]
-        radius = series_radius(embeddings, mec_lambda(*embeddings[0].shape, reg.eps))
     ssl, mcr = float(ssl.detach()), float(mcr.detach())
-    return (f"m={batch:<4d} d={embeddings[0].shape[1]:<5d} L_ssl {ssl:9.4g}  lambda1 L_mcr "
+    return (f"m={batch:<4d} d={z_hat.shape[1]:<5d} L_ssl {ssl:9.4g}  lambda1 L_mcr "
             f"{mcr:10.4g} ({mcr / ssl:+.2g} L_ssl; backbone gradient {grad_ratio:.2g}x L_ssl's)"
-            f"  lambda2 L_comp {comp:10.4g} ({comp / ssl:+.3g} L_ssl)  radius {radius:.3f}")
+            f"  lambda2 L_comp {comp:10.4g} ({comp / ssl:+.3g} L_ssl)  radius {radius:.3f}  "
+            f"lambda {lam:.3g}")
 
 
 def norm(grads: tuple[torch.Tensor, ...]) -> float:

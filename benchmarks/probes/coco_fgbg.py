@@ -15,9 +15,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from benchmarks.probes.config import ProbeTask
 from benchmarks.probes.features import eval_transform
-from benchmarks.probes.probe import Task, main, prepare, report
+from benchmarks.probes.probe import main
 from benchmarks.probes.protocols import LinearRecipe, accuracy, linear_predict
+from benchmarks.probes.rows import write_probe_results
+from benchmarks.probes.run_folder import prepare
 from pretrain.data import ICL_MSR_CATEGORIES, CocoObjects
 from pretrain.synthetic import default_root
 
@@ -28,7 +31,7 @@ def load(root: Path, split: str, transform, view: str = "full") -> CocoObjects:
     return CocoObjects(root, "val" if split == "test" else split, view, transform=transform)
 
 
-TASK = Task(
+TASK = ProbeTask(
     name="coco_fgbg",
     classes={"category": len(ICL_MSR_CATEGORIES)},
     load=load,
@@ -60,7 +63,7 @@ def run(argv: list[str] | None = None) -> dict:
                 result[metric] = accuracy(p, tests[short].labels)["category"]
         per_seed.append({"linear": result})
     present = job.load("train", None).present
-    return report(job, per_seed, extra={"categories_present": present})
+    return write_probe_results(job, per_seed, extra={"categories_present": present})
 
 
 def cli() -> int:

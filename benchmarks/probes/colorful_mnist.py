@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks.probes.probe import Task, main, run_task
+from benchmarks.probes.config import ProbeTask
+from benchmarks.probes.probe import main, run_task
 from pretrain.data import ColorfulMNIST
 from pretrain.synthetic import default_root
 
-TASK = Task(
+TASK = ProbeTask(
     name="colorful_mnist",
     classes={"digit": 10, "background": 10},
     load=lambda root, split, transform: ColorfulMNIST(root, split, transform),

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks.probes.probe import Task, main, run_task
+from benchmarks.probes.config import ProbeTask
+from benchmarks.probes.probe import main, run_task
 from pretrain.data import FAIRFACE_LABELS, FairFace
 from pretrain.synthetic import default_root
 
-TASK = Task(
+TASK = ProbeTask(
     name="fairface",
     classes={attr: len(names) for attr, names in FAIRFACE_LABELS.items()},
     load=lambda root, split, transform: FairFace(root, "val" if split == "test" else split,

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from tqdm import tqdm
 
 from pretrain.augment import MEAN, STD
-from pretrain.checkpoint import CheckpointError, load_torch, save_state
+from pretrain.checkpoint import CheckpointError, feature_mask, load_torch, save_state
 from pretrain.open_backbone import Backbone
 
 MAX_IMAGE_SIZE = 224
@@ -55,8 +56,6 @@ def train_transform(image_size: int, hflip: bool = True) -> T.Compose:
 
 def native_image_size(dataset: Dataset) -> int:
     """The shorter side of the data set's first image, capped at 224: the default resolution."""
-    from PIL import Image
-
     path = dataset.samples[0][0]
     with Image.open(path) as img:
         return min(min(img.size), MAX_IMAGE_SIZE)
@@ -138,3 +137,11 @@ def cached_features(backbone: Backbone, dataset: Dataset, cache_dir: Path, devic
         timings[desc] = round(rate, 2)
     save_state(path, {"x": features.x, "labels": features.labels})
     return features
+
+
+def masked_features(features: Features, backbone: Backbone) -> Features | None:
+    """``features`` times the backbone's MetaMask mask M (its checkpoint's ``feature_mask``): the
+    representation h (x) M on which MetaMask's official code scores kNN (its paper's Table 2);
+    None for a backbone without a mask."""
+    mask = feature_mask(backbone.meta, features.x.shape[1], backbone.origin)
+    return None if mask is None else Features(features.x * mask, features.labels)

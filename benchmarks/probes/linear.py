@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmarks.probes.probe import Task, main, run_task
+from benchmarks.probes.config import ProbeTask
+from benchmarks.probes.probe import main, run_task
 from pretrain.data import DataError, ImageFolderData
 
 
@@ -27,7 +28,7 @@ def load(root: Path, split: str, transform) -> ImageFolderData:
     return data
 
 
-TASK = Task(
+TASK = ProbeTask(
     name="imagefolder",
     classes=lambda root: {"class": len(load(root, "train", None).classes)},
     load=load,

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from benchmarks.probes.features import Features, loader
@@ -57,12 +58,6 @@ def accuracy(predicted: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]
     """Top-1 accuracy in percent per attribute of ``predicted``."""
     return {attr: 100.0 * (p.cpu() == labels[attr].cpu()).float().mean().item()
             for attr, p in predicted.items()}
-
-
-def heads_accuracy(heads: nn.ModuleDict, x: torch.Tensor,
-                   labels: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Top-1 accuracy in percent per attribute."""
-    return accuracy(heads_predict(heads, x), labels)
 
 
 def _cosine(optimizer: torch.optim.Optimizer, steps: int):
@@ -155,13 +150,6 @@ def knn_predict(train: Features, queries: torch.Tensor, classes: dict[str, int],
     return {k: {a: torch.cat(p) for a, p in per.items()} for k, per in preds.items()}
 
 
-def knn_accuracy(train: Features, test: Features, classes: dict[str, int],
-                 ks: Sequence[int] = KNN_KS, device: str = "cpu") -> dict[int, dict[str, float]]:
-    """{k: {attribute: top-1 accuracy %}} of :func:`knn_predict` on ``test``."""
-    preds = knn_predict(train, test.x, classes, ks, device=device)
-    return {k: accuracy(per, test.labels) for k, per in preds.items()}
-
-
 # ---------------------------------------------------------------------------------- fine-tune
 @dataclass(frozen=True)
 class FinetuneRecipe:
@@ -194,8 +182,6 @@ def finetune(backbone: nn.Module, dataset: Dataset, classes: dict[str, int], dev
     seeded = SeededViews(dataset, seed)
     writer = None
     if tensorboard is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
         writer = SummaryWriter(str(tensorboard))
     cuda = device.startswith("cuda")
     bar = tqdm(total=steps, desc=f"finetune seed {seed}", file=sys.stderr, leave=False)

@@ -45,7 +45,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pretrain.cli import InputError
 from pretrain.files import atomic_write, file_hash, git_commit
+from pretrain.synthetic import data_dir
 
 COLUMNS = [
     "backbone_id", "backbone_name", "method", "regularizer", "arch", "pretrain_data",
@@ -89,8 +91,6 @@ def run_identity(recipe: str, deviations: dict[str, Any], published: bool = True
 def embedded_data(root: str | os.PathLike) -> bool:
     """Whether ``root`` is (inside) the embedded synthetic data (``pretrain/synthetic``), which
     stands in for a real data set and so deviates from every published recipe."""
-    from pretrain.synthetic import data_dir
-
     base, path = data_dir().resolve(), Path(root).resolve()
     inside = path.relative_to(base).parts if path.is_relative_to(base) else ()
     return bool(inside) and inside[0].startswith("synthetic-")
@@ -124,7 +124,7 @@ def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any],
     }
 
 
-class LeaderboardError(ValueError):
+class LeaderboardError(InputError):
     """A file that is not a leaderboard CSV, or an output the leaderboard will not overwrite."""
 
 

@@ -109,6 +109,7 @@ def panels(rows: list[dict[str, str]], tasks: list[str] | None = None
 def shortcut_figure(rows: list[dict[str, str]], png: str | Path, tasks: list[str] | None = None,
                     mark: str = "python -m benchmarks.suite") -> Path:
     """One figure of the :func:`panels` of ``rows``, two panels a row, written atomically."""
+    # here: only a report with pictures pays for matplotlib, its backend chosen before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,6 +1,6 @@
 """A probe's per-example predictions in its ``predictions.npz``: how they are named (the probes
-write them, :mod:`benchmarks.probes.probe`) and how the leaderboard reads them back, as a hostile
-file: the leaderboard only names its path, and a hand-edited row can name anything.
+write them, :mod:`benchmarks.probes.example_predictions`) and how the leaderboard reads them back,
+as a hostile file: the leaderboard only names its path, and a hand-edited row can name anything.
 
 Refused, with one line on stderr, and the row then shown without its test-set interval (nothing
 else lost): a path that is not a zip archive of ``.npy`` arrays, an archive that would unpack to
@@ -90,8 +90,8 @@ def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
 
 def load_correct(row: dict[str, str]) -> tuple[str, Any] | None:
     """(test set hash, per-example correctness) of a measured row from the ``predictions.npz``
-    its probe saved (benchmarks/probes/probe.py), or None when there is none or it is refused
-    (:func:`read_predictions`)."""
+    its probe saved (benchmarks/probes/example_predictions.py), or None when there is none or it
+    is refused (:func:`read_predictions`)."""
 
     path = row.get("predictions") or ""
     if not path or not Path(path).is_file():

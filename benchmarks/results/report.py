@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks.results.claims import claims, claims_markdown
 from benchmarks.results.leaderboard import markdown_table, read_rows
 from benchmarks.results.pictures import shortcut_figure, shortcut_tasks
-from benchmarks.results.speed_record import report_lines as speed_lines
+from benchmarks.results.speed_record import speed_markdown
 from benchmarks.results.tables import budget_sections, name_of
 from pretrain.files import atomic_write, git_commit
 
@@ -54,7 +54,7 @@ def write(out: Path, records: list[dict]) -> Path:
         png = shortcut_figure(rows, out / f"shortcut_{task}.png", [task])
         lines += [f"![{task}: shortcut picture]({png.name})", ""]
     lines += cost_markdown(rows)
-    lines += speed_lines(out)
+    lines += speed_markdown(out)
     total = sum(r.get("seconds", 0.0) for r in records)
     lines += [f"## Timings (total {total / 60:.1f} min of stage time)", ""]
     lines += markdown_table(["backbone", "stage", "status", "seconds"],

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 
-def report_lines(out: Path) -> list[str]:
+def speed_markdown(out: Path) -> list[str]:
     """The report's section on the run's speed: the machine's reference speed beside the
     budget's, the expected and the actual wall time, and where the path checks ran."""
     path = out / "state" / "speed.json"

@@ -150,6 +150,29 @@ class Regularizer(nn.Module):
         :meth:`set_schedule`, i.e. past any warm-up."""
         return step / self.total_steps if self.total_steps else 1.0
 
+    def regular_due(self, step: int) -> bool:
+        """Whether ``step`` takes a regular step (hook f; a schedule that alternates epochs of
+        regular and meta steps skips some)."""
+        return True
+
+    def meta_due(self, step: int) -> bool:
+        """Whether ``step`` ends with a meta step (hook f): every ``meta_every``-th by default."""
+        return bool(self.meta_every) and (step + 1) % self.meta_every == 0
+
+    def regular_optimizer(self) -> tuple[str, float, float, float] | None:
+        """(optimizer, peak learning rate, weight decay, momentum) the regular step trains with
+        instead of the base method's (hook g); None: the method's."""
+        return None
+
+    def bind_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """The loop's optimizer, given once it is built and before a resumed state loads
+        (hook g): a meta optimizer that follows its rule is built here."""
+
+    def backbone_metadata(self) -> dict[str, Any]:
+        """Entries saved in the backbone checkpoint's metadata (hook h), e.g. MetaMask's mask,
+        which its paper's kNN applies to the features."""
+        return {}
+
     def joint_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by the main optimizer together with the method (hook c)."""
         return []

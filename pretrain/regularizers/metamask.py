@@ -24,6 +24,15 @@ models/mask_generator.py), each paper alternative a ``--regularizer-arg``:
   schedule over the run (configure_optimizers: CosineAnnealingLR over the epochs; here per step,
   as the loop's own schedule). ``mask_schedule=constant``: the fixed learning rate of the paper's
   MetaMask* (section 6.2, Figure 4).
+- The regular step's optimizer (``regular_optimizer=official``): the official code's, SGD at
+  1e-3 (whatever the batch), momentum 0.9, weight decay 5e-4, cosine over the run (the loop's
+  schedule, after its warm-up); the mask's learning rate is tuned against it. Given
+  ``--optimizer``, ``--lr`` or ``--weight-decay``, the run trains the base method's recipe with
+  those changes instead.
+  ``regular_optimizer=base``: the base method's (e.g. LARS at 0.3 x B / 256 for SimCLR).
+- The mask is saved in the backbone checkpoint's metadata (``feature_mask``, M's values): the
+  official code scores its kNN (the metric of the paper's Table 2) on h * M, and the probes apply
+  it to MetaMask backbones (``pretrain.checkpoint.feature_mask``).
 - L_contrast is NT-Xent at that temperature on the base projector's outputs for SimCLR (the
   script's contrastive_loss is NT-Xent); the paper's Table 1 also pairs MetaMask with Barlow Twins,
   whose own loss then plays that role (no temperature).
@@ -64,20 +73,24 @@ class DimensionalMask(nn.Module):
 class MetaMask(BilevelRegularizer):
     DEFAULTS = {"alpha": 10.0, "temperature": 0.07, "mask": "sigmoid", "drr_dim": 2048,
                 "off_diagonal_weight": 5e-3, "meta_lr": 1e-3, "mask_schedule": "cosine",
-                "meta_every": 1}
+                "meta_every": 1, "regular_optimizer": "official"}
+    #: The official code's optimizer of encoder and heads: (name, lr, weight decay, momentum).
+    OFFICIAL_OPTIMIZER = ("sgd", 1e-3, 5e-4, 0.9)
 
     def __init__(self, method: Method, cfg: Any = None) -> None:
         super().__init__(method, cfg)
         self.method_name = require_method("metamask", method, ("simclr", "barlow_twins"))
         opts = options("metamask", cfg, self.DEFAULTS)
         for key, choices in (("mask", ("sigmoid", "linear")),
-                             ("mask_schedule", ("cosine", "constant"))):
+                             ("mask_schedule", ("cosine", "constant")),
+                             ("regular_optimizer", ("official", "base"))):
             if opts[key] not in choices:
                 raise ConfigError(f"--regularizer-arg {key}={opts[key]}: choose "
                                   f"{' or '.join(choices)}")
         self.alpha, self.off_diagonal_weight = opts["alpha"], opts["off_diagonal_weight"]
         self.temperature, self.meta_every = opts["temperature"], int(opts["meta_every"])
         self.meta_lr, self.cosine = opts["meta_lr"], opts["mask_schedule"] == "cosine"
+        self.official_optimizer = opts["regular_optimizer"] == "official"
         self.feature_mask = DimensionalMask(method.feature_dim, opts["mask"] == "sigmoid")
         self.drr_head = mlp(method.feature_dim, opts["drr_dim"], opts["drr_dim"], layers=3)
         self.meta_optimizer = torch.optim.SGD(self.feature_mask.parameters(), lr=self.meta_lr,
@@ -85,6 +98,12 @@ class MetaMask(BilevelRegularizer):
 
     def joint_parameters(self) -> list[nn.Parameter]:
         return list(self.drr_head.parameters())
+
+    def regular_optimizer(self) -> tuple[str, float, float, float] | None:
+        return self.OFFICIAL_OPTIMIZER if self.official_optimizer else None
+
+    def backbone_metadata(self) -> dict[str, Any]:
+        return {"feature_mask": [float(v) for v in self.feature_mask.mask().detach().cpu()]}
 
     def contrast(self, out: Outputs) -> torch.Tensor:
         """L_contrast: NT-Xent at MetaMask's temperature (SimCLR), else the base method's loss."""

@@ -15,6 +15,14 @@ f1 = f - alpha grad(L_ct + lambda L_msr) with the graph kept, then f_msr minimis
 L_ct(f1) + gamma L_uni, L_uni = log sum_{i,j} exp(2t a_i.a_j - 2t) (eq. 9).
 Defaults (section 6.1): t = 2, n = 6; lambda / gamma = 1 / 1 with SimCLR and 0.1 / 1 with BYOL.
 
+Schedule (``schedule``): Algorithm 1 alternates epochs, an epoch of regular steps (f and f_ph, f_msr
+fixed) then an epoch of meta steps (f_msr only, each on a fresh minibatch); ``schedule=alternate``
+does that (even epochs regular, odd epochs meta; counted in the run's epochs, so half of a run's
+steps train the backbone). The default, ``interleaved``, takes one meta step after each regular
+step on the same minibatch: the same two updates in the same 1:1 ratio, but at the suite's budgets
+(the CPU budget is 0.27 epochs, the full one 1-2 epochs of COCO) epoch alternation would give no
+meta step at all, or spend half the backbone's steps on f_msr; ``meta_every`` thins the meta steps.
+
 Choices where the paper is ambiguous:
 - z is the globally pooled backbone feature (the paper's Z_i^j is the w x h x c feature map and a_t
   weights its channels; pooling commutes with the channel weighting, and the pooled vector is what
@@ -40,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pretrain.config import ConfigError
 from pretrain.distributed import gather_with_grad, rank
 from pretrain.methods.base import Method, Outputs, full_precision
 from pretrain.regularizers.common import options, require_method
@@ -107,7 +116,7 @@ class MSR(BilevelRegularizer):
 
     needs_plain = True
     DEFAULTS = {"n_vectors": 6, "t": 2.0, "lam": None, "gamma": 1.0, "temperature": None,
-                "meta_lr": 1e-3, "meta_every": 1, "width": 32}
+                "meta_lr": 1e-3, "meta_every": 1, "width": 32, "schedule": "interleaved"}
 
     def __init__(self, method: Method, cfg: Any = None) -> None:
         super().__init__(method, cfg)
@@ -115,10 +124,23 @@ class MSR(BilevelRegularizer):
         opts = options("msr", cfg, self.DEFAULTS)
         self.lam = opts["lam"] if opts["lam"] is not None else {"simclr": 1.0, "byol": 0.1}[name]
         self.gamma, self.t, self.meta_every = opts["gamma"], opts["t"], int(opts["meta_every"])
+        if opts["schedule"] not in ("interleaved", "alternate"):
+            raise ConfigError(f"--regularizer-arg schedule={opts['schedule']}: choose interleaved "
+                              "or alternate")
+        self.alternate = opts["schedule"] == "alternate"
         self.temperature = opts["temperature"] or getattr(method, "temperature", 0.5)
         self.weight_net = SemanticWeightNet(method.feature_dim, opts["n_vectors"], opts["width"])
         # Adam, as the paper trains every module with Adam (section 6.1).
         self.meta_optimizer = torch.optim.Adam(self.weight_net.parameters(), lr=opts["meta_lr"])
+
+    def _meta_epoch(self, step: int) -> bool:
+        return (step // (self.steps_per_epoch or 1)) % 2 == 1
+
+    def regular_due(self, step: int) -> bool:
+        return not (self.alternate and self._meta_epoch(step))
+
+    def meta_due(self, step: int) -> bool:
+        return self._meta_epoch(step) if self.alternate else super().meta_due(step)
 
     def regularize(self, base_loss: torch.Tensor, method: Method, batch: dict[str, torch.Tensor],
                    out: Outputs, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

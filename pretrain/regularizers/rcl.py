@@ -2,9 +2,11 @@
 
 A decoder reconstructs the input from the encoder's feature map of a masked view M(x): 3 to 5
 random squares filled with the data set's mean pixel. The loss is L = L_c + lambda L_r with
-lambda = 10; during a warm-up only L_r is trained. The paper's contrastive branch "applies the same
-training scheme as MoCo" (Appendix C; its Table 6 and ImageNet results compare against MoCo), so
-``mocov2+rcl`` is the paper's pairing; SimCLR and BYOL are the other branches it names.
+lambda = 10; during a warm-up the network trains on L_r alone (Appendix C: "we only train the
+network with the reconstruction loss L_r"; lambda is set "for later training"). The paper's
+contrastive branch "applies the same training scheme as MoCo" (Appendix C; its Table 6 and
+ImageNet results compare against MoCo), so ``mocov2+rcl`` is the paper's pairing; SimCLR and BYOL
+are the other branches it names.
 
 Settings from the paper (Appendix C), per data set (``cfg.data``; the suite's default data set,
 Colorful-MNIST, when the config names none):
@@ -32,7 +34,7 @@ Choices where the paper is silent:
 - The masked view is the first augmented view (the paper masks "each input image after
   augmentation"); its reconstruction target is that un-masked view.
 - During warm-up the contrastive term is multiplied by 0 rather than dropped, so every parameter
-  takes part in the backward (DDP requires it) while only L_r moves the weights.
+  takes part in the backward (DDP requires it) while only L_r, unweighted, moves the weights.
 - The decoder upsamples the backbone's last feature map with stride-2 transposed convolutions
   back to the input size (the paper's is symmetric to its 6-layer ConvNet encoder).
 """
@@ -48,7 +50,7 @@ from torch import nn
 
 from pretrain.augment import MEAN, STD
 from pretrain.data import build_unlabelled
-from pretrain.methods.base import Method, Outputs, Regularizer
+from pretrain.methods.base import Method, Outputs, Regularizer, full_precision
 from pretrain.regularizers.common import options, require_method, warmup_fraction
 
 #: (warm-up epochs, training epochs) and square sides (fractions of the image side) per data set.
@@ -158,7 +160,9 @@ class RCL(Regularizer):
         masks = square_masks(view.shape[0], view.shape[-1], count=self.count, side=self.side)
         masked = apply_masks(view, masks, self.fill)
         reconstruction = self.decoder(method.encode(masked)[0])
-        recon = reconstruction_loss(reconstruction.float(), view.float())
-        contrast_weight = 0.0 if progress < self.warmup_fraction() else 1.0
-        total = contrast_weight * base_loss + self.lam * recon
+        recon = reconstruction_loss(full_precision(reconstruction), full_precision(view))
+        if progress < self.warmup_fraction():  # "only train ... with the reconstruction loss"
+            total = 0.0 * base_loss + recon
+        else:
+            total = base_loss + self.lam * recon
         return total, {"contrast": base_loss.detach(), "recon": recon.detach()}
