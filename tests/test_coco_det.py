@@ -14,7 +14,8 @@ import torchvision
 from pretrain.backbones import build_resnet
 from pretrain.data import DataError, validate_coco
 from pretrain.files import file_hash
-from transfer import coco_det
+from transfer import coco_det, detectron2_setup
+from transfer import detectron2_driver as driver
 from transfer.coco_det import CocoDetError, load_config
 
 CONFIGS = coco_det.CONFIG_DIR
@@ -24,12 +25,13 @@ def test_moco_protocol_configs_resolve_from_the_model_zoo() -> None:
     fpn = load_config(CONFIGS / "coco_R_50_FPN_1x_moco.yaml")
     c4 = load_config(CONFIGS / "coco_R_50_C4_1x_moco.yaml")
     for cfg in (fpn, c4):
-        assert cfg.MODEL.MASK_ON and cfg.MODEL.RESNETS.NORM == "SyncBN"
+        assert cfg.MODEL.MASK_ON
         assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is False and cfg.MODEL.BACKBONE.FREEZE_AT == 0
         assert cfg.INPUT.FORMAT == "RGB" and cfg.TEST.PRECISE_BN.ENABLED
         assert cfg.MODEL.PIXEL_MEAN == [123.675, 116.28, 103.53]
         assert cfg.MODEL.PIXEL_STD == [58.395, 57.12, 57.375]
         assert cfg.SOLVER.MAX_ITER == 90000  # the zoo's 1x schedule, inherited
+    assert c4.MODEL.RESNETS.NORM == "naiveSyncBN"  # MoCo's (tests/test_detection_configs.py)
     assert fpn.MODEL.BACKBONE.NAME == "build_resnet_fpn_backbone"
     assert fpn.MODEL.FPN.NORM == fpn.MODEL.ROI_BOX_HEAD.NORM == fpn.MODEL.ROI_MASK_HEAD.NORM \
         == "SyncBN"
@@ -41,12 +43,13 @@ def test_moco_protocol_configs_resolve_from_the_model_zoo() -> None:
 
 
 def test_c4_head_has_mocos_extra_norm_after_res5() -> None:
+    from detectron2.layers import NaiveSyncBatchNorm
     from detectron2.modeling import build_model
 
     cfg = load_config(CONFIGS / "coco_R_50_C4_1x_moco.yaml")
     cfg.MODEL.DEVICE = "cpu"
     res5 = build_model(cfg).roi_heads.res5
-    assert isinstance(res5.norm, torch.nn.SyncBatchNorm) and res5.norm.num_features == 2048
+    assert isinstance(res5.norm, NaiveSyncBatchNorm) and res5.norm.num_features == 2048
     assert list(dict(res5.named_children()))[-1] == "norm"
 
 
@@ -63,7 +66,8 @@ def test_c4_with_resnet18_is_refused(tmp_path: Path) -> None:
                                     str(CONFIGS / "coco_R_50_C4_1x_moco.yaml"),
                                     "--data", str(tmp_path), "--out", str(tmp_path / "run")])
     with pytest.raises(CocoDetError, match="needs a ResNet-50"):
-        coco_det.setup_cfg(settings, {"meta": {"arch": "resnet18"}, "converted": "x.pkl"}, 10)
+        driver.setup_cfg(coco_det.Trainer, settings, {"meta": {"arch": "resnet18"},
+                                                      "converted": "x.pkl"}, {"num_classes": 10})
 
 
 def _copy_coco(tiny_data: Path, tmp_path: Path) -> Path:
@@ -121,8 +125,8 @@ def test_driver_refuses_bad_input_before_training(tiny_data: Path, tmp_path: Pat
                                                   capsys: pytest.CaptureFixture) -> None:
     cifar = tmp_path / "cifar.pth"
     torch.save(build_resnet("resnet18", stem="small").state_dict(), cifar)
-    assert coco_det.main(["--weights", str(cifar), "--data", str(tiny_data / "coco"),
-                          "--out", str(tmp_path / "run")]) == 2
+    assert coco_det.main(["--weights", str(cifar), "--stem", "small", "--data",
+                          str(tiny_data / "coco"), "--out", str(tmp_path / "run")]) == 2
     assert "small-image stem" in capsys.readouterr().err
     assert not (tmp_path / "run" / "last_checkpoint").exists()
     torch.manual_seed(0)
@@ -183,7 +187,7 @@ def test_no_detection_at_all_is_an_error_not_a_silent_empty_result(tmp_path: Pat
     must say so and keep metrics.json, not finish without a leaderboard row."""
     from types import SimpleNamespace
 
-    cfg = coco_det.get_cfg()
+    cfg = detectron2_setup.get_cfg()
     cfg.OUTPUT_DIR = str(tmp_path)
     args = SimpleNamespace(leaderboard=tmp_path / "board.csv", data=tmp_path, seed=0,
                            val_images=None, opts=(), config_file=coco_det.FULL_CONFIG)

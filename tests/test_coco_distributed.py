@@ -1,5 +1,5 @@
-"""transfer/coco_det.py on two processes (gloo on CPUs: coco_det.launch_cpu, detectron2's launch
-with gloo), end to end on the tiny synthetic COCO set: the command a user types."""
+"""transfer/coco_det.py on two processes (gloo on CPUs: transfer/detectron2_launch.py's
+launch_cpu), end to end on the tiny synthetic COCO set: the command a user types."""
 from __future__ import annotations
 
 import json
@@ -18,7 +18,7 @@ def test_two_process_run_trains_evaluates_and_scores(tiny_data: Path, tmp_path: 
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, str(REPO / "transfer" / "coco_det.py"), "--num-gpus", "2",
+        [sys.executable, "-m", "transfer.coco_det", "--gpus", "2",
          "--weights", "random", "--arch", "resnet18", "--data", str(tiny_data / "coco"),
          "--config-file", str(REPO / "transfer" / "configs" / "coco_cpu_FPN_128px.yaml"),
          "--out", str(out), "--val-images", "4", "--leaderboard", str(tmp_path / "board.csv"),

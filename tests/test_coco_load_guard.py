@@ -10,6 +10,7 @@ import torch
 
 from pretrain.open_backbone import open_backbone
 from transfer import coco_det
+from transfer import detectron2_driver as driver
 from transfer.coco_det import CocoDetError
 
 
@@ -26,9 +27,9 @@ def _converted_c4(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
     settings = _settings(tmp_path, coco_det.C4_CONFIG)
     backbone = open_backbone("random", "resnet50", "imagenet", 0)
     (tmp_path / "run").mkdir()
-    record = {"meta": backbone.meta, "converted": str(tmp_path / "run" / coco_det.BACKBONE_FILE)}
-    cfg = coco_det.setup_cfg(settings, record, num_classes=2)
-    coco_det.prepare_backbone(settings, backbone, cfg)
+    record = {"meta": backbone.meta, "converted": str(tmp_path / "run" / driver.BACKBONE_FILE)}
+    cfg = driver.setup_cfg(coco_det.Trainer, settings, record, {"num_classes": 2})
+    driver.prepare_backbone(settings, backbone, cfg)
     model = coco_det.Trainer.build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     return model, Path(cfg.MODEL.WEIGHTS)
@@ -36,9 +37,11 @@ def _converted_c4(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
 
 def test_c4_model_holds_every_converted_tensor_and_the_guard_names_a_wrong_one(
         tmp_path: Path) -> None:
+    from detectron2.checkpoint import DetectionCheckpointer
+
     model, pkl = _converted_c4(tmp_path)
-    data = coco_det.DetectionCheckpointer(model)._load_file(str(pkl))["model"]
-    assert coco_det.check_loaded(model, pkl) == len(data) == 265  # BN statistics included
+    data = DetectionCheckpointer(model)._load_file(str(pkl))["model"]
+    assert driver.check_loaded(model, pkl) == len(data) == 265  # BN statistics included
     # res5 sits in the ROI head, placed there by detectron2's matching heuristics
     assert torch.equal(model.roi_heads.res5[2].conv3.weight,
                        torch.as_tensor(data["res5.2.conv3.weight"]))
@@ -46,7 +49,7 @@ def test_c4_model_holds_every_converted_tensor_and_the_guard_names_a_wrong_one(
         model.roi_heads.res5[0].conv1.weight[0, 0] += 1.0
         model.backbone.stem.conv1.norm.running_mean[3] = 7.0
     with pytest.raises(CocoDetError, match="2 of its 265 tensors") as err:
-        coco_det.check_loaded(model, pkl)
+        driver.check_loaded(model, pkl)
     assert "roi_heads.res5.0.conv1.weight" in str(err.value)
     assert "backbone.stem.conv1.norm.running_mean" in str(err.value)
 
@@ -63,7 +66,7 @@ def test_a_file_the_model_cannot_place_is_refused(tmp_path: Path) -> None:
     res5 = sum(name.startswith("res5.") for name in
                DetectionCheckpointer(model)._load_file(str(pkl))["model"])
     with pytest.raises(CocoDetError, match=f"{res5} of its 265") as err:
-        coco_det.check_loaded(model, pkl)
+        driver.check_loaded(model, pkl)
     assert "res5.0.conv1.weight" in str(err.value)
 
 
@@ -91,7 +94,7 @@ def test_conversion_is_verified_with_the_runs_overrides(tiny_data: Path, tmp_pat
     err = capsys.readouterr().err
     assert "features differ" in err and "STRIDE_IN_1X1 True" in err and "3x3 conv" in err
     assert len(err.strip().splitlines()) == 1
-    assert not (out / coco_det.BACKBONE_FILE).exists() and not (out / "last_checkpoint").exists()
+    assert not (out / driver.BACKBONE_FILE).exists() and not (out / "last_checkpoint").exists()
 
 
 def test_gpu_recipe_on_a_cpu_is_refused_naming_the_cpu_one(
@@ -101,8 +104,8 @@ def test_gpu_recipe_on_a_cpu_is_refused_naming_the_cpu_one(
         pytest.skip("the guard is for machines without a GPU")
     out = tmp_path / "run"
     # without the guard the run would convert and start training: fail at once, not after GBs
-    monkeypatch.setattr(coco_det, "prepare_backbone", lambda *a: pytest.fail("it converted"))
-    monkeypatch.setattr(coco_det, "launch_cpu", lambda *a, **k: pytest.fail("it started"))
+    monkeypatch.setattr(driver, "prepare_backbone", lambda *a: pytest.fail("it converted"))
+    monkeypatch.setattr(driver, "launch_any", lambda *a, **k: pytest.fail("it started"))
     for config in (coco_det.C4_CONFIG, coco_det.FPN_CONFIG):
         assert coco_det.main(["--weights", "random", "--data", str(tiny_data / "coco"),
                               "--config-file", str(config), "--out", str(out)]) == 2
@@ -111,22 +114,24 @@ def test_gpu_recipe_on_a_cpu_is_refused_naming_the_cpu_one(
         assert "--config-file transfer/configs/coco_cpu_FPN_128px.yaml" in err
         assert len(err.strip().splitlines()) == 1 and not out.exists()
     settings = _settings(tmp_path, coco_det.FPN_CONFIG, "MODEL.DEVICE", "cpu")
-    cfg = coco_det.setup_cfg(settings, {"meta": {"arch": "resnet18"}, "converted": "x"}, 2)
-    coco_det.check_cpu_recipe(cfg, settings)  # an explicit MODEL.DEVICE cpu opts in
+    cfg = driver.setup_cfg(coco_det.Trainer, settings, {"meta": {"arch": "resnet18"},
+                                                        "converted": "x"}, {"num_classes": 2})
+    driver.check_cpu_recipe(coco_det.Trainer, cfg, settings)  # MODEL.DEVICE cpu opts in
     small = _settings(tmp_path, coco_det.FPN_CONFIG, "SOLVER.IMS_PER_BATCH", "2",
                       "INPUT.MAX_SIZE_TRAIN", "512")
-    coco_det.check_cpu_recipe(coco_det.setup_cfg(small, {"meta": {"arch": "resnet18"},
-                                                         "converted": "x"}, 2), small)
+    driver.check_cpu_recipe(coco_det.Trainer, driver.setup_cfg(
+        coco_det.Trainer, small, {"meta": {"arch": "resnet18"}, "converted": "x"},
+        {"num_classes": 2}), small)
 
 
 def test_default_recipe_is_c4_for_a_resnet50_on_real_data_with_a_gpu(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert coco_det.default_config("resnet50", real_data=True) == coco_det.C4_CONFIG
-    assert coco_det.default_config("resnet18", real_data=True) == coco_det.FPN_CONFIG
-    assert coco_det.default_config("resnet50", real_data=False) == coco_det.CPU_CONFIG
+    assert coco_det.Trainer.default_config("resnet50", real_data=True) == coco_det.C4_CONFIG
+    assert coco_det.Trainer.default_config("resnet18", real_data=True) == coco_det.FPN_CONFIG
+    assert coco_det.Trainer.default_config("resnet50", real_data=False) == coco_det.CPU_CONFIG
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert coco_det.default_config("resnet50", real_data=True) == coco_det.CPU_CONFIG
+    assert coco_det.Trainer.default_config("resnet50", real_data=True) == coco_det.CPU_CONFIG
 
 
 def test_a_run_whose_model_loaded_nothing_stops_before_training(
@@ -139,12 +144,13 @@ def test_a_run_whose_model_loaded_nothing_stops_before_training(
                                     "SOLVER.IMS_PER_BATCH", "2"])
     backbone = open_backbone("random", "resnet18", "imagenet", 0)
     (tmp_path / "run").mkdir()
-    record = {"meta": backbone.meta, "converted": str(tmp_path / "run" / coco_det.BACKBONE_FILE)}
-    record = coco_det.prepare_backbone(settings, backbone,
-                                       coco_det.setup_cfg(settings, record, num_classes=10))
+    record = {"meta": backbone.meta, "converted": str(tmp_path / "run" / driver.BACKBONE_FILE)}
+    info = {"num_classes": 10, "val_json": None}
+    record = driver.prepare_backbone(settings, backbone,
+                                     driver.setup_cfg(coco_det.Trainer, settings, record, info))
     monkeypatch.setattr(coco_det.Trainer, "resume_or_load", lambda self, resume: None)
     monkeypatch.setattr(coco_det.Trainer, "train", lambda self: pytest.fail("it trained"))
     with pytest.raises(CocoDetError, match="backbone_detectron2.pkl: after detectron2 built and "
                        "loaded the model, [0-9]+ of its [0-9]+ tensors") as err:
-        coco_det.worker(settings, record, 10, None)
+        driver.worker(coco_det.Trainer, settings, record, info)
     assert "backbone.bottom_up.stem.conv1.weight" in str(err.value)

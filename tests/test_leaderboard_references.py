@@ -12,6 +12,7 @@ T4, T3, T2 = "RCL Table 4", "RCL Table 3", "RCL Table 2"
 MCR, MSR, MM = "MCR/CompMod Table 5", "ICL-MSR Table 1", "MetaMask Table 2"
 D2, SOLO = "detectron2 model zoo", "solo-learn README (ResNet-18, CIFAR-10)"
 MMSELF = "mmselfsup 0.x model zoo"
+MOCO = "MoCo detection/README.md"  # VOC 2007 test, 07+12 trainval, 24k, R50-C4, means of 5 trials
 TRANSCRIPTION = [
     (T4, "Fixed feature extractor / SimCLR / Digit", "simclr", "colorful_mnist", "linear", "digit_top1", 14.9),
     (T4, "Fixed feature extractor / SimCLR / Bkgd", "simclr", "colorful_mnist", "linear", "background_top1", 47.3),
@@ -113,6 +114,18 @@ TRANSCRIPTION = [
     (MMSELF, "BYOL 200 ep / mask AP", "byol", "coco_det", "finetune", "segm_AP", 36.8),
     ("mmpose model zoo td-hm_res50 MPII 256x256", "res50 / PCKh@0.5", "supervised", "mpii_pose", "finetune", "PCKh@0.5", 88.2),
     ("mmpose model zoo td-hm_res50 MPII 256x256", "res50 / Mean@0.1", "supervised", "mpii_pose", "finetune", "PCKh@0.1", 28.6),
+    (MOCO, "ImageNet-1M, supervised / AP50", "supervised", "voc_det", "finetune", "bbox_AP50", 81.3),
+    (MOCO, "ImageNet-1M, supervised / AP", "supervised", "voc_det", "finetune", "bbox_AP", 53.5),
+    (MOCO, "ImageNet-1M, supervised / AP75", "supervised", "voc_det", "finetune", "bbox_AP75", 58.8),
+    (MOCO, "ImageNet-1M, MoCo v1, 200ep / AP50", "mocov1", "voc_det", "finetune", "bbox_AP50", 81.5),
+    (MOCO, "ImageNet-1M, MoCo v1, 200ep / AP", "mocov1", "voc_det", "finetune", "bbox_AP", 55.9),
+    (MOCO, "ImageNet-1M, MoCo v1, 200ep / AP75", "mocov1", "voc_det", "finetune", "bbox_AP75", 62.6),
+    (MOCO, "ImageNet-1M, MoCo v2, 200ep / AP50", "mocov2", "voc_det", "finetune", "bbox_AP50", 82.4),
+    (MOCO, "ImageNet-1M, MoCo v2, 200ep / AP", "mocov2", "voc_det", "finetune", "bbox_AP", 57.0),
+    (MOCO, "ImageNet-1M, MoCo v2, 200ep / AP75", "mocov2", "voc_det", "finetune", "bbox_AP75", 63.6),
+    (MOCO, "ImageNet-1M, MoCo v2, 800ep / AP50", "mocov2", "voc_det", "finetune", "bbox_AP50", 82.5),
+    (MOCO, "ImageNet-1M, MoCo v2, 800ep / AP", "mocov2", "voc_det", "finetune", "bbox_AP", 57.4),
+    (MOCO, "ImageNet-1M, MoCo v2, 800ep / AP75", "mocov2", "voc_det", "finetune", "bbox_AP75", 64.0),
     (SOLO, "SimCLR / CIFAR-10 Acc@1", "simclr", "cifar10", "linear", "top1", 90.74),
     (SOLO, "BYOL / CIFAR-10 Acc@1", "byol", "cifar10", "linear", "top1", 92.58),
     (SOLO, "Barlow Twins / CIFAR-10 Acc@1", "barlow_twins", "cifar10", "linear", "top1", 92.10),
@@ -150,6 +163,9 @@ def test_reference_rows_carry_recipe_budget_and_the_issue_caveats() -> None:
     assert "inconsistent transcription" in repeat["note"]
     mcr = [r for r in refs if r["source"] == MCR]
     assert {r["recipe"] for r in mcr} == {"R50-C4-1x"}
+    moco = [r for r in refs if r["source"] == MOCO]  # beside the suite's own recipe's rows only
+    assert {(r["recipe"], r["arch"]) for r in moco} == {("R50-C4-24k", "resnet50")}
+    assert all("means of 5 trials" in r["note"] for r in moco)
 
 
 @pytest.mark.parametrize("source", [T4, T3, T2, MCR, MSR, MM])

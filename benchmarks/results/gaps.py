@@ -29,6 +29,8 @@ GAPS = {
     "fairface": Gap("age,gender-race", ("age_top1", "gender_top1"), ("race_top1",)),
     "colorful_mnist": Gap("digit-bkgd", ("digit_top1",), ("background_top1",)),
     "coco_fgbg": Gap("fg-full", ("train_fg_test_fg_top1",), ("train_full_test_full_top1",)),
+    # the synthetic VOC set: AP50 on test backgrounds minus AP50 on the training backgrounds
+    "voc_det": Gap("test-home", ("bbox_AP50",), ("home_bbox_AP50",)),
 }
 
 

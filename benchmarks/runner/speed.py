@@ -153,6 +153,9 @@ THREADS_RATIO = 1.9
 # training, 32.1% inference, 1.2% scoring of its wall time; 10 and 20 would give 21.7, but a
 # run of `--panel simclr --tasks coco_det,coco_fgbg` took 55.6 s for it where that predicted 39
 # (its pretraining and coco_fgbg 1.09x and 1.14x their predictions): 21.7 x 1.42 / 1.11 = 27.8.
+# voc_det (10 iterations, 100 + 50 test images) and semseg (10 iterations, 50 val images):
+#   python -m benchmarks.suite --calibrate --panel '' --tasks voc_det,semseg --out runs/cal_voc
+# on random-init ResNet-18, a machine loaded about 8x over: 22.8 and 13.1.
 # Runner overheads from the README's figures: the data generation
 # ("~17 s on 2 cores"), the reference step (about 3 s) with the imports before it, the report.
 _STEP_OVER_REFERENCE = {"simclr": 1.0, "simclr+metamask": 2.31, "byol": 1.07, "byol+msr": 2.40,
@@ -168,7 +171,7 @@ COSTS = {
         stages={"coco_det": 27.8, "mpii_fixed": 16.3, "mpii_finetune": 23.0,
                 "fairface_fixed": 16.6, "fairface_finetune": 14.7,
                 "colorful_mnist_fixed": 24.2, "colorful_mnist_finetune": 21.9,
-                "coco_fgbg": 22.3},
+                "coco_fgbg": 22.3, "voc_det": 22.8, "semseg": 13.1},
         start=7.0, data=17.0, report=5.0,
         measured_by="python -m benchmarks.suite --calibrate ...; python -m benchmarks.speed "
                     "--step-costs (see the comment above)"),

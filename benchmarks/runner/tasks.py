@@ -88,6 +88,24 @@ TASKS = {task.name: task for task in (
                            "--config-file", "transfer/configs/coco_R_50_C4_1x_moco.yaml")}},
               synthetic_flags=("--config-file", "transfer/configs/coco_cpu_FPN_128px.yaml"),
               gpus_flag="--num-gpus", full_arch="resnet50", path_checks=("finetune",)),
+    SuiteTask("voc_det", "transfer.voc_det", ("finetune",), "voc",
+              budgets={"cpu": {"finetune": (
+                           "SOLVER.MAX_ITER", "10", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")},
+                       "smoke": {"finetune": (
+                           "SOLVER.MAX_ITER", "2", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")},
+                       # MoCo's VOC protocol: R50-C4, 24k iterations, means of 5 trials
+                       "full": {"finetune": (
+                           "--config-file", "transfer/configs/pascal_voc_R_50_C4_24k_moco.yaml",
+                           "--trials", "5")}},
+              synthetic_flags=("--config-file", "transfer/configs/voc_cpu_FPN_128px.yaml"),
+              gpus_flag="--gpus", full_arch="resnet50", path_checks=("finetune",)),
+    SuiteTask("semseg", "transfer.semseg", ("finetune",), "voc",
+              budgets={"cpu": {"finetune": ("SOLVER.MAX_ITER", "10")},
+                       "smoke": {"finetune": ("SOLVER.MAX_ITER", "2")},
+                       "full": {"finetune": (
+                           "--config-file", "transfer/configs/voc_semseg_R_50_FPN_1x_moco.yaml")}},
+              synthetic_flags=("--config-file", "transfer/configs/voc_semseg_cpu_FPN_128px.yaml"),
+              gpus_flag="--gpus", path_checks=("finetune",)),
     SuiteTask("mpii_pose", "transfer.mpii_pose", ("fixed", "finetune"), "mpii", stage="mpii",
               budgets={"cpu": dict.fromkeys(("fixed", "finetune"), (
                            "--max-iters", "20", "--batch-size", "16", "--val-images", "64")),

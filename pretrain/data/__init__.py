@@ -8,7 +8,8 @@ Items are ``(PIL RGB image or transform(image), labels dict)``.
 
 One job per module: ``files`` (reading a data set's files safely), ``labelled`` (Colorful-MNIST,
 FairFace, ImageFolder), ``coco`` (the COCO validator, ICL-MSR's single-object set), ``mpii``
-(mmpose's MPII layout), ``layouts`` (the registry by data key, pretraining's unlabelled set).
+(mmpose's MPII layout), ``voc`` (Pascal VOC's official layout), ``layouts`` (the registry by
+data key, pretraining's unlabelled set).
 """
 from __future__ import annotations
 

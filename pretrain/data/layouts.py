@@ -15,6 +15,8 @@ from pretrain.data.coco import coco_files, validate_coco
 from pretrain.data.files import DataError, load_rgb, read_json
 from pretrain.data.labelled import ColorfulMNIST, FairFace, ImageFolderData, Transform
 from pretrain.data.mpii import validate_mpii
+from pretrain.data.voc import check as check_voc
+from pretrain.data.voc import train_images as voc_train_images
 
 
 class _Unlabelled(Dataset):
@@ -64,6 +66,7 @@ LAYOUTS = {
         train_images=lambda root: [p for p, _ in FairFace(root, "train").samples]),
     "coco": Layout(check=_check_coco, train_images=_coco_images),
     "mpii": Layout(check=lambda root: validate_mpii(root).root, train_images=_mpii_train_images),
+    "voc": Layout(check=check_voc, train_images=voc_train_images),
     "imagefolder": Layout(check=lambda root: ImageFolderData(root).root,
                           train_images=lambda root: [p for p, _ in ImageFolderData(root).samples]),
 }

@@ -1,4 +1,5 @@
-"""The embedded default data: synthetic COCO, MPII, FairFace and Colorful-MNIST in the real layouts.
+"""The embedded default data: synthetic COCO, MPII, FairFace, Colorful-MNIST and Pascal VOC in the
+real layouts.
 
 Each set is written in exactly the layout the readers in :mod:`pretrain.data` (and detectron2,
 pycocotools, mmpose) read for the real data set, and each carries the shortcut the seed papers
@@ -21,11 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pretrain.cli import InputError
-from pretrain.synthetic import coco, colorful_mnist, fairface, mpii
+from pretrain.synthetic import coco, colorful_mnist, fairface, mpii, voc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The generator module of each data layout, by its data key (pretrain.data.LAYOUTS).
-GENERATORS = {"colorful_mnist": colorful_mnist, "fairface": fairface, "coco": coco, "mpii": mpii}
+GENERATORS = {"colorful_mnist": colorful_mnist, "fairface": fairface, "coco": coco, "mpii": mpii,
+              "voc": voc}
 SIZES = ("tiny", "default")
 
 
@@ -37,7 +39,8 @@ def counts(size: str) -> dict[str, tuple[int, int]]:
 
 
 def generate(out: Path, size: str = "default", seed: int = 0) -> Path:
-    """Write ``out/{coco,mpii,fairface,colorful_mnist}`` for ``size`` in ``SIZES``; returns ``out``.
+    """Write ``out/<set>`` for every set of :data:`GENERATORS` at ``size`` in ``SIZES``; returns
+    ``out``.
 
     Deterministic by ``seed``: the same seed writes the same files.
     """
@@ -82,13 +85,34 @@ def default_root(size: str = "default", seed: int = 0) -> Path:
     a file lock, so concurrent callers generate once and an interrupted run leaves no partial set.
     """
     root = data_dir() / f"synthetic-{size}-seed{seed}"
-    if root.is_dir():
+    if _complete(root):
         return root
     with _file_lock(root.with_name(root.name + ".lock")):
-        if root.is_dir():  # another process finished it while we waited
+        if _complete(root):  # another process finished it while we waited
             return root
-        generate_into(root, size, seed)
+        if root.is_dir():  # made before a set joined GENERATORS: add the missing sets
+            _add_missing(root, size, seed)
+        else:
+            generate_into(root, size, seed)
     return root
+
+
+def _complete(root: Path) -> bool:
+    return all((root / name).is_dir() for name in GENERATORS)
+
+
+def _add_missing(root: Path, size: str, seed: int) -> None:
+    """Write each set ``root`` lacks into a temporary folder inside it, renamed into place when
+    complete (each set's generator draws from its own seed, so the result is what
+    :func:`generate` writes)."""
+    for name, (n_train, n_test) in counts(size).items():
+        if not (root / name).is_dir():
+            tmp = root / f".{name}.partial-{os.getpid()}-{time.time_ns()}"
+            try:
+                GENERATORS[name].generate(tmp, n_train, n_test, seed=seed)
+                os.replace(tmp, root / name)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def generate_into(root: Path, size: str = "default", seed: int = 0) -> Path:
