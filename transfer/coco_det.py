@@ -159,7 +159,7 @@ def val_subset(data: Path, out: Path, n: int) -> Path:
 def build_parser() -> Any:
     """The shared detectron2 command line (:func:`driver.build_parser`) and ``--val-images``."""
     p = driver.build_parser(
-        "python transfer/coco_det.py", __doc__.split("\n\n")[0],
+        "ssl-coco-det", __doc__.split("\n\n")[0],
         epilog=f"--config-file (in transfer/configs/) defaults to {C4_CONFIG.name} for a "
                f"ResNet-50 and {FPN_CONFIG.name} for ResNet-18/34 with --data on a GPU, else "
                f"{CPU_CONFIG.name}. Config overrides KEY VALUE ... come last.",

@@ -32,6 +32,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import transfer.quiet  # noqa: F401  (known library warnings silenced, before any engine)
 from transfer.detectron2_compat import (  # noqa: F401  (names importable from transfer.compat)
     BASE_KEY,
     DETECTRON2_GUARDS,

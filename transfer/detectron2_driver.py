@@ -51,6 +51,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 
 from pretrain.backbones import RESNETS
 from pretrain.cli import claim_output, keeping, number, one_line_errors
+from pretrain.distributed import PROCESS_COUNT
 from pretrain.files import atomic_write
 from pretrain.open_backbone import Backbone, add_backbone_arguments, is_random, open_backbone
 from transfer.convert import ConversionError, export_backbone
@@ -356,7 +357,8 @@ def build_parser(prog: str, description: str, epilog: str, data_help: str
     one_line_errors(p)
     for action in p._actions:  # detectron2's launcher flags: a count of at least 1, a rank >= 0
         if action.dest in ("num_gpus", "num_machines", "machine_rank"):
-            action.type = number(int, 0 if action.dest == "machine_rank" else 1)
+            action.type = PROCESS_COUNT if action.dest == "num_gpus" else number(
+                int, 0 if action.dest == "machine_rank" else 1)
         if action.dest == "num_gpus":  # the suite's name; detectron2's stays as its alias
             action.option_strings.append("--gpus")
             p._option_string_actions["--gpus"] = action

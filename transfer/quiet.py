@@ -3,7 +3,7 @@
 Importing this module (before the engine: the first warning below fires while detectron2 is
 imported) adds an ``ignore`` filter for each entry of :data:`KNOWN_WARNINGS`, matched by category,
 message start and the module that warns, so any other warning of the same libraries still shows.
-Both drivers import it (``transfer/coco_det.py``, ``transfer/mpii_pose.py``).
+``transfer/compat.py``, which every engine user imports first, imports it.
 """
 from __future__ import annotations
 

@@ -146,7 +146,7 @@ class Trainer(driver.SuiteTrainer):
 def build_parser() -> Any:
     """The shared detectron2 command line (:func:`driver.build_parser`)."""
     return driver.build_parser(
-        "python transfer/semseg.py", __doc__.split("\n\n")[0],
+        "ssl-semseg", __doc__.split("\n\n")[0],
         epilog=f"--config-file (in transfer/configs/) defaults to {GPU_CONFIG.name} with --data "
                f"on a GPU, else {CPU_CONFIG.name}. Config overrides KEY VALUE ... come last.",
         data_help="VOCdevkit folder (VOC2012/: JPEGImages, SegmentationClass, "

@@ -87,7 +87,7 @@ TASKS = {task.name: task for task in (
                        "full": {"finetune": (
                            "--config-file", "transfer/configs/coco_R_50_C4_1x_moco.yaml")}},
               synthetic_flags=("--config-file", "transfer/configs/coco_cpu_FPN_128px.yaml"),
-              gpus_flag="--num-gpus", full_arch="resnet50", path_checks=("finetune",)),
+              gpus_flag="--gpus", full_arch="resnet50", path_checks=("finetune",)),
     SuiteTask("voc_det", "transfer.voc_det", ("finetune",), "voc",
               budgets={"cpu": {"finetune": (
                            "SOLVER.MAX_ITER", "10", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")},
