@@ -25,6 +25,12 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def launched() -> bool:
+    """This process joined a process group: started by torchrun, even as its only rank (a
+    one-process torchrun run takes the DDP path too, so that one GPU proves it)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
@@ -72,9 +78,9 @@ def launcher_ranks(environ: Mapping[str, str] = os.environ) -> tuple[int, int, i
 
 
 def init_from_env(device: str) -> None:
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1); nccl on CUDA, else gloo."""
+    """Join the process group torchrun describes (any ``WORLD_SIZE``); nccl on CUDA, else gloo."""
     ranks = launcher_ranks()
-    if ranks is None or ranks[2] == 1 or dist.is_initialized():
+    if ranks is None or dist.is_initialized():
         return
     if device.startswith("cuda") and ranks[1] >= torch.cuda.device_count():
         raise InputError(f"LOCAL_RANK={ranks[1]} but {torch.cuda.device_count()} CUDA device(s) "

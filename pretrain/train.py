@@ -302,7 +302,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
     if world > 1:
         method, regularizer = global_batch_norm(method, regularizer, cuda, cfg.sync_bn)
     model: nn.Module = method
-    if world > 1:
+    if D.launched():  # under torchrun, one process included
         model = nn.parallel.DistributedDataParallel(
             method, device_ids=[torch.device(device)] if cuda else None)
     trainable = [p for p in method.parameters() if p.requires_grad]
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: train(*parse_args(argv)), prog="pretrain",
                         statuses={NonFiniteLossError: 3})
     finally:
-        if D.is_distributed():
+        if D.launched():
             torch.distributed.destroy_process_group()
 
 

@@ -104,11 +104,10 @@ def plan_rows(sizes: Sizes, work: Path, suite_data: Path) -> list[Row]:
                             "--stem", "imagenet", "--image-size", str(s.image_size),
                             "--batch-size", str(s.batch_size), "--steps", str(s.ddp_steps),
                             "--workers", str(s.workers), "--data", f"imagefolder={jpegs}",
-                            "--out", str(work / "pretrain"), "--name", "ddp",
+                            "--out", str(backbone.parent),
                             "--log-every", "1"],
                     30, "ddp", result=backbone.with_name("metrics.json"),
-                    note="world size 1: pretrain/distributed.py joins no process group (it does "
-                         "for WORLD_SIZE > 1), so no NCCL call; proves the torchrun launch"))
+                    note="world size 1 under torchrun: one NCCL process group and DDP"))
     for engine, suffix in (("detectron2", "pkl"), ("mmpose", "pth")):
         rows.append(Row(f"convert {engine}", [
             py, "transfer/convert.py", str(backbone), "--to", engine,
