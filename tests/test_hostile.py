@@ -436,7 +436,7 @@ def test_sigint_ends_each_stage_process_group(tmp_path: Path) -> None:
     """Two stages whose processes have children, one of them deaf to SIGTERM (SIGKILL follows
     after the grace period, shortened here)."""
     code = ("import sys; from pathlib import Path; from benchmarks.runner import suite\n"
-            "suite.STOP_GRACE_SECONDS = 1.0\n"
+            "from benchmarks.runner import loop; loop.STOP_GRACE_SECONDS = 1.0\n"
             "tree = ['sh', '-c', 'sleep 300 & sleep 300']\n"
             "deaf = ['sh', '-c', 'trap \"\" TERM; sleep 300 & wait']\n"
             "stages = [suite.Stage('a', 't', tree), suite.Stage('b', 't', deaf)]\n"

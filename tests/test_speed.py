@@ -131,7 +131,7 @@ def test_the_work_does_not_depend_on_the_measured_speed(tmp_path: Path, tiny_dat
     planned, printed = [], []
     for images_per_s in (30.0, 300.0):
         monkeypatch.setattr(speed, "measure_reference_speed", lambda v=images_per_s, **_: v)
-        monkeypatch.setattr(suite, "run", lambda stages, *_: planned.append(
+        monkeypatch.setattr(suite, "run", lambda stages, *_, **__: planned.append(
             [s.argv for s in stages]) or [])
         assert suite.main(["--out", str(tmp_path / "out"), "--jobs", "2"]) == 0
         printed.append(capsys.readouterr().out)

@@ -10,39 +10,45 @@ every stage), and runs every task of the table in ``benchmarks/runner/tasks.py``
 Mask R-CNN (detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed
 and fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
 same command a user would type), so a stage that fails for one backbone is recorded in the report
-and the others go on; on a CPU two stages run at once. Finished stages leave a marker in
-``<out>/state/``; rerunning skips them. SIGTERM or SIGINT (Ctrl-C) to the runner ends every
-running stage with all its processes (each stage runs in its own process group) and exits with
-128 + the signal's number; rerunning the same command continues.
+and the others go on; on a CPU two stages run at once. ``--out`` is the suite's own folder
+(claimed as every command claims its output: a folder of another command is refused).
+
+Reruns are honest. Each stage's marker in ``<out>/state/`` records what produced it: its command
+line, the sha256 of its input checkpoints and the code version (git commit). Rerunning skips a
+stage only when all three are the same and its outputs exist. A stage whose command changed (any
+flag: --budget, --pretrain-steps, --seeds, --data, ...) or whose input checkpoint changed reruns
+from scratch, replacing its rows (``<out>/leaderboard.csv`` is rebuilt from the done stages'
+rows); a stage that never finished reruns, a pretraining continuing its run with ``--resume``.
+A stage that differs only by the code version is refused in one line before anything runs, unless
+``--code-change rerun``. Once a pretraining has written its backbone its ``last_state.pt`` (what
+--resume reads) is removed, unless ``--keep-state``.
+
+SIGTERM or SIGINT (Ctrl-C) to the runner ends every running stage with all its processes (each
+stage runs in its own process group) and exits with 128 + the signal's number; if the runner is
+killed outright (SIGKILL), each stage's guard ends its stage. Rerunning the same command
+continues.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from benchmarks.results import leaderboard
 from benchmarks.results import report as suite_report
 from benchmarks.runner import executor, speed
-from benchmarks.runner.stages import (
-    ROOT,
-    Stage,
-    after_of,
-    done_records,
-    finish,
-    log_path,
-    tail,
-)
+from benchmarks.runner.loop import SuiteInterrupted, run
+from benchmarks.runner.markers import BOARD_NAME as BOARD
+from benchmarks.runner.markers import review
+from benchmarks.runner.stages import ROOT, Stage
 from benchmarks.runner.tasks import PRETRAIN_EPOCHS, TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
-from pretrain.cli import number, one_line_errors
-from pretrain.data import DataError
+from pretrain.cli import InputError, claim_output, number, one_line, one_line_errors
+from pretrain.data import LAYOUTS, DataError
+from pretrain.files import git_commit
 from pretrain.open_backbone import RANDOM, RANDOM_METHOD
 
 # Each regularizer beside the base method its paper's claims use (RCL's contrastive branch is
@@ -67,9 +73,11 @@ PRETRAIN_EXTRAS = {
                              "--method-arg", "proj_dim=2048"],
             **{reg: ["--regularizer-arg", "meta_every=4"] for reg in ("msr", "mcr", "metamask")}},
 }
+PRETRAIN_ONLY = "imagefolder"  # a --data set only pretraining reads
+
+
 def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
     """Every stage of the run, in order: pretraining first, then each backbone's tasks."""
-    csv = str(out / "leaderboard.csv")
     data = args.data
     stages: list[Stage] = []
     weights: dict[str, dict[str | None, str]] = {}  # backbone -> {data set (None: all): file}
@@ -93,10 +101,14 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
             argv += ["--epochs", str(PRETRAIN_EPOCHS[key])]
         if args.pretrain_steps:
             argv += ["--steps", str(args.pretrain_steps)]  # the last --steps wins
-        if key or "colorful_mnist" in data:
-            argv += ["--data", f"{key or 'colorful_mnist'}={data[key or 'colorful_mnist']}"]
+        if getattr(args, "pretrain_save_every", None):
+            argv += ["--save-every", str(args.pretrain_save_every)]
+        source = pretrain_source(key, data)
+        if source:
+            argv += ["--data", f"{source}={data[source]}"]
         stages.append(Stage(name, f"pretrain_{key}" if key else "pretrain", argv,
-                            outputs=[weights[name][key]], gpus=args.gpus))
+                            outputs=[weights[name][key]], gpus=args.gpus, folder=str(run),
+                            resumable=True, rows=False))
     weights.update({_seeded(RANDOM_METHOD, seed): {None: RANDOM} for seed in seeds})
     weights.update({name: {None: path} for name, path in args.checkpoint})
     # a path check below the full budget runs on one backbone: the first pretrained (its
@@ -114,17 +126,27 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
             # the random-init control: the same one in every stage (pretrain/open_backbone.py)
             chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
                       if path == RANDOM else ["--weights", path])
+            folder = out / name / backbone
             argv = [sys.executable, str(ROOT / task.script),
                     *_gpus(args, task.gpus_flag),
                     *task.protocol_flags(protocol),
                     *(task.synthetic_flags if task.data in args.synthetic else ()),
-                    *chosen, "--out", str(out / name / backbone), "--leaderboard", csv,
+                    *chosen, "--out", str(folder), "--leaderboard", str(folder / BOARD),
                     "--data", str(data[task.data]),
                     *(_seed_flags(task.script, seed) if len(seeds) > 1 else []),
                     *task.budget_flags(args.budget, protocol)]
             stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path,
-                                gpus=args.gpus if task.gpus_flag else 1))
+                                gpus=args.gpus if task.gpus_flag else 1, folder=str(folder)))
     return stages
+
+
+def pretrain_source(key: str | None, data: dict[str, str]) -> str | None:
+    """The data set a pretraining stage reads: its task's set (``--pretrain-per-task``), else
+    ``--data imagefolder=ROOT`` when given, else Colorful-MNIST (the embedded default unless
+    ``--data colorful_mnist=ROOT``)."""
+    if key:
+        return key
+    return next((name for name in (PRETRAIN_ONLY, "colorful_mnist") if name in data), None)
 
 
 def _seeded(name: str, seed: int) -> str:
@@ -144,120 +166,6 @@ def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
     return [flag, str(args.gpus)] if flag and args.gpus > 1 else []
 
 
-class SuiteInterrupted(Exception):
-    """SIGTERM or SIGINT reached the runner; its running stages have been ended."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-STOP_GRACE_SECONDS = 10.0  # a stage's processes get this long to exit on SIGTERM, then SIGKILL
-
-
-def run(stages: list[Stage], out: Path, jobs: int = 1, costs: list[float | None] | None = None,
-        seconds_per_cost: float = 1.0) -> list[dict]:
-    """Run the stages not yet done, up to ``jobs`` at once (a stage starts once the stage making
-    its input has ended); return one record per stage, in order (status, seconds, log). The
-    progress line's ETA is :func:`benchmarks.runner.speed.expected_left` of the stages' ``costs``.
-
-    Each stage runs in its own session (process group). SIGTERM or SIGINT ends every running
-    stage's whole group and raises :class:`SuiteInterrupted`; so does any error of the runner.
-    """
-    stop: list[int] = []
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():  # only it may set handlers
-        handlers = {sig: signal.signal(sig, lambda signum, _: stop.append(signum))
-                    for sig in STOP_SIGNALS}
-    running: dict[int, tuple[subprocess.Popen, float]] = {}
-    try:
-        records = _run(stages, out, jobs, running, stop,
-                       costs or [None] * len(stages), seconds_per_cost)
-    finally:
-        _end_stages([proc for proc, _ in running.values()])
-        for sig, handler in handlers.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-    if stop:
-        raise SuiteInterrupted(stop[0])
-    return records
-
-
-def _end_stages(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM each stage's process group, SIGKILL what is left after the grace period."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, sig)  # the stage's group: its pid (start_new_session)
-            except (ProcessLookupError, PermissionError):
-                pass  # the whole group has already exited
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def _run(stages: list[Stage], out: Path, jobs: int,
-         running: dict[int, tuple[subprocess.Popen, float]], stop: list[int],
-         costs: list[float | None], seconds_per_cost: float) -> list[dict]:
-    records = done_records(stages, out)
-    waiting = [i for i in range(len(stages)) if i not in records]
-    after = after_of(stages)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if jobs > 1:  # one share of the cores each, unless the caller chose
-        threads = str(max(1, (os.cpu_count() or 1) // jobs))
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **env}
-    observed: dict[int, float] = {}  # seconds of the stages done in this run
-    started = time.monotonic()
-
-    def ready(i: int) -> bool:
-        return after[i] is None or after[i] in records
-
-    while (waiting or running) and not stop:
-        for i in [i for i in waiting if ready(i)][:max(0, jobs - len(running))]:
-            waiting.remove(i)
-            stage = stages[i]
-            now = time.monotonic()
-            left = speed.expected_left(costs, after, jobs, seconds_per_cost,
-                                       done={j: observed.get(j) for j in records},
-                                       running={j: now - t0 for j, (_, t0) in running.items()})
-            eta = f"{left / 60:.1f} min" if left is not None else "?"
-            print(f"[suite {len(records) + len(running) + 1}/{len(stages)} | "
-                  f"{(time.monotonic() - started) / 60:.1f} min | ETA {eta}] "
-                  f"{stage.backbone}: {stage.name}", flush=True)
-            if stage.needs and not Path(stage.needs).exists():
-                finish(out, stage, records, i, status="skipped", seconds=0.0,
-                        reason=f"{stage.needs} was not produced (an earlier stage failed)")
-                continue
-            log = log_path(out, stage)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "w") as f:
-                running[i] = (subprocess.Popen(stage.argv, stdout=f, stderr=subprocess.STDOUT,
-                                               cwd=ROOT, env=env, start_new_session=True),
-                              time.monotonic())
-        for i, (proc, t0) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[i]
-            seconds = time.monotonic() - t0
-            if proc.returncode == 0:
-                observed[i] = seconds
-            extra = {}
-            if proc.returncode != 0:
-                extra["reason"] = (f"exit {proc.returncode}: "
-                                   + " | ".join(tail(log_path(out, stages[i]), 3)))
-                print(f"  {stages[i].backbone}: {stages[i].name} failed ({extra['reason']}); "
-                      f"see {log_path(out, stages[i])}", flush=True)
-            finish(out, stages[i], records, i, seconds=round(seconds, 1),
-                    status="done" if proc.returncode == 0 else "failed", **extra)
-        time.sleep(0.2)
-    if stop:
-        return []  # the caller ends the running stages and raises
-    return [records[i] for i in range(len(stages))]
-
-
 def report(out: Path, records: list[dict]) -> Path:
     """report.md and its pictures (benchmarks/results/report.py)."""
     return suite_report.write(out, records)
@@ -268,7 +176,7 @@ def report(out: Path, records: list[dict]) -> Path:
 BACKBONE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
-class BadArgument(ValueError):
+class BadArgument(InputError):
     """A command-line value the runner refuses; the message names the flag."""
 
 
@@ -303,10 +211,11 @@ def check_sources(checkpoints: list[str], data: list[str], panel: list[str]
             raise BadArgument(f"--checkpoint {name}={path}: no such file")
     roots = dict(_pairs(data, "--data"))
     readers = {task.data: task.reader for task in TASKS.values()}
+    readers[PRETRAIN_ONLY] = LAYOUTS[PRETRAIN_ONLY].check
     for key, root in roots.items():
         if key not in readers:
             raise BadArgument(f"--data {key}={root}: unknown set {key!r}; use "
-                              f"{', '.join(data_sets())}")
+                              f"{', '.join(readers)}")
         if not Path(root).is_dir():
             raise BadArgument(f"--data {key}={root}: no such folder")
     for key, root in roots.items():  # the layout's reader: a bad root fails once, before any stage
@@ -317,11 +226,12 @@ def check_sources(checkpoints: list[str], data: list[str], panel: list[str]
     return named, roots
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     one_line_errors(parser)  # a bad flag is one line, exit 2
-    parser.add_argument("--out", default="runs/suite", help="output folder (default runs/suite)")
+    parser.add_argument("--out", default="runs/suite",
+                        help="the suite's run folder (default runs/suite)")
     parser.add_argument("--size", default="default", choices=["default", "tiny"],
                         help="embedded synthetic data size, for sets without --data")
     parser.add_argument("--panel", default=",".join(DEFAULT_PANEL),
@@ -330,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="a backbone trained elsewhere (any format pretrain/foreign.py reads)")
     parser.add_argument("--data", action="append", default=[], metavar="SET=ROOT",
-                        help=f"real data root for {', '.join(data_sets())}")
+                        help=f"real data root for {', '.join(data_sets())}, or imagefolder=ROOT "
+                             "(root/<class>/<image>): the pretraining data")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS)
     parser.add_argument("--gpus", type=number(), default=1,
                         help="GPUs per stage (detectron2 launch)")
@@ -340,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                              "than one stage on both cores; 1 with a GPU)")
     parser.add_argument("--budget", default="cpu", choices=sorted(PRETRAIN_BUDGETS),
                         help="cpu: sized for a 2-core CPU; smoke: a few steps each (tests); "
-                             "full: the engines' own protocols")
+                             "full: the engines' own protocols, on real pretraining data")
     parser.add_argument("--seeds", type=number(), default=1,
                         help="pretrain each backbone with seeds 0..N-1 and run each stage with "
                              "the backbone's seed (probe seed and random init), for intervals over "
@@ -350,6 +261,15 @@ def main(argv: list[str] | None = None) -> int:
                              "with --budget full for the paper's epochs per data set)")
     parser.add_argument("--pretrain-steps", type=number(), default=None,
                         help="pretraining steps per backbone (default: the budget's)")
+    parser.add_argument("--pretrain-save-every", type=number(), default=None,
+                        help="write each pretraining's resumable state every N steps (default: "
+                             "pretraining's own)")
+    parser.add_argument("--keep-state", action="store_true",
+                        help="keep each pretraining's last_state.pt (for --resume) after its "
+                             "backbone is written (default: removed; it is 2x the backbone)")
+    parser.add_argument("--code-change", choices=("refuse", "rerun"), default="refuse",
+                        help="a finished stage made by another code version (git commit): "
+                             "refuse the rerun (default) or rerun such stages")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure each planned stage's cost in reference seconds, one at a "
                              "time on one thread (benchmarks/runner/speed.py), instead of the run")
@@ -357,20 +277,57 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(stages),
                         help=f"comma-separated subset of {', '.join(stages)}")
     executor.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The suite's command line; bad input, a refused rerun or a failing write of its own is
+    one line on stderr and exit 2."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return _main(args)
+    except (InputError, OSError) as err:
+        parser.exit(2, f"{parser.prog}: error: {one_line(err)}\n")
+
+
+def check_flags(args: argparse.Namespace, given: dict[str, str]) -> None:
+    """What would fail later fails now, dry run included: unknown tasks and panel entries, an
+    arch the full protocols do not use, and --budget full without real pretraining data."""
+    from pretrain.methods import METHODS
+    from pretrain.regularizers import REGULARIZERS
+
+    stages = suite_stages()
+    if set(args.tasks) - set(stages):
+        raise BadArgument(f"--tasks: unknown {sorted(set(args.tasks) - set(stages))}; "
+                          f"choose from {', '.join(stages)}")
+    for entry in args.panel:
+        method, _, regularizer = entry.partition("+")
+        if method not in METHODS or (regularizer and regularizer not in REGULARIZERS):
+            raise BadArgument(f"--panel {entry}: unknown; each entry is METHOD[+REGULARIZER] "
+                              f"with METHOD in {', '.join(METHODS)} and REGULARIZER in "
+                              f"{', '.join(REGULARIZERS)}")
+    problem = executor.full_budget_problem(args.budget, args.arch, args.tasks)
+    if problem:
+        raise BadArgument(problem)
+    if args.budget == "full" and args.panel:
+        keys = ({stages[name][0].data for name in args.tasks} if args.pretrain_per_task
+                else {pretrain_source(None, {**dict.fromkeys(data_sets()), **given})})
+        synthetic = sorted(key for key in keys if key not in given)
+        if synthetic:
+            raise BadArgument(
+                f"--budget full pretrains on real data, but the panel would pretrain on the "
+                f"embedded synthetic {', '.join(synthetic)}: pass --data imagefolder=ROOT (or "
+                "--pretrain-per-task with --data SET=ROOT for every task's set), or evaluate "
+                "backbones trained elsewhere with --checkpoint NAME=PATH and --panel ''")
+
+
+def _main(args: argparse.Namespace) -> int:
     args.panel = [p for p in args.panel.split(",") if p]
     args.tasks = [t for t in args.tasks.split(",") if t]
     os.environ[leaderboard.BUDGET_ENV] = args.budget  # the stages' rows name the budget
-    if set(args.tasks) - set(stages):
-        parser.error(f"--tasks: unknown {sorted(set(args.tasks) - set(stages))}; "
-                     f"choose from {', '.join(stages)}")
-    try:
-        args.checkpoint, args.data = check_sources(args.checkpoint, args.data, args.panel)
-    except BadArgument as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
-    problem = executor.full_budget_problem(args.budget, args.arch, args.tasks)
-    if problem:
-        parser.exit(2, f"{parser.prog}: error: {problem}\n")
+    args.checkpoint, args.data = check_sources(args.checkpoint, args.data, args.panel)
+    check_flags(args, args.data)
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
@@ -392,18 +349,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs is None:
         args.jobs = 1 if torch.cuda.is_available() else 2
     stages = plan(args, out)
+    done, changed = review(stages, out, git_commit(), args.code_change)
     if args.dry_run:  # every stage's command, resources and inputs; nothing is run or written
-        print(executor.describe(stages, out, set(done_records(stages, out))), flush=True)
+        print(executor.describe(stages, out, set(done), changed), flush=True)
         return 0
+    out.mkdir(parents=True, exist_ok=True)
+    claim_output(out, "python -m benchmarks.suite",
+                 own=lambda folder: (folder / "state" / "speed.json").is_file())
     if args.calibrate:
         speed.calibrate(stages, out)
         return 0
     jobs = max(1, args.jobs)
-    done = dict.fromkeys(done_records(stages, out))
     costs, left = speed.estimate(stages, args.budget, args.size == "default"
                                  and args.arch == "resnet18" and args.data.keys() == args.synthetic
                                  and args.gpus == 1 and jobs <= 2
-                                 and not torch.cuda.is_available(), jobs, one_thread, done)
+                                 and not torch.cuda.is_available(), jobs, one_thread,
+                                 dict.fromkeys(done))
     expected = None if left is None else time.monotonic() - t0 + left
     print(f"[suite] {len(stages) - len(done)} stages to run; expected wall time "
           + (f"{expected / 60:.1f} min" if expected is not None
@@ -414,10 +375,16 @@ def main(argv: list[str] | None = None) -> int:
                  reference_benchmark=speed.REFERENCE_BENCHMARK, budget=args.budget, jobs=jobs,
                  expected_s=expected and round(expected),
                  path_checks=speed.path_checks(stages, args.budget))
+    starter = None
+    if args.executor != "local":
+        starter = executor.JobStarter(
+            executor.make_executor(args.executor, out / "jobs", args.partition,
+                                   args.job_minutes),
+            args.cpus_per_gpu, use_gpus=args.executor == "slurm")
+        jobs = max(1, len(stages))
     try:
-        records = executor.main_branch(args, stages, out)
-        if records is None:
-            records = run(stages, out, jobs, costs, speed.seconds_per_cost(one_thread, jobs))
+        records = run(stages, out, jobs, costs, speed.seconds_per_cost(one_thread, jobs),
+                      starter, args.code_change, args.keep_state)
     except SuiteInterrupted as err:
         print(f"[suite] {err}: its running stages were ended; rerun the same command to "
               "continue", file=sys.stderr, flush=True)
