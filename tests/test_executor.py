@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.runner import executor, suite
-from benchmarks.runner.suite import Stage
+from benchmarks.runner.stages import Stage
 
 
 def _data_flags(tiny_data: Path) -> list[str]:

@@ -160,7 +160,7 @@ def test_a_killed_suite_leaves_no_stage_and_its_rerun_resumes_the_pretraining(
         tmp_path: Path, tiny_data: Path) -> None:
     out = tmp_path / "suite"
     argv = ["--out", str(out), "--panel", "simclr", "--tasks", "colorful_mnist_fixed",
-            "--budget", "smoke", "--pretrain-steps", "60", "--pretrain-save-every", "2",
+            "--budget", "smoke", "--pretrain-steps", "16", "--pretrain-save-every", "2",
             *[f"--data={name}={tiny_data / name}" for name in SETS]]
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.suite", *argv], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

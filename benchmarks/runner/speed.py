@@ -122,8 +122,9 @@ class BudgetCosts:
     def stage(self, name: str, backbone: str, steps: int | None) -> float | None:
         if name != "pretrain":
             return self.stages.get(name)
-        method = backbone.partition("+")[0]
-        step = self.pretrain_step.get(backbone)
+        entry = backbone.partition(".seed")[0]  # another seed of an entry costs the same
+        method = entry.partition("+")[0]
+        step = self.pretrain_step.get(entry)
         if step is None and method in self.pretrain_step:
             step = self.pretrain_step[method] * self.regularized
         return None if step is None or steps is None else self.pretrain_start + steps * step

@@ -41,129 +41,24 @@ from benchmarks.results import leaderboard
 from benchmarks.results import report as suite_report
 from benchmarks.runner import executor, speed
 from benchmarks.runner.loop import SuiteInterrupted, run
-from benchmarks.runner.markers import BOARD_NAME as BOARD
 from benchmarks.runner.markers import review
-from benchmarks.runner.stages import ROOT, Stage
-from benchmarks.runner.tasks import PRETRAIN_EPOCHS, TASKS, data_sets, suite_stages
+from benchmarks.runner.plan import (
+    DEFAULT_PANEL,
+    DEFAULT_SEEDED,
+    DEFAULT_SEEDS,
+    PRETRAIN_BUDGETS,
+    PRETRAIN_ONLY,
+    SEED_TASKS,
+    checkpoint_archs,
+    plan,
+    pretrain_source,
+)
+from benchmarks.runner.tasks import TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
 from pretrain.cli import InputError, claim_output, number, one_line, one_line_errors
 from pretrain.data import LAYOUTS, DataError
 from pretrain.files import git_commit
-from pretrain.open_backbone import RANDOM, RANDOM_METHOD
-
-# Each regularizer beside the base method its paper's claims use (RCL's contrastive branch is
-# MoCo's training scheme, RCL Implementation); the first is also the path stages' backbone.
-DEFAULT_PANEL = ("simclr", "simclr+metamask", "byol", "byol+msr", "barlow_twins",
-                 "barlow_twins+mcr", "mocov2", "mocov2+rcl")
-
-# Pretraining's flags per budget (each task's own are in benchmarks/runner/tasks.py). "cpu" sizes
-# every stage so that the whole default panel takes at most 8 minutes on 2 cores at the reference
-# speed (its costs: runner/speed.py), 20 on a machine 2.5x slower: every stage runs for real,
-# but far too briefly for its numbers to rank backbones (see the README). Its pretraining extras,
-# by method or regularizer: a 2048-d Barlow Twins projector (the paper's 8192-d one alone costs
-# 3.9 s a step on 2 cores) and the bi-level regularizers' meta step every 4th step (each costs 3-4
-# regular steps). "full" is each engine's own protocol (hours on GPUs).
-PRETRAIN_BUDGETS = {
-    "cpu": ["--steps", "40", "--batch-size", "32"],
-    "smoke": ["--steps", "2", "--batch-size", "8"],
-    "full": [],
-}
-PRETRAIN_EXTRAS = {
-    "cpu": {"barlow_twins": ["--method-arg", "proj_hidden_dim=2048",
-                             "--method-arg", "proj_dim=2048"],
-            **{reg: ["--regularizer-arg", "meta_every=4"] for reg in ("msr", "mcr", "metamask")}},
-}
-PRETRAIN_ONLY = "imagefolder"  # a --data set only pretraining reads
-
-
-def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
-    """Every stage of the run, in order: pretraining first, then each backbone's tasks."""
-    data = args.data
-    stages: list[Stage] = []
-    weights: dict[str, dict[str | None, str]] = {}  # backbone -> {data set (None: all): file}
-    seeds = range(getattr(args, "seeds", 1))
-    seed_of = {_seeded(e, s): s for e in (*args.panel, RANDOM_METHOD) for s in seeds}
-    # --pretrain-per-task: one backbone per data set the tasks read, as RCL pretrains
-    sets = (list(dict.fromkeys(suite_stages()[name][0].data for name in args.tasks))
-            if getattr(args, "pretrain_per_task", False) else [None])
-    for entry, seed, key in [(e, s, k) for e in args.panel for s in seeds for k in sets]:
-        method, _, regularizer = entry.partition("+")
-        name = _seeded(entry, seed)
-        run = out / "pretrain" / (name.replace("+", "_") + (f"_{key}" if key else ""))
-        weights.setdefault(name, {})[key] = str(run / "backbone.safetensors")
-        argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
-                "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
-                "--out", str(run.parent), "--name", run.name, *_gpus(args, "--gpus"),
-                *PRETRAIN_BUDGETS[args.budget], *(["--seed", str(seed)] if len(seeds) > 1 else [])]
-        extra = PRETRAIN_EXTRAS.get(args.budget, {})
-        argv += [*extra.get(method, []), *extra.get(regularizer, [])]
-        if key and args.budget == "full" and key in PRETRAIN_EPOCHS:
-            argv += ["--epochs", str(PRETRAIN_EPOCHS[key])]
-        if args.pretrain_steps:
-            argv += ["--steps", str(args.pretrain_steps)]  # the last --steps wins
-        if getattr(args, "pretrain_save_every", None):
-            argv += ["--save-every", str(args.pretrain_save_every)]
-        source = pretrain_source(key, data)
-        if source:
-            argv += ["--data", f"{source}={data[source]}"]
-        stages.append(Stage(name, f"pretrain_{key}" if key else "pretrain", argv,
-                            outputs=[weights[name][key]], gpus=args.gpus, folder=str(run),
-                            resumable=True, rows=False))
-    weights.update({_seeded(RANDOM_METHOD, seed): {None: RANDOM} for seed in seeds})
-    weights.update({name: {None: path} for name, path in args.checkpoint})
-    # a path check below the full budget runs on one backbone: the first pretrained (its
-    # conversion is on the path), else the control
-    path_backbone = next((b for b, paths in weights.items() if RANDOM not in paths.values()),
-                         RANDOM_METHOD)
-
-    for backbone, paths in weights.items():
-        seed = seed_of.get(backbone, 0)
-        for name, (task, protocol) in suite_stages().items():
-            if name not in args.tasks or (protocol in task.path_checks and args.budget != "full"
-                                          and backbone != path_backbone):
-                continue
-            path = paths.get(task.data, paths.get(None))
-            # the random-init control: the same one in every stage (pretrain/open_backbone.py)
-            chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
-                      if path == RANDOM else ["--weights", path])
-            folder = out / name / backbone
-            argv = [sys.executable, str(ROOT / task.script),
-                    *_gpus(args, task.gpus_flag),
-                    *task.protocol_flags(protocol),
-                    *(task.synthetic_flags if task.data in args.synthetic else ()),
-                    *chosen, "--out", str(folder), "--leaderboard", str(folder / BOARD),
-                    "--data", str(data[task.data]),
-                    *(_seed_flags(task.script, seed) if len(seeds) > 1 else []),
-                    *task.budget_flags(args.budget, protocol)]
-            stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path,
-                                gpus=args.gpus if task.gpus_flag else 1, folder=str(folder)))
-    return stages
-
-
-def pretrain_source(key: str | None, data: dict[str, str]) -> str | None:
-    """The data set a pretraining stage reads: its task's set (``--pretrain-per-task``), else
-    ``--data imagefolder=ROOT`` when given, else Colorful-MNIST (the embedded default unless
-    ``--data colorful_mnist=ROOT``)."""
-    if key:
-        return key
-    return next((name for name in (PRETRAIN_ONLY, "colorful_mnist") if name in data), None)
-
-
-def _seeded(name: str, seed: int) -> str:
-    """The panel name of ``name`` pretrained (or initialised) with ``seed`` (--seeds)."""
-    return name if seed == 0 else f"{name}.seed{seed}"
-
-
-def _seed_flags(script: str, seed: int) -> list[str]:
-    """A stage's seed: the probe seed and random-init seed of a probe script, the run's seed
-    (which seeds the random-init control too) of an engine."""
-    if script.startswith("benchmarks/"):
-        return ["--first-seed", str(seed), "--init-seed", str(seed)]
-    return ["--seed", str(seed)]
-
-
-def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
-    return [flag, str(args.gpus)] if flag and args.gpus > 1 else []
+from pretrain.open_backbone import RANDOM_METHOD
 
 
 def report(out: Path, records: list[dict]) -> Path:
@@ -252,10 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", default="cpu", choices=sorted(PRETRAIN_BUDGETS),
                         help="cpu: sized for a 2-core CPU; smoke: a few steps each (tests); "
                              "full: the engines' own protocols, on real pretraining data")
-    parser.add_argument("--seeds", type=number(), default=1,
-                        help="pretrain each backbone with seeds 0..N-1 and run each stage with "
-                             "the backbone's seed (probe seed and random init), for intervals over "
-                             "seeds in the report (default 1)")
+    parser.add_argument("--seeds", type=number(), default=None,
+                        help="pretrain each backbone of --seeded with seeds 0..N-1 and run its "
+                             "stages with its seed (probe seed and random init), for intervals "
+                             "over seeds in the report (default: 1; with the default panel, "
+                             f"{DEFAULT_SEEDS} for {','.join(DEFAULT_SEEDED)}: the claim the "
+                             "main job judges over seeds)")
+    parser.add_argument("--seeded", default=None, metavar="ENTRY,...",
+                        help="the panel entries (and 'random-init') --seeds applies to; the others "
+                             "get seed 0 (default: every one)")
     parser.add_argument("--pretrain-per-task", action="store_true",
                         help="pretrain one backbone per data set the tasks read (RCL's protocol; "
                              "with --budget full for the paper's epochs per data set)")
@@ -323,11 +223,22 @@ def check_flags(args: argparse.Namespace, given: dict[str, str]) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    default_panel = args.panel == ",".join(DEFAULT_PANEL)
     args.panel = [p for p in args.panel.split(",") if p]
     args.tasks = [t for t in args.tasks.split(",") if t]
+    args.seed_tasks = None
+    if args.seeded is not None:
+        args.seeded = [e for e in args.seeded.split(",") if e]
+        unknown = sorted(set(args.seeded) - {*args.panel, RANDOM_METHOD})
+        if unknown:
+            raise BadArgument(f"--seeded {','.join(unknown)}: not in --panel (nor random-init)")
+    if args.seeds is None and args.seeded is None and default_panel:
+        # the main job: the RCL pair over seeds, its extra seeds on the claim's tasks only
+        args.seeds, args.seeded, args.seed_tasks = DEFAULT_SEEDS, DEFAULT_SEEDED, SEED_TASKS
     os.environ[leaderboard.BUDGET_ENV] = args.budget  # the stages' rows name the budget
     args.checkpoint, args.data = check_sources(args.checkpoint, args.data, args.panel)
     check_flags(args, args.data)
+    args.checkpoint_archs = checkpoint_archs(args.checkpoint)
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
