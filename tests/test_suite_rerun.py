@@ -130,6 +130,7 @@ def test_flags_that_would_fail_later_fail_at_once(tmp_path: Path, tiny_data: Pat
     assert main([*full, *data]) == 0
     printed = capsys.readouterr().out
     assert f"data colorful_mnist={tiny_data / 'colorful_mnist'}" in printed
+    assert "no measured cost for these flags" in printed and "no GPU-hours" in printed
 
 
 def _descendants(root: int) -> set[int]:

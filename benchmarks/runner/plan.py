@@ -4,10 +4,11 @@ Every stage's command line is built here, and only here.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import subprocess
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.runner.markers import BOARD_NAME as BOARD
@@ -20,6 +21,27 @@ from pretrain.open_backbone import RANDOM, RANDOM_METHOD
 # MoCo's training scheme, RCL Implementation); the first is also the path stages' backbone.
 DEFAULT_PANEL = ("simclr", "simclr+metamask", "byol", "byol+msr", "barlow_twins",
                  "barlow_twins+mcr", "mocov2", "mocov2+rcl")
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """What the plan reads, built once from the parsed and checked flags, never changed."""
+
+    panel: tuple[str, ...]                      # METHOD[+REGULARIZER] entries to pretrain
+    tasks: tuple[str, ...]                      # suite stage names (benchmarks/runner/tasks.py)
+    arch: str
+    budget: str                                 # cpu | smoke | full
+    gpus: int                                   # per stage
+    data: Mapping[str, str]                     # every data set's root, given or embedded
+    synthetic: frozenset[str]                   # the sets that are the embedded default
+    checkpoint: tuple[tuple[str, str], ...] = ()  # (NAME, PATH) of backbones trained elsewhere
+    checkpoint_archs: Mapping[str, str] | None = None  # {NAME: arch} of those readable
+    seeds: int = 1                              # --seeds N
+    seeded: tuple[str, ...] | None = None       # the entries --seeds applies to (None: all)
+    seed_tasks: tuple[str, ...] | None = None   # the stages an extra seed runs (None: all)
+    pretrain_per_task: bool = False
+    pretrain_steps: int | None = None
+    pretrain_save_every: int | None = None
+
 
 # The main job judges one claim over pretraining seeds: RCL's (mocov2+rcl against mocov2, on
 # Colorful-MNIST, where its shortcut is); the other pairs keep one seed. The extra seeds run only
@@ -49,7 +71,7 @@ PRETRAIN_EXTRAS = {
 PRETRAIN_ONLY = "imagefolder"  # a --data set only pretraining reads
 
 
-def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
+def plan(args: PlanConfig, out: Path) -> list[Stage]:
     """Every stage of the run, in order: pretraining first, then each backbone's tasks."""
     data = args.data
     stages: list[Stage] = []
@@ -124,7 +146,7 @@ def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
     return stages
 
 
-def seeds_of(args: argparse.Namespace) -> dict[str, range]:
+def seeds_of(args: PlanConfig) -> dict[str, range]:
     """The pretraining seeds of each panel entry and of the random-init control: 0..N-1
     (``--seeds N``) for the entries of ``--seeded`` (default: all of them), seed 0 for the
     others."""
@@ -134,12 +156,12 @@ def seeds_of(args: argparse.Namespace) -> dict[str, range]:
             for entry in (*args.panel, RANDOM_METHOD)}
 
 
-def control_archs(args: argparse.Namespace) -> dict[str, str]:
+def control_archs(args: PlanConfig) -> dict[str, str]:
     """{control name: arch}: one random-init control per arch compared, that of the panel
     (``--arch``) named ``random-init``, any other arch of a ``--checkpoint`` ``random-init.ARCH``
     (a checkpoint whose arch cannot be read compares with the panel's)."""
-    archs = ([args.arch] if args.panel else []) + list(getattr(args, "checkpoint_archs", {})
-                                                       .values())
+    archs = ([args.arch] if args.panel else []) + list((getattr(args, "checkpoint_archs", None)
+                                                        or {}).values())
     archs = list(dict.fromkeys(archs or [args.arch]))
     return {RANDOM_METHOD if arch == args.arch else f"{RANDOM_METHOD}.{arch}": arch
             for arch in archs}
@@ -192,5 +214,5 @@ def _seed_flags(script: str, seed: int) -> list[str]:
     return ["--seed", str(seed)]
 
 
-def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
+def _gpus(args: PlanConfig, flag: str) -> list[str]:
     return [flag, str(args.gpus)] if flag and args.gpus > 1 else []

@@ -36,6 +36,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from types import MappingProxyType
 
 from benchmarks.results import leaderboard
 from benchmarks.results import report as suite_report
@@ -49,6 +50,7 @@ from benchmarks.runner.plan import (
     PRETRAIN_BUDGETS,
     PRETRAIN_ONLY,
     SEED_TASKS,
+    PlanConfig,
     checkpoint_archs,
     plan,
     pretrain_source,
@@ -191,27 +193,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {one_line(err)}\n")
 
 
-def check_flags(args: argparse.Namespace, given: dict[str, str]) -> None:
+def check_flags(budget: str, arch: str, panel: tuple[str, ...], tasks: tuple[str, ...],
+                per_task: bool, given: dict[str, str]) -> None:
     """What would fail later fails now, dry run included: unknown tasks and panel entries, an
     arch the full protocols do not use, and --budget full without real pretraining data."""
     from pretrain.methods import METHODS
     from pretrain.regularizers import REGULARIZERS
 
     stages = suite_stages()
-    if set(args.tasks) - set(stages):
-        raise BadArgument(f"--tasks: unknown {sorted(set(args.tasks) - set(stages))}; "
+    if set(tasks) - set(stages):
+        raise BadArgument(f"--tasks: unknown {sorted(set(tasks) - set(stages))}; "
                           f"choose from {', '.join(stages)}")
-    for entry in args.panel:
+    for entry in panel:
         method, _, regularizer = entry.partition("+")
         if method not in METHODS or (regularizer and regularizer not in REGULARIZERS):
             raise BadArgument(f"--panel {entry}: unknown; each entry is METHOD[+REGULARIZER] "
                               f"with METHOD in {', '.join(METHODS)} and REGULARIZER in "
                               f"{', '.join(REGULARIZERS)}")
-    problem = executor.full_budget_problem(args.budget, args.arch, args.tasks)
+    problem = executor.full_budget_problem(budget, arch, list(tasks))
     if problem:
         raise BadArgument(problem)
-    if args.budget == "full" and args.panel:
-        keys = ({stages[name][0].data for name in args.tasks} if args.pretrain_per_task
+    if budget == "full" and panel:
+        keys = ({stages[name][0].data for name in tasks} if per_task
                 else {pretrain_source(None, {**dict.fromkeys(data_sets()), **given})})
         synthetic = sorted(key for key in keys if key not in given)
         if synthetic:
@@ -222,23 +225,49 @@ def check_flags(args: argparse.Namespace, given: dict[str, str]) -> None:
                 "backbones trained elsewhere with --checkpoint NAME=PATH and --panel ''")
 
 
-def _main(args: argparse.Namespace) -> int:
-    default_panel = args.panel == ",".join(DEFAULT_PANEL)
-    args.panel = [p for p in args.panel.split(",") if p]
-    args.tasks = [t for t in args.tasks.split(",") if t]
-    args.seed_tasks = None
+def seed_setting(args: argparse.Namespace, panel: tuple[str, ...]
+                 ) -> tuple[int, tuple[str, ...] | None, tuple[str, ...] | None]:
+    """(--seeds, the entries it applies to, the stages an extra seed runs): the default panel
+    with no --seeds is the main job, which judges the RCL pair over seeds."""
+    seeded = None
     if args.seeded is not None:
-        args.seeded = [e for e in args.seeded.split(",") if e]
-        unknown = sorted(set(args.seeded) - {*args.panel, RANDOM_METHOD})
+        seeded = tuple(e for e in args.seeded.split(",") if e)
+        unknown = sorted(set(seeded) - {*panel, RANDOM_METHOD})
         if unknown:
             raise BadArgument(f"--seeded {','.join(unknown)}: not in --panel (nor random-init)")
-    if args.seeds is None and args.seeded is None and default_panel:
-        # the main job: the RCL pair over seeds, its extra seeds on the claim's tasks only
-        args.seeds, args.seeded, args.seed_tasks = DEFAULT_SEEDS, DEFAULT_SEEDED, SEED_TASKS
+    if args.seeds is None and seeded is None and panel == DEFAULT_PANEL:
+        return DEFAULT_SEEDS, tuple(DEFAULT_SEEDED), tuple(SEED_TASKS)
+    return args.seeds or 1, seeded, None
+
+
+SLOW_IMAGES_PER_S = 63.0  # a slow machine of the reference kind (the README's measured run)
+
+
+def dry_run_estimate(stages: list, budget: str, applies: bool, jobs: int,
+                     done: dict[int, None]) -> str:
+    """The plan's expected time from the measured costs (benchmarks/runner/costs.json), at the
+    reference speed and at a slow machine's; where no cost was measured for these flags (GPUs,
+    real data, the full budget), it says so rather than guess GPU-hours."""
+    at_reference = speed.REFERENCE_IMAGES_PER_S / speed.THREADS_RATIO  # one thread
+    _, left = speed.estimate(stages, budget, applies, jobs, at_reference, done)
+    if left is None:
+        return ("[suite] estimate: no measured cost for these flags in "
+                f"{speed.COSTS_FILE.name} (it holds --budget cpu on the embedded default set, "
+                "ResNet-18, CPU only), so no GPU-hours are printed; the run's ETA learns from its "
+                "finished stages")
+    slow = left * speed.REFERENCE_IMAGES_PER_S / SLOW_IMAGES_PER_S
+    return (f"[suite] estimate: {left / 60:.1f} min of wall time on a CPU at "
+            f"{speed.REFERENCE_IMAGES_PER_S:.0f} images/s, {slow / 60:.1f} at "
+            f"{SLOW_IMAGES_PER_S:.0f} (data generation and start excluded); no GPU")
+
+
+def _main(args: argparse.Namespace) -> int:
+    panel = tuple(p for p in args.panel.split(",") if p)
+    tasks = tuple(t for t in args.tasks.split(",") if t)
+    seeds, seeded, seed_tasks = seed_setting(args, panel)
     os.environ[leaderboard.BUDGET_ENV] = args.budget  # the stages' rows name the budget
-    args.checkpoint, args.data = check_sources(args.checkpoint, args.data, args.panel)
-    check_flags(args, args.data)
-    args.checkpoint_archs = checkpoint_archs(args.checkpoint)
+    checkpoints, given = check_sources(args.checkpoint, args.data, list(panel))
+    check_flags(args.budget, args.arch, panel, tasks, args.pretrain_per_task, given)
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
@@ -248,21 +277,32 @@ def _main(args: argparse.Namespace) -> int:
         print(f"[suite] reference speed {images_per_s:.1f} images/s (the budget is sized for "
               f"{speed.REFERENCE_IMAGES_PER_S:.0f}: {speed.REFERENCE_BENCHMARK}); "
               f"one thread {one_thread:.1f}", flush=True)
-    args.synthetic = set(data_sets()) - set(args.data)
-    if args.synthetic:
+    synthetic = frozenset(data_sets()) - set(given)
+    data = dict(given)
+    if synthetic:
         from pretrain.synthetic import default_root
 
         print(f"[suite] embedded synthetic data ({args.size})", flush=True)
-        synthetic = default_root(args.size)
-        args.data = {key: str(synthetic / key) for key in args.synthetic} | args.data
+        data = {key: str(default_root(args.size) / key) for key in sorted(synthetic)} | data
     import torch
 
-    if args.jobs is None:
-        args.jobs = 1 if torch.cuda.is_available() else 2
-    stages = plan(args, out)
+    jobs = args.jobs or (1 if torch.cuda.is_available() else 2)
+    cfg = PlanConfig(panel=panel, tasks=tasks, arch=args.arch, budget=args.budget,
+                     gpus=args.gpus, data=MappingProxyType(data), synthetic=synthetic,
+                     checkpoint=tuple(checkpoints),
+                     checkpoint_archs=MappingProxyType(checkpoint_archs(checkpoints)),
+                     seeds=seeds, seeded=seeded, seed_tasks=seed_tasks,
+                     pretrain_per_task=args.pretrain_per_task,
+                     pretrain_steps=args.pretrain_steps,
+                     pretrain_save_every=args.pretrain_save_every)
+    stages = plan(cfg, out)
     done, changed = review(stages, out, git_commit(), args.code_change)
+    applies = (args.size == "default" and args.arch == "resnet18" and args.gpus == 1
+               and not given and not torch.cuda.is_available() and jobs <= 2)
     if args.dry_run:  # every stage's command, resources and inputs; nothing is run or written
         print(executor.describe(stages, out, set(done), changed), flush=True)
+        print(dry_run_estimate(stages, args.budget, applies, jobs, dict.fromkeys(done)),
+              flush=True)
         return 0
     out.mkdir(parents=True, exist_ok=True)
     claim_output(out, "python -m benchmarks.suite",
@@ -270,11 +310,7 @@ def _main(args: argparse.Namespace) -> int:
     if args.calibrate:
         speed.calibrate(stages, out)
         return 0
-    jobs = max(1, args.jobs)
-    costs, left = speed.estimate(stages, args.budget, args.size == "default"
-                                 and args.arch == "resnet18" and args.data.keys() == args.synthetic
-                                 and args.gpus == 1 and jobs <= 2
-                                 and not torch.cuda.is_available(), jobs, one_thread,
+    costs, left = speed.estimate(stages, args.budget, applies, jobs, one_thread,
                                  dict.fromkeys(done))
     expected = None if left is None else time.monotonic() - t0 + left
     print(f"[suite] {len(stages) - len(done)} stages to run; expected wall time "
