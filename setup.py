@@ -3,6 +3,9 @@
 Importable packages: ``pretrain``, ``transfer``, ``benchmarks``. ``datasets/`` holds preparation
 scripts only and is deliberately NOT a package (it would shadow Hugging Face ``datasets``).
 
+Console scripts (``ssl-`` keeps them apart from other tools' ``convert``, ``linear``, ...): each is
+the module's ``python -m`` command; see README.md for the command lines.
+
 Extras:
   convert    - checkpoint conversion only (torch + numpy + safetensors)
   detection  - what detectron2 0.6 imports (detectron2 itself is placed by tools/bootstrap.sh)
@@ -48,6 +51,19 @@ POSE = [
     "Cython",
 ]
 CLUSTER = ["submitit==1.5.4"]
+CONSOLE_SCRIPTS = [
+    "ssl-pretrain = pretrain.train:main",
+    "ssl-convert = transfer.convert:main",
+    "ssl-coco-det = transfer.coco_det:main",
+    "ssl-mpii-pose = transfer.mpii_pose:main",
+    "ssl-colorful-mnist = benchmarks.probes.colorful_mnist:cli",
+    "ssl-fairface = benchmarks.probes.fairface:cli",
+    "ssl-coco-fgbg = benchmarks.probes.coco_fgbg:cli",
+    "ssl-linear = benchmarks.probes.linear:cli",
+    "ssl-suite = benchmarks.runner.suite:main",
+    "ssl-leaderboard = benchmarks.results.leaderboard_cli:main",
+    "ssl-speed = benchmarks.runner.speed_cli:main",
+]
 
 setup(
     name="ssl-transfer-suite",
@@ -58,6 +74,7 @@ setup(
                                     "benchmarks", "benchmarks.*"]),
     package_data={"transfer": ["configs/*.yaml", "configs/*.py"], "benchmarks.results": ["*.csv"],
                   "benchmarks.runner": ["*.json"]},
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4"],
     extras_require={
         "convert": [],

@@ -11,12 +11,10 @@ the same thing cached under $SUITE_DATA_DIR.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pretrain.synthetic import SIZES, counts, generate_into  # noqa: E402
+from pretrain.synthetic import SIZES, counts, generate_into
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pretrain.data import ColorfulMNIST, DataError  # noqa: E402
+from pretrain.data import ColorfulMNIST, DataError
 
 SIZE = 64
 STL_SIDE = 96

@@ -19,8 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pretrain.data import DataError, FairFace  # noqa: E402
+from pretrain.data import DataError, FairFace
 
 SPLITS = ("train", "val")
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -29,9 +28,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pretrain.backbones import build_resnet  # noqa: E402
-from pretrain.data import ColorfulMNIST  # noqa: E402
+from pretrain.backbones import build_resnet
+from pretrain.data import ColorfulMNIST
 
 LABELS = ("digit", "background")
 

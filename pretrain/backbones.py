@@ -34,7 +34,26 @@ RESNETS = {
 }
 ARCHS = tuple(RESNETS)
 FEATURE_DIMS = {arch: spec.feature_dim for arch, spec in RESNETS.items()}
-STEMS = ("imagenet", "small")
+
+
+@dataclass(frozen=True)
+class StemGeometry:
+    """conv1 and whether a max-pool follows it."""
+
+    kernel: int
+    stride: int
+    padding: int
+    maxpool: bool
+
+
+STEM_GEOMETRY = {
+    "imagenet": StemGeometry(kernel=7, stride=2, padding=3, maxpool=True),  # torchvision's
+    "small": StemGeometry(kernel=3, stride=1, padding=1, maxpool=False),    # the suite's CIFAR stem
+    # solo-learn's CIFAR stem (solo/methods/base.py): read from its files, never trained here
+    "small-pad2": StemGeometry(kernel=3, stride=1, padding=2, maxpool=False),
+}
+STEMS = ("imagenet", "small")   # what the suite trains
+READ_STEMS = tuple(STEM_GEOMETRY)  # what it reads from other libraries' files
 STAGES = ("res2", "res3", "res4", "res5")
 
 
@@ -42,25 +61,30 @@ def build_resnet(arch: str = "resnet18", stem: str = "imagenet",
                  zero_init_residual: bool = False) -> nn.Module:
     """A torchvision ResNet without its classifier (``fc`` is Identity, so no ``fc.*`` keys).
 
-    ``stem="small"`` replaces the 7x7/2 conv and max-pool with a 3x3/1 conv (the CIFAR stem used
-    by SimCLR, solo-learn and the seeds for small images). Its ``conv1.weight`` has shape
-    (64, 3, 3, 3), which is how checkpoints record it too.
+    ``stem="small"`` replaces the 7x7/2 conv and max-pool with a 3x3/1 conv, padding 1 (the
+    CIFAR stem used by SimCLR and the seeds for small images); ``"small-pad2"`` pads it 2
+    (solo-learn's). Its ``conv1.weight`` has shape (64, 3, 3, 3), which is how checkpoints record
+    it too.
     """
     if arch not in RESNETS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    if stem not in STEMS:
-        raise ValueError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}")
+    if stem not in STEM_GEOMETRY:
+        raise ValueError(f"unknown stem {stem!r}; choose one of {', '.join(READ_STEMS)}")
     model = getattr(torchvision.models, arch)(weights=None, zero_init_residual=zero_init_residual)
-    if stem == "small":
-        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    geometry = STEM_GEOMETRY[stem]
+    if stem != "imagenet":
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=geometry.kernel, stride=geometry.stride,
+                                padding=geometry.padding, bias=False)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if not geometry.maxpool:
         model.maxpool = nn.Identity()
     model.fc = nn.Identity()
     return model
 
 
 def stem_of(state_dict: dict[str, torch.Tensor]) -> str:
-    """Which stem a torchvision-keyed ResNet state_dict has, read from ``conv1.weight``'s shape."""
+    """Which stem a torchvision-keyed ResNet state_dict has, read from ``conv1.weight``'s shape
+    (a 3x3 conv1 is "small"; its padding is not in the weights)."""
     return "small" if state_dict["conv1.weight"].shape[-1] == 3 else "imagenet"
 
 

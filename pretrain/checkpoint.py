@@ -22,7 +22,7 @@ import json
 import os
 import pickle
 import re
-import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -111,14 +111,19 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
-def load_torch(source: str | os.PathLike | IO[bytes], map_location: Any = "cpu") -> Any:
+def load_torch(source: str | os.PathLike | IO[bytes], map_location: Any = "cpu",
+               admit: Sequence[Any] = ()) -> Any:
     """``torch.load`` restricted to tensors and plain containers (never runs code from the file).
 
-    ``source`` is a path or an open binary file (the engines' loaders pass either).
+    ``source`` is a path or an open binary file (the engines' loaders pass either). ``admit``
+    widens torch's ``weights_only`` allow-list by exactly those globals (objects, or
+    ``(object, "module.name")`` pairs as :func:`torch.serialization.safe_globals` takes them),
+    for a file kind that holds more than tensors (e.g. mmengine's Runner checkpoints).
     """
     source, name = _readable(source)
     try:
-        return torch.load(source, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(list(admit)):
+            return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
         if refused:
@@ -133,11 +138,10 @@ def load_torch(source: str | os.PathLike | IO[bytes], map_location: Any = "cpu")
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """The suite's one unpickler for files it did not write itself: it admits the globals in
-    ``ALLOWED`` (numpy arrays, numpy scalars/dtypes and builtin containers) and refuses every other
-    one, so a file can hold data but never make the reader call code. A file kind that needs more
-    (e.g. mmengine's Runner checkpoints) subclasses it, adding to ``ALLOWED`` or mapping a global to
-    a guarded stand-in in ``REPLACED``."""
+    """The unpickler of ``.pkl`` files (detectron2's format): it admits the globals in ``ALLOWED``
+    (numpy arrays, numpy scalars/dtypes and builtin containers) and refuses every other one, so a
+    file can hold data but never make the reader call code. Torch files are read by
+    :func:`load_torch` (torch's own ``weights_only`` reader), never through this class."""
 
     ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -146,23 +150,12 @@ class RestrictedUnpickler(pickle.Unpickler):
         ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
         ("builtins", "slice"), ("_codecs", "encode"),
     })
-    REPLACED: ClassVar[dict[tuple[str, str], Any]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self.REPLACED:
-            return self.REPLACED[module, name]
         if (module, name) in self.ALLOWED or (module == "numpy" and name.endswith("DType")) \
                 or module == "numpy.dtypes":
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
-
-    @classmethod
-    def pickle_module(cls) -> Any:
-        """This unpickler as the ``pickle_module`` of ``torch.load(..., weights_only=False)``.
-        Its ``load`` is restricted too: torch's legacy (non-zip) format reads its header objects
-        with ``pickle_module.load``, so a plain ``pickle.load`` there would run a planted file."""
-        return types.SimpleNamespace(__name__="restricted_pickle", Unpickler=cls,
-                                     load=lambda file, **kwargs: cls(file, **kwargs).load())
 
 
 def load_pickle_arrays(source: str | os.PathLike | IO[bytes]) -> Any:

@@ -92,6 +92,34 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def without_gpus(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--gpus N`` / ``--gpus=N`` (what a command passes on to the
+    processes it starts under torchrun)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--gpus="):
+            skip = False
+            continue
+        skip = arg == "--gpus"
+        if not skip:
+            kept.append(arg)
+    return kept
+
+
+def torchrun_command(module: str, argv: list[str], gpus: int) -> list[str]:
+    """``python -m module argv`` (less ``--gpus``) under torchrun: ``gpus`` processes on this
+    machine on a free port, so two runs on one machine never collide (``--gpus N`` of every
+    command that spans GPUs)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(gpus),
+            "--master_addr", "127.0.0.1", "--master_port", str(port),
+            "-m", module, *without_gpus(argv)]
+
+
 # ----------------------------------------------------------------------------- outputs
 # Records which command made a folder: a command writes into a folder it made, or one it
 # recognizes as its own earlier run, never into one holding another command's outputs.

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from pretrain.backbones import ARCHS, STEMS
-from pretrain.cli import InputError
+from pretrain.cli import InputError, number
 from pretrain.methods import METHODS
 
 
@@ -81,9 +81,9 @@ class PretrainConfig:
                            "applies flip, jitter, grayscale, blur to the batch (JPEGs decoded on "
                            "a GPU); device-compiled: the same, fused by torch.compile; cpu: the "
                            "per-image PIL pipeline in the workers", choices=AUGMENT_ON)
-    out: str = _opt("runs/pretrain", "parent folder of run folders")
-    name: str | None = _opt(None, "run folder name; unset = method[-regularizer]-data-arch-time",
-                            type=str)
+    out: str | None = _opt(None, "the run folder; unset = runs/pretrain/<name>", type=str)
+    name: str | None = _opt(None, "run name under runs/pretrain when --out is unset; unset = "
+                            "method[-regularizer]-data-arch-time", type=str)
     save_every: int = _opt(500, "write last_state.pt every N steps (and at the end)")
     log_every: int = _opt(10, "log and TensorBoard scalars every N steps")
 
@@ -111,14 +111,17 @@ def key_value(text: str) -> tuple[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pretrain.train",
+        prog="ssl-pretrain",
         description="Pretrain a ResNet backbone with a self-supervised method (+ regularizer). "
-        "Writes <out>/<name>/{config.yaml, log.txt, tb/, last_state.pt, backbone.safetensors, "
-        "metrics.json}. Without --data: the embedded synthetic Colorful-MNIST at 64 px, small "
-        "stem.",
+        "Writes the run folder --out: config.yaml, log.txt, tb/, last_state.pt, "
+        "backbone.safetensors, metrics.json. Without --data: the embedded synthetic "
+        "Colorful-MNIST at 64 px, ImageNet stem.",
         argument_default=argparse.SUPPRESS)
     parser.add_argument("--config", metavar="FILE.yaml",
                         help="load settings from a YAML file (flags given here override it)")
+    parser.add_argument("--gpus", type=number(), metavar="N",
+                        help="processes on this machine, one per GPU: with N > 1 the run starts "
+                        "itself under torchrun (several machines: tools/pretrain.sh --nnodes)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR (or from a last_state.pt) exactly where "
                         "it stopped; its config.yaml is used, flags given here override it")
@@ -198,6 +201,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PretrainConfig, str | Non
     """(config, resume path or None) from the command line (and ``--config`` / the resumed run)."""
     args = vars(build_parser().parse_args(argv))
     resume = args.pop("resume", None)
+    args.pop("gpus", None)  # the launcher's (pretrain/train.py main), not the run's
     config_file = args.pop("config", None)
     cfg = saved = PretrainConfig()
     if resume is not None:

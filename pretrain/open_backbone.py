@@ -4,15 +4,16 @@ random-init control.
     backbone = open_backbone(weights or RANDOM, arch, stem, seed, prefix)
 
 A file is read once (:func:`pretrain.foreign.read_source`: the suite's checkpoint or a ResNet
-trained elsewhere, never executing code from it), rebuilt with its own arch, stem and stride
-convention (a network trained with its stride in the 1x1 conv, detectron2's default, is built so:
+trained elsewhere, never executing code from it), rebuilt with its own arch, stem geometry (a 3x3
+conv1 padded as its library pads it) and stride convention (a network trained with its stride in
+the 1x1 conv, detectron2's default and mmcv's ``style='caffe'``, is built so:
 :func:`move_stride_to_1x1`) and loaded strictly; ``arch`` and ``stem``, when given, must agree
-with it. ``RANDOM`` is the random-init
-control, the same everywhere: torchvision's init with ``zero_init_residual=True``, seeded by
-``seed``, named ``random-init-<arch>-<stem>-seed<seed>``. Zero-initialised residual branches
-(Goyal et al. 2017, torchvision's ``zero_init_residual``) are what the control needs in detection:
-from a plain random init with frozen BN, detectron2's Mask R-CNN diverges within about nine
-iterations ("Predicted boxes or scores contain Inf/NaN").
+with it (``stem`` says the padding of a 3x3 conv1 whose file does not). ``RANDOM`` is the
+random-init control, the same everywhere: torchvision's init with ``zero_init_residual=True``,
+seeded by ``seed``, named ``random-init-<arch>-<stem>-seed<seed>``. Zero-initialised residual
+branches (Goyal et al. 2017, torchvision's ``zero_init_residual``) are what the control needs in
+detection: from a plain random init with frozen BN, detectron2's Mask R-CNN diverges within about
+nine iterations ("Predicted boxes or scores contain Inf/NaN").
 
 Every probe, both engine drivers, the converter and the suite runner open backbones here.
 """
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from pretrain.backbones import ARCHS, STEMS, build_resnet
+from pretrain.backbones import ARCHS, READ_STEMS, build_resnet
 from pretrain.checkpoint import CheckpointError
 from pretrain.files import file_sha256
 from pretrain.foreign import ForeignBackbone, parse_bool, read_source, resnet_skeleton
@@ -68,9 +69,10 @@ def open_backbone(weights: str | os.PathLike = RANDOM, arch: str | None = None,
                   stride_in_1x1: bool | None = None) -> Backbone:
     """``weights``: a checkpoint file (the suite's format or any :mod:`pretrain.foreign` reads)
     or ``random``. ``arch``/``stem`` choose the random-init control (default resnet18, imagenet
-    stem) and ``seed`` seeds it; for a file they are read from it. ``prefix`` selects the backbone
-    inside a file that holds several; ``stride_in_1x1`` gives the stride convention of a
-    bottleneck ResNet whose file does not say it."""
+    stem) and ``seed`` seeds it; for a file they are read from it (``stem`` gives the padding of
+    a 3x3 conv1 whose file does not say it). ``prefix`` selects the backbone inside a file that
+    holds several; ``stride_in_1x1`` gives the stride convention of a bottleneck ResNet whose file
+    does not say it."""
     if is_random(weights):
         if stride_in_1x1 is not None:
             raise CheckpointError("--stride-in-1x1: the random-init control has torchvision's "
@@ -86,13 +88,13 @@ def open_backbone(weights: str | os.PathLike = RANDOM, arch: str | None = None,
         return Backbone(model, meta, None,
                         f"{name}-zero_init_residual-torch{torch.__version__}")
     path = Path(weights)
-    source = read_source(path, prefix, stride_in_1x1)
+    source = read_source(path, prefix, stride_in_1x1, stem)
     meta = source.meta
     for name, wanted in (("arch", arch), ("stem", stem)):
         if wanted and wanted != meta[name]:
             raise CheckpointError(f"--{name} {wanted}: {path} holds a {meta['arch']} with the "
-                                  f"{meta['stem']} stem; --arch and --stem only choose the "
-                                  "random-init control")
+                                  f"{meta['stem']} stem; --arch and --stem choose the "
+                                  "random-init control (--stem also a 3x3 conv1's padding)")
     model = resnet_skeleton(meta["arch"], meta["stem"]).to_empty(device="cpu")
     model.load_state_dict(source.state, strict=True)  # every tensor, so no init is needed
     key = file_sha256(path)
@@ -120,7 +122,7 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str 
     """The flags that choose a backbone, the same in every stage that opens one. ``random_arch``
     and ``random_stem`` name the stage's defaults for the random-init control (for the help)."""
     parser.add_argument("--weights", help="backbone checkpoint (the suite's format or any "
-                        "format pretrain/foreign.py reads: torchvision, timm, MoCo, solo-learn, "
+                        "format pretrain/foreign/ reads: torchvision, timm, MoCo, solo-learn, "
                         "mmselfsup, VISSL, lightly, detectron2), or 'random' for the random-init "
                         "control" + weights_help)
     parser.add_argument("--prefix", help="key prefix of the backbone inside a checkpoint that "
@@ -131,5 +133,8 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str 
                         "conv of a bottleneck), false for torchvision's (stride in the 3x3)")
     parser.add_argument("--arch", choices=ARCHS, help="the random-init control's arch (default "
                         f"{random_arch}; a checkpoint's own is read from it)")
-    parser.add_argument("--stem", choices=STEMS, help="the random-init control's stem "
-                        f"(default {random_stem}; a checkpoint's own is read from it)")
+    parser.add_argument("--stem", choices=READ_STEMS, help="the random-init control's stem "
+                        f"(default {random_stem}; a checkpoint's own is read from it, and this "
+                        "flag only says the padding of a 3x3 conv1 whose file does not: small "
+                        "pads 1, small-pad2 pads 2 as solo-learn does)")
+

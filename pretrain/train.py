@@ -68,14 +68,22 @@ from pretrain.checkpoint import (
     save_backbone,
     save_state,
 )
-from pretrain.cli import OutputError, claim_output, run_main
-from pretrain.config import ConfigError, PretrainConfig, parse_args, resolve, save_yaml
+from pretrain.cli import OutputError, claim_output, run_main, torchrun_command
+from pretrain.config import (
+    ConfigError,
+    PretrainConfig,
+    build_parser,
+    parse_args,
+    resolve,
+    save_yaml,
+)
 from pretrain.device_augment import InputPipeline
 from pretrain.files import atomic_write, git_commit
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
 
 STATE_FILE, BACKBONE_FILE = "last_state.pt", "backbone.safetensors"
+DEFAULT_RUNS = Path("runs/pretrain")  # where a run without --out goes, as runs/pretrain/<name>
 
 
 class NonFiniteLossError(RuntimeError):
@@ -214,16 +222,18 @@ def prepare_run_dir(cfg: PretrainConfig, resume: str | None) -> Path:
         if not (run_dir / STATE_FILE).is_file():
             raise ConfigError(f"--resume {resume}: no {STATE_FILE} in {run_dir}")
         return run_dir
-    name = cfg.name or "-".join(
+    if cfg.out and cfg.name:
+        raise ConfigError(f"--out is the run folder and --name a run under {DEFAULT_RUNS}: pass "
+                          f"one (--out {Path(cfg.out) / cfg.name} for what both meant before)")
+    run_dir = Path(cfg.out) if cfg.out else DEFAULT_RUNS / (cfg.name or "-".join(
         [cfg.method] + ([cfg.regularizer] if cfg.regularizer != "none" else [])
-        + [cfg.data, cfg.arch, time.strftime("%Y%m%d-%H%M%S")])
-    run_dir = Path(cfg.out) / name
+        + [cfg.data, cfg.arch, time.strftime("%Y%m%d-%H%M%S")]))
     error = (f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose "
-             "another --name") if (run_dir / STATE_FILE).exists() else None
+             "another --out") if (run_dir / STATE_FILE).exists() else None
     if error is None and D.rank() == 0:  # a folder holding another command's outputs is refused
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            claim_output(run_dir, "pretrain/train.py", flag="--out/--name")
+            claim_output(run_dir, "pretrain/train.py")
         except OutputError as err:
             error = str(err)
     decision = [run_dir, error]
@@ -250,7 +260,7 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
                           f"processes ({world})")
     cuda = device.startswith("cuda")
     run_dir = prepare_run_dir(cfg, resume)
-    cfg = dataclasses.replace(cfg, name=run_dir.name)
+    cfg = dataclasses.replace(cfg, out=str(run_dir), name=None)  # config.yaml names its folder
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     log = make_logger(run_dir if rank == 0 else None)
@@ -395,6 +405,12 @@ def train(cfg: PretrainConfig, resume: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    gpus = build_parser().parse_known_args(argv)[0].__dict__.get("gpus", 1)
+    if gpus > 1 and "LOCAL_RANK" not in os.environ:  # --gpus N: this command under torchrun
+        import subprocess
+
+        return subprocess.call(torchrun_command("pretrain.train", argv, gpus))
     try:
         return run_main(lambda: train(*parse_args(argv)), prog="pretrain",
                         statuses={NonFiniteLossError: 3})

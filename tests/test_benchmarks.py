@@ -44,7 +44,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_colorful_mnist_fixed_and_finetune(tmp_path, tiny_data, checkpoint):
-    metrics = run_task(colorful_mnist.TASK, ["--weights", str(checkpoint), "--seeds", "2",
+    metrics = run_task(colorful_mnist.TASK, ["--weights", str(checkpoint), "--trials", "2",
                                              *common(tmp_path, tiny_data, "fixed")])
     results = metrics["results"]
     assert set(results) == {"linear", "knn5", "knn200"}

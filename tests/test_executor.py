@@ -12,10 +12,11 @@ import pytest
 
 from benchmarks.runner import executor, suite
 from benchmarks.runner.stages import Stage
+from benchmarks.runner.tasks import data_sets
 
 
 def _data_flags(tiny_data: Path) -> list[str]:
-    return [arg for key in ("coco", "mpii", "fairface", "colorful_mnist")
+    return [arg for key in data_sets()
             for arg in ("--data", f"{key}={tiny_data / key}")]
 
 
@@ -34,7 +35,7 @@ def test_dry_run_prints_every_stage_with_its_gpus_and_runs_nothing(
     assert "gpus 8" in coco and "--num-gpus 8" in coco and "(made by stage 1)" in coco
     assert "coco_R_50_C4_1x_moco.yaml" in coco
     mpii = next(b for b in blocks if "simclr: mpii_fixed" in b)
-    assert "mpii_pose.py --gpus 8" in mpii
+    assert "-m transfer.mpii_pose --gpus 8" in mpii
     probe = next(b for b in blocks if "simclr: fairface_fixed" in b)
     assert "gpus 1" in probe and "--gpus" not in probe.split("$")[1]
     assert f"{suite.RANDOM_METHOD}: coco_det" in text  # the random-init control, always

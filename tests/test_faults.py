@@ -27,7 +27,7 @@ def _pretrain_argv(tiny_data: Path, out: Path, name: str) -> list[str]:
             "--data", f"colorful_mnist={tiny_data / 'colorful_mnist'}", "--image-size", "16",
             "--batch-size", "8", "--steps", str(STEPS), "--save-every", "1", "--log-every", "1",
             "--method-arg", "proj_hidden_dim=32", "--method-arg", "proj_dim=16",
-            "--device", "cpu", "--workers", "0", "--out", str(out), "--name", name]
+            "--device", "cpu", "--workers", "0", "--out", str(out / name)]
 
 
 def _saved_step(run_dir: Path) -> int:

@@ -27,8 +27,9 @@ from test_pretrain import _cli_flags, tiny_config
 from torch import nn
 
 import transfer.compat  # noqa: F401,I001  (its guards, before detectron2 and mmengine)
-from benchmarks.results import leaderboard, leaderboard_cli
+from benchmarks.results import leaderboard, leaderboard_cli, tables
 from benchmarks.runner import suite
+from benchmarks.runner.tasks import data_sets
 from pretrain import synthetic
 from pretrain import train as train_module
 from pretrain.checkpoint import (
@@ -415,7 +416,7 @@ def test_sigterm_to_the_suite_ends_its_stages_and_writes_no_more_rows(tiny_data:
     argv = [sys.executable, "-m", "benchmarks.suite", "--out", str(out), "--panel", "simclr",
             "--pretrain-steps", "100000", "--tasks", "colorful_mnist_fixed", "--budget", "smoke",
             *[f"--data={name}={tiny_data / name}"
-              for name in ("coco", "mpii", "fairface", "colorful_mnist")]]
+              for name in data_sets()]]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     stages: set[int] = set()
@@ -502,7 +503,7 @@ def test_checkpoint_metadata_is_escaped_in_csv_and_markdown(tmp_path: Path) -> N
     assert row["arch"] == "'@SUM(A1)" and row["pretrain_data"] == "'\tdata"
     assert row["metric"] == "'=1+1"
     assert row["pretrain_epochs"] == "-1.5" and row["value"] == "-3"  # numbers stay numbers
-    table = [line for line in leaderboard.markdown(leaderboard.read_rows(board)[1]).splitlines()
+    table = [line for line in tables.markdown(leaderboard.read_rows(board)[1]).splitlines()
              if line.startswith("|")]
     assert len(table) == 3  # header, separator, one row: no injected row
     assert "\\|" in table[2] and "| injected |" not in table[2]

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import resource
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,9 +21,8 @@ from test_checkpoint import _PlantsAFile
 from test_untrusted import ENTRY_POINTS
 
 import transfer.compat  # noqa: F401,I001  (before detectron2 and mmpose)
-from pretrain import foreign
-from pretrain.checkpoint import RestrictedUnpickler, save_backbone
-from pretrain.foreign import MAX_DEPTH, TRAINING_FILE_GLOBALS
+from pretrain.checkpoint import save_backbone
+from pretrain.foreign import MAX_DEPTH, TRAINING_FILE_GLOBALS, reading
 from transfer import convert
 from transfer.convert import detectron2_name
 
@@ -66,6 +66,44 @@ def planted(path: Path) -> Path:
     return path
 
 
+def planted_plain_pickle(path: Path) -> Path:
+    """A plain pickle (not torch's format) under a .pth name, holding an object that runs code."""
+    path.write_bytes(pickle.dumps({"state_dict": {
+        "conv1.weight": _PlantsAFile(str(path.parent / "planted"))}}))
+    return path
+
+
+ZIP_BOMB_BYTES = 512 << 20
+
+
+def zip_bomb(path: Path) -> Path:
+    """A torch zip checkpoint whose tensor record is deflated: a few hundred KB on disk that
+    unpack to ZIP_BOMB_BYTES (the issue's 3.9 MB file unpacked to 4.6 GB)."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"conv1.weight": torch.zeros(4)}, buffer)
+    source = zipfile.ZipFile(buffer)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as target:
+        for item in source.infolist():
+            if not item.filename.endswith("/data/0"):
+                target.writestr(item, source.read(item))
+                continue
+            entry = zipfile.ZipInfo(item.filename)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            with target.open(entry, "w") as record:
+                for _ in range(ZIP_BOMB_BYTES // (16 << 20)):
+                    record.write(bytes(16 << 20))
+    return path
+
+
+def terabyte_view(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    """A ResNet-18 whose one tensor is a 0-stride view of 4 bytes claiming 10 TB of floats
+    (torch.save keeps a view's size and stride: the file stays small)."""
+    torch.save({**state, "layer4.1.conv2.weight": torch.zeros(1).expand(10 * 2**40 // 4)}, path)
+    return path
+
+
 def detectron2_r50_without_convention(path: Path) -> Path:
     """A ResNet-50 with detectron2's names and nothing that says its stride convention."""
     torch.manual_seed(0)
@@ -81,6 +119,11 @@ CASES: dict[str, tuple[Callable[[Path, dict], Path], tuple[str, ...]]] = {
     "Git LFS pointer": (lambda p, s: lfs_pointer(p), ("Git LFS pointer", "git lfs pull")),
     "NaN in a BN statistic": (non_finite, ("layer2.0.bn1.running_var", "NaN or infinite")),
     "an object that runs code": (lambda p, s: planted(p), ("refused", "pathlib.Path")),
+    "a plain pickle named .pth that runs code": (lambda p, s: planted_plain_pickle(p),
+                                                 ("refused", "pathlib.Path")),
+    "a zip bomb": (lambda p, s: zip_bomb(p), ("is compressed", "not unpacked")),
+    "a 10 TB view": (terabyte_view, ("layer4.1.conv2.weight (2748779069440,)",
+                                     "expected (512, 512, 3, 3)")),
     "detectron2 names, no stride convention": (
         lambda p, s: detectron2_r50_without_convention(p),
         ("--stride-in-1x1 true", "--stride-in-1x1 false", "STRIDE_IN_1X1")),
@@ -138,6 +181,17 @@ def _convert_error(src: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
     return line
 
 
+def test_a_zip_bomb_is_refused_before_it_unpacks(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """Refused from the zip directory: the reader's peak memory does not grow by the bomb."""
+    src = zip_bomb(tmp_path / "bomb.pth")
+    assert src.stat().st_size < ZIP_BOMB_BYTES // 100
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    line = _convert_error(src, tmp_path, capsys)
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    assert "is compressed" in line and grown < ZIP_BOMB_BYTES // 4, (line, grown)
+
+
 def test_a_self_referencing_checkpoint_is_read_once(resnet18: dict, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture,
                                                     no_hang: None) -> None:
@@ -166,7 +220,7 @@ def test_a_file_too_large_for_any_resnet_checkpoint_is_refused(
         resnet18: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     torch.save(resnet18, tmp_path / "big.pth")
-    monkeypatch.setattr(foreign, "MAX_FILE_BYTES", 1 << 20)  # 1 MiB stands for 4 GiB here
+    monkeypatch.setattr(reading, "MAX_FILE_BYTES", 1 << 20)  # 1 MiB stands for 4 GiB here
     assert "larger than any ResNet-18/34/50 training checkpoint" in _convert_error(
         tmp_path / "big.pth", tmp_path, capsys)
 
@@ -283,7 +337,7 @@ def test_training_file_objects_run_none_of_their_code(tmp_path: Path,
     stand_ins = [obj for obj, name in TRAINING_FILE_GLOBALS
                  if name in ("argparse.Namespace",
                              "mmengine.logging.history_buffer.HistoryBuffer")]
-    assert all(obj.__module__ == "pretrain.foreign" and not hasattr(obj, "__setstate__")
+    assert all(obj.__module__.startswith("pretrain.foreign") and not hasattr(obj, "__setstate__")
                for obj in stand_ins)
     payload = (b"\x80\x02}q\x00X\x01\x00\x00\x00xq\x01c__builtin__\ngetattr\nq\x02cmmengine."
                b"logging.history_buffer\nHistoryBuffer\nq\x03X\x08\x00\x00\x00__init__q\x04"
@@ -294,18 +348,6 @@ def test_training_file_objects_run_none_of_their_code(tmp_path: Path,
     src.write_bytes(_replace_pickle(buffer.getvalue(), payload))
     line = _convert_error(src, tmp_path, capsys)
     assert "refused" in line and "__init__" in line
-
-
-def test_the_restricted_unpickler_guards_torchs_legacy_format(tmp_path: Path) -> None:
-    """torch's legacy (non-zip) format reads its first objects with ``pickle_module.load``:
-    the restricted pickle module handed to torch.load (the MPII resume reader) must restrict
-    that call too."""
-    flag = tmp_path / "planted"
-    (tmp_path / "legacy.pth").write_bytes(pickle.dumps(_PlantsAFile(str(flag))))
-    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
-        torch.load(tmp_path / "legacy.pth", weights_only=False,
-                   pickle_module=RestrictedUnpickler.pickle_module())
-    assert not flag.exists()
 
 
 def test_a_benign_training_file_reads_without_its_libraries(tmp_path: Path, resnet18: dict

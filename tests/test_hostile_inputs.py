@@ -25,6 +25,7 @@ from pretrain import train
 from pretrain.cli import OUTPUT_MARK, InputError, claim_output
 from pretrain.data import DataError
 from transfer import coco_det, mpii_pose
+from transfer.mpii_config import CPU_CONFIG
 
 pytestmark = pytest.mark.reliability
 # the smallest probe run: ResNet-18 at 32 px, one linear-probe epoch, one kNN
@@ -80,7 +81,7 @@ def _entry_points(tiny_data: Path, tmp_path: Path) -> dict[str, Callable[[Path],
             "--out", str(out), "--leaderboard", board]),
         "mpii_pose": lambda out: mpii_pose.main([
             "--weights", "random", "--arch", "resnet18", "--data", str(tiny_data / "mpii"),
-            "--config", str(mpii_pose.CPU_CONFIG), "--out", str(out), "--leaderboard", board,
+            "--config", str(CPU_CONFIG), "--out", str(out), "--leaderboard", board,
             "--max-iters", "1"]),
     }
 
@@ -106,8 +107,8 @@ def test_pretraining_into_another_commands_folder_is_refused(
     before = _checksums(tmp_path)
     assert train.main(["--method", "simclr", "--arch", "resnet18", "--steps", "1",
                        "--data", f"colorful_mnist={tiny_data / 'colorful_mnist'}",
-                       "--out", str(folder.parent), "--name", folder.name]) == 2
-    line = _one_error_line(capsys.readouterr().err, f"--out/--name {folder}")
+                       "--out", str(folder)]) == 2
+    line = _one_error_line(capsys.readouterr().err, f"--out {folder}")
     assert "nothing there is overwritten" in line, line
     _assert_untouched(tmp_path, before)
 
@@ -225,7 +226,7 @@ def test_mpii_pose_keeps_its_metrics_when_the_append_fails(tiny_data: Path, tmp_
                            str(tiny_data / "mpii"), "--out", str(tmp_path / "run"),
                            "--leaderboard", str(tmp_path / "board.csv"), "--max-iters", "1",
                            "--batch-size", "4", "--val-images", "4",
-                           "--config", str(mpii_pose.CPU_CONFIG)]) == 2
+                           "--config", str(CPU_CONFIG)]) == 2
     _one_error_line(capsys.readouterr().err, "not a leaderboard CSV",
                     f"kept in {tmp_path / 'run' / 'metrics.json'}")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
@@ -419,7 +420,7 @@ def _run_probe(argv: list[str]) -> int:
 BAD_FLAGS: dict[str, tuple[Callable[[list[str]], int], list[list[str]]]] = {
     "suite": (suite.main, [["--jobs", "0"], ["--jobs", "-1"], ["--gpus", "0"],
                            ["--pretrain-steps", "0"], ["--jobs", "two"]]),
-    "probe": (_run_probe, [["--epochs", "0"], ["--epochs", "nan"], ["--seeds", "0"],
+    "probe": (_run_probe, [["--epochs", "0"], ["--epochs", "nan"], ["--trials", "0"],
                            ["--batch-size", "0"], ["--lr", "inf"], ["--linear-epochs", "0"],
                            ["--workers", "-1"], ["--image-size", "0"]]),
     "coco_det": (coco_det.main, [["--val-images", "-1"], ["--num-gpus", "0"],

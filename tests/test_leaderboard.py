@@ -75,6 +75,24 @@ def test_backbone_fields_hash_the_file(tmp_path: Path) -> None:
         == "random-init-resnet18"
 
 
+def test_a_named_backbone_is_its_name_in_the_csv_and_every_table(tmp_path: Path) -> None:
+    from benchmarks.results.tables import budget_sections
+
+    weights = tmp_path / "tv50.pth"
+    weights.write_bytes(b"weights")
+    fields = backbone_fields(weights, {"arch": "resnet50"}, name="tv50")
+    path = tmp_path / "lb.csv"
+    write_rows(path, [{**fields, **_row(fields["backbone_id"], "digit_top1", 41.0)},
+                      {**backbone_fields(None, {"method": "random-init", "arch": "resnet50"}),
+                       **_row("random-init-resnet50", "digit_top1", 11.0)}])
+    columns, rows = read_rows(path)
+    assert columns.index("backbone_name") == 1
+    assert [(r["backbone_name"], r["method"]) for r in rows] == [("tv50", "unknown"),
+                                                                  ("", "random-init")]
+    text = budget_sections(rows)
+    assert f"| tv50 [{fields['backbone_id']}] |" in text and "unknown" not in text
+
+
 def test_reference_rows_ship_marked_with_their_source() -> None:
     from benchmarks.results.leaderboard import reference_rows
 
@@ -86,17 +104,21 @@ def test_reference_rows_ship_marked_with_their_source() -> None:
 
 
 def test_markdown_shows_interval_over_seeds_and_gap(tmp_path: Path) -> None:
-    from benchmarks.results.leaderboard import markdown
     from benchmarks.results.leaderboard_cli import main
+    from benchmarks.results.tables import markdown
 
     path = tmp_path / "lb.csv"
-    write_rows(path, [_row("abc", "digit_top1", 20.0, seed=0), _row("abc", "digit_top1", 30.0, 1),
-                      _row("abc", "background_top1", 90.0, 0),
-                      _row("abc", "background_top1", 90.0, 1)])
+    seeded = [{**_row(backbone, metric, value), "pretrain_seed": seed}
+               for backbone, seed, digit in (("abc", 0, 20.0), ("abd", 1, 30.0))
+               for metric, value in (("digit_top1", digit), ("background_top1", 90.0))]
+    probe_seeds = [_row("xyz", "digit_top1", 20.0, seed=0), _row("xyz", "digit_top1", 30.0, 1)]
+    write_rows(path, seeded + probe_seeds)
     text = markdown(read_rows(path)[1])
-    measured = next(line for line in text.splitlines() if "[abc]" in line)
-    # mean 25, t(0.975, 1) = 12.706 times the standard error 5
+    measured = next(line for line in text.splitlines() if "[abc, abd]" in line)
+    # two pretraining seeds: mean 25, t(0.975, 1) = 12.706 times the standard error 5
     assert "25.0 [-38.5, 88.5]" in measured and "-65.0" in measured and "measured" in measured
+    # two probe seeds of one backbone are no interval over pretraining seeds
+    assert "| ? [xyz] | linear |  | 25.0 |" in text
     png = tmp_path / "panel.png"
     assert main(["plot", "--csv", str(path), "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -109,7 +131,7 @@ def _coco(backbone: str, recipe: str, budget: str, value: float) -> dict:
 
 
 def test_published_numbers_only_beside_full_rows_of_the_same_recipe(tmp_path: Path) -> None:
-    from benchmarks.results.leaderboard import budget_sections
+    from benchmarks.results.tables import budget_sections
 
     path = tmp_path / "lb.csv"
     write_rows(path, [_coco("c4full", "R50-C4-1x", "full", 38.0),
@@ -128,7 +150,7 @@ def test_published_numbers_only_beside_full_rows_of_the_same_recipe(tmp_path: Pa
 
 
 def test_pretraining_seeds_of_one_recipe_are_one_entry(tmp_path: Path) -> None:
-    from benchmarks.results.leaderboard import summarize
+    from benchmarks.results.tables import summarize
 
     path = tmp_path / "lb.csv"
     write_rows(path, [{**_row(f"s{seed}", "digit_top1", value), "method": "simclr",
@@ -139,4 +161,10 @@ def test_pretraining_seeds_of_one_recipe_are_one_entry(tmp_path: Path) -> None:
     by_ids = {tuple(e["backbone_ids"]): e["metrics"]["digit_top1"] for e in entries}
     assert set(by_ids) == {("s0", "s1"), ("x",), ("y",)}  # no recorded seed: its own entry
     assert by_ids[("s0", "s1")][:3] == pytest.approx((25.0, -38.53, 88.53), abs=0.01)
-    assert by_ids[("s0", "s1")][3] == "t, n=2"
+    assert by_ids[("s0", "s1")][3] == "t over 2 pretraining seeds"
+    # probe seeds of one pretraining seed are averaged, not counted as seeds
+    write_rows(path, [{**_row("s0", "digit_top1", 24.0, seed=1), "method": "simclr",
+                       "pretrain_seed": 0}])
+    entries = summarize(read_rows(path)[1])["colorful_mnist"]
+    (seeded,) = [e["metrics"]["digit_top1"] for e in entries if e["backbone_ids"] == ["s0", "s1"]]
+    assert seeded[:3] == pytest.approx((26.0, -24.82, 76.82), abs=0.01)

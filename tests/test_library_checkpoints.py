@@ -313,12 +313,13 @@ def mmengine_file(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
     folder = tmp_path_factory.mktemp("mmengine")
     torch.manual_seed(0)
     model = Classifier()
+    model.backbone.init_weights()  # zeroes each block's last BN; the Runner then skips it
     randomize_norms(model.backbone, 7)
     runner = Runner(
         model=model, work_dir=str(folder), default_scope="mmengine", log_level="ERROR",
         train_dataloader=dict(dataset=Images(), batch_size=2, collate_fn=dict(
             type="default_collate"), sampler=dict(type="DefaultSampler", shuffle=False)),
-        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.01, momentum=0.9)),
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=1e-4, momentum=0.9)),
         param_scheduler=dict(type="MultiStepLR", milestones=[1], by_epoch=True),
         train_cfg=dict(by_epoch=True, max_epochs=1),
         default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1)))
@@ -547,7 +548,8 @@ def test_drivers_build_the_engine_in_the_convention_read(stride_in_1x1: bool,
                                                          tmp_path: Path) -> None:
     """coco_det sets MODEL.RESNETS.STRIDE_IN_1X1 and mpii_pose builds style='caffe' from the
     backbone's record (over a config that says otherwise)."""
-    from transfer import coco_det, mpii_pose
+    from transfer import coco_det
+    from transfer.mpii_config import CPU_CONFIG, build_config, read_config
 
     config = coco_det.FULL_CONFIG  # MoCo's protocol: STRIDE_IN_1X1 False
     args = coco_det.parse_args(["--weights", "random", "--out", str(tmp_path),
@@ -555,8 +557,8 @@ def test_drivers_build_the_engine_in_the_convention_read(stride_in_1x1: bool,
     meta = {"arch": "resnet50", "stride_in_1x1": stride_in_1x1}
     cfg = coco_det.setup_cfg(args, {"meta": meta, "converted": "backbone.pkl"}, num_classes=2)
     assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is stride_in_1x1
-    mm_cfg = mpii_pose.build_config(
-        mpii_pose.CPU_CONFIG, data_root=tmp_path, backbone_file=tmp_path / "b.pth",
+    mm_cfg = build_config(
+        read_config(CPU_CONFIG), data_root=tmp_path, backbone_file=tmp_path / "b.pth",
         arch="resnet50", protocol="fixed", out_dir=tmp_path / "mpii", n_train=4,
         style=convert.mmpose_style(meta))
     assert mm_cfg.model.backbone.style == ("caffe" if stride_in_1x1 else "pytorch")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from transfer import mpii_pose
+from transfer.mpii_config import CPU_CONFIG
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,11 +20,11 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_two_processes_then_eval_only(tiny_data: Path, tmp_path: Path) -> None:
     out, board = tmp_path / "run", tmp_path / "board.csv"
-    common = ["--data", str(tiny_data / "mpii"), "--config", str(mpii_pose.CPU_CONFIG),
+    common = ["--data", str(tiny_data / "mpii"), "--config", str(CPU_CONFIG),
               "--out", str(out), "--val-images", "8", "--leaderboard", str(board)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, str(REPO / "transfer" / "mpii_pose.py"), "--gpus", "2",
+        [sys.executable, "-m", "transfer.mpii_pose", "--gpus", "2",
          "--weights", "random", "--arch", "resnet18", "--max-iters", "2", "--batch-size", "4",
          *common], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -44,5 +45,6 @@ def test_torchrun_command_keeps_every_flag_but_gpus() -> None:
     command = mpii_pose.torchrun_command(["--gpus", "8", "--weights", "w.pth", "--gpus=8",
                                           "--max-iters", "3"], 8)
     assert command[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "8"]
-    assert command[-6:] == ["--weights", "w.pth", "--max-iters", "3", "--launcher", "pytorch"]
+    assert command[-8:] == ["-m", "transfer.mpii_pose", "--weights", "w.pth", "--max-iters", "3",
+                            "--launcher", "pytorch"]
     assert "--gpus" not in " ".join(command)

@@ -32,14 +32,14 @@ REPO = Path(__file__).resolve().parent.parent
 def tiny_config(tiny_data: Path, out: Path, method: str = "simclr", **overrides) -> PretrainConfig:
     return dataclasses.replace(PretrainConfig(
         method=method, data="colorful_mnist", data_root=str(tiny_data), image_size=8,
-        batch_size=8, steps=2, method_args=SMALL_HEADS[method], out=str(out), name=method,
+        batch_size=8, steps=2, method_args=SMALL_HEADS[method], out=str(out / method),
         log_every=1, save_every=1, device="cpu", workers=0), **overrides)
 
 
 def _cli_flags(cfg: PretrainConfig) -> list[str]:
     args = ["--data", f"{cfg.data}={cfg.data_root}", "--method", cfg.method,
             "--image-size", str(cfg.image_size), "--batch-size", str(cfg.batch_size),
-            "--out", cfg.out, "--name", cfg.name, "--device", "cpu", "--workers", "0"]
+            "--out", cfg.out, "--device", "cpu", "--workers", "0"]
     for key, value in cfg.method_args.items():
         args += ["--method-arg", f"{key}={value}"]
     return args
@@ -99,7 +99,7 @@ def test_two_step_run_writes_the_run_folder(tiny_data: Path, tmp_path: Path, met
     assert metrics["steps"] == 2 and math.isfinite(metrics["final_loss"])
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["optimizer"] == METHODS[method].DEFAULTS["optimizer"]
-    assert resolved["stem"] == "imagenet" and resolved["name"] == method
+    assert resolved["stem"] == "imagenet" and resolved["out"] == str(run_dir)
 
 
 def _interrupt_after_save(monkeypatch: pytest.MonkeyPatch, at_step: int) -> None:
@@ -124,11 +124,11 @@ def test_resume_gives_the_uninterrupted_parameters(tiny_data: Path, tmp_path: Pa
                             lambda self, out: real_loss(self, out) * (1 + 0.1 * torch.rand(())))
     # 6 steps over 5 batches per epoch: the interruption is mid-epoch and the run crosses one.
     cfg = tiny_config(tiny_data, tmp_path, method, steps=6, save_every=3)
-    full = train(dataclasses.replace(cfg, name="full"))
+    full = train(dataclasses.replace(cfg, out=str(tmp_path / "full")))
     with monkeypatch.context() as patch:
         _interrupt_after_save(patch, at_step=3)
         with pytest.raises(KeyboardInterrupt):
-            train(dataclasses.replace(cfg, name="cut"))
+            train(dataclasses.replace(cfg, out=str(tmp_path / "cut")))
     assert load_torch(tmp_path / "cut" / "last_state.pt")["step"] == 3
     resumed_cfg, resume = parse_args(["--resume", str(tmp_path / "cut")])
     resumed = train(resumed_cfg, resume)
@@ -142,7 +142,7 @@ def test_resume_gives_the_uninterrupted_parameters(tiny_data: Path, tmp_path: Pa
 
 def test_killed_run_leaves_a_loadable_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
     cfg = tiny_config(tiny_data, tmp_path, "simclr")
-    run_dir = tmp_path / cfg.name
+    run_dir = Path(cfg.out)
     proc = subprocess.Popen([sys.executable, "-m", "pretrain.train", *_cli_flags(cfg),
                              "--steps", "1000", "--save-every", "1"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -275,7 +275,7 @@ def test_regularizer_hooks_and_their_state(tiny_data: Path, tmp_path: Path,
 
     monkeypatch.setattr(train_module, "build_regularizer", build)
     cfg = tiny_config(tiny_data, tmp_path, "simclr", steps=4, save_every=2)
-    full = train(dataclasses.replace(cfg, name="full"))
+    full = train(dataclasses.replace(cfg, out=str(tmp_path / "full")))
     toy = made[-1]
     assert toy.meta_steps == [1, 3]
     assert toy.feature_mask.logits.abs().sum() > 0      # moved by the meta step only
@@ -288,7 +288,7 @@ def test_regularizer_hooks_and_their_state(tiny_data: Path, tmp_path: Path,
     with monkeypatch.context() as patch:  # interrupted after step 2, then resumed
         _interrupt_after_save(patch, at_step=2)
         with pytest.raises(KeyboardInterrupt):
-            train(dataclasses.replace(cfg, name="cut"))
+            train(dataclasses.replace(cfg, out=str(tmp_path / "cut")))
     resumed = train(*parse_args(["--resume", str(tmp_path / "cut")]))
     a, b = state, load_torch(resumed / "last_state.pt")
     for part in ("method", "regularizer"):

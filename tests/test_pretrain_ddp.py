@@ -126,7 +126,7 @@ def test_pretrain_sh_two_processes_on_cpu(tiny_data: Path, tmp_path: Path) -> No
     result = subprocess.run(
         ["bash", str(REPO / "tools" / "pretrain.sh"), "--gpus", "2", "--master-port", "29731",
          "--method", "mocov2", "--data", f"colorful_mnist={tiny_data}", "--image-size", "16",
-         "--batch-size", "8", "--steps", "2", "--out", str(tmp_path), "--name", "ddp",
+         "--batch-size", "8", "--steps", "2", "--out", str(tmp_path / "ddp"),
          "--method-arg", "queue_size=24", "--device", "cpu"],
         capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]

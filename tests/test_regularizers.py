@@ -280,11 +280,11 @@ def test_bilevel_run_resumes_exactly(tiny_data: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tiny_config(tiny_data, tmp_path, "simclr", regularizer="metamask", steps=4,
                       save_every=2, regularizer_args=SMALL_REG["metamask"], optimizer="adam")
-    full = train(dataclasses.replace(cfg, name="full"))
+    full = train(dataclasses.replace(cfg, out=str(tmp_path / "full")))
     with monkeypatch.context() as patch:
         _interrupt_after_save(patch, at_step=2)
         with pytest.raises(KeyboardInterrupt):
-            train(dataclasses.replace(cfg, name="cut"))
+            train(dataclasses.replace(cfg, out=str(tmp_path / "cut")))
     resumed = train(*parse_args(["--resume", str(tmp_path / "cut")]))
     a, b = load_torch(full / "last_state.pt"), load_torch(resumed / "last_state.pt")
     for part in ("method", "regularizer"):
@@ -300,8 +300,8 @@ def test_regularizers_under_two_process_ddp(tiny_data: Path, tmp_path: Path, met
     port = str(29740 + [p[1] for p in PAIRS].index(regularizer))
     flags = ["--gpus", "2", "--master-port", port, "--method", method,
              "--regularizer", regularizer, "--data", f"colorful_mnist={tiny_data}",
-             "--image-size", "16", "--batch-size", "8", "--steps", "2", "--out", str(tmp_path),
-             "--name", "ddp", "--device", "cpu"]
+             "--image-size", "16", "--batch-size", "8", "--steps", "2",
+             "--out", str(tmp_path / "ddp"), "--device", "cpu"]
     for key, value in {**SMALL_HEADS[method], **SMALL_REG.get(regularizer, {})}.items():
         flag = "--regularizer-arg" if key in SMALL_REG.get(regularizer, {}) else "--method-arg"
         flags += [flag, f"{key}={value}"]

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.runner import speed, suite
 from benchmarks.runner.stages import Stage, after_of
-from benchmarks.runner.tasks import TASKS, suite_stages
+from benchmarks.runner.tasks import TASKS, data_sets, suite_stages
 from pretrain.open_backbone import RANDOM_METHOD
 
 
@@ -69,7 +69,7 @@ def test_the_progress_line_prints_the_model(tmp_path: Path, capsys: pytest.Captu
 
 
 def _args(tmp_path: Path, **overrides: object) -> argparse.Namespace:
-    data = {key: str(tmp_path / key) for key in ("coco", "mpii", "fairface", "colorful_mnist")}
+    data = {key: str(tmp_path / key) for key in data_sets()}
     values = dict(panel=list(suite.DEFAULT_PANEL), arch="resnet18", budget="cpu",
                   pretrain_steps=None, checkpoint=[], data=data, synthetic=set(data), gpus=1,
                   tasks=list(suite_stages()))
@@ -153,7 +153,7 @@ def test_a_tiny_run_prints_and_records_the_reference_speed(tmp_path: Path, tiny_
     out = tmp_path / "suite"
     argv = ["--out", str(out), "--panel", "", "--tasks", "colorful_mnist_fixed", "--budget",
             "smoke", *[f"--data={name}={tiny_data / name}" for name in
-                       ("coco", "mpii", "fairface", "colorful_mnist")]]
+                       data_sets()]]
     assert suite.main(argv) == 0
     printed = capsys.readouterr().out
     found = re.search(r"\[suite\] reference speed ([\d.]+) images/s \(the budget is sized for 120: "

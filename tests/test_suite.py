@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks.results.leaderboard import read_rows
 from benchmarks.runner.suite import main
+from benchmarks.runner.tasks import data_sets
 
 
 @pytest.mark.slow
@@ -20,7 +21,7 @@ def test_runner_reports_failures_keeps_results_and_resumes(tiny_data: Path,
     argv = ["--out", str(out), "--panel", "simclr,simclr+rcl", "--checkpoint", f"broken={garbage}",
             "--tasks", "colorful_mnist_fixed", "--budget", "smoke",
             *[f"--data={name}={tiny_data / name}"
-              for name in ("coco", "mpii", "fairface", "colorful_mnist")]]
+              for name in data_sets()]]
     assert main(argv) == 1  # the broken checkpoint's stage failed
 
     report = (out / "report.md").read_text()
@@ -42,11 +43,15 @@ def test_runner_reports_failures_keeps_results_and_resumes(tiny_data: Path,
     assert len(read_rows(out / "leaderboard.csv")[1]) == len(rows)
 
 
-def test_bad_arguments_are_named(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path), "--tasks", "coco_det,mnist"])
-    with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path), "--checkpoint", f"x={tmp_path / 'absent.pth'}"])
+def test_bad_arguments_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Each bad argument ends the suite before any stage: exit 2 and one line naming it."""
+    for argv, named in ((["--tasks", "coco_det,mnist"], "unknown ['mnist']"),
+                        (["--checkpoint", f"x={tmp_path / 'absent.pth'}"], "absent.pth")):
+        with pytest.raises(SystemExit) as exited:
+            main(["--out", str(tmp_path / "out"), *argv])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and named in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_parallel_stages_wait_for_their_inputs_and_skip_after_a_failure(tmp_path: Path) -> None:

@@ -33,10 +33,10 @@ def test_each_seed_is_its_own_backbone_with_its_seed_in_every_stage(tmp_path: Pa
         if stage.name == "pretrain":
             continue
         seed = stage.backbone.rpartition(".seed")[2] if ".seed" in stage.backbone else "0"
-        if "benchmarks/" in stage.argv[1]:
-            assert _flag(stage.argv, "--first-seed") == seed == _flag(stage.argv, "--init-seed")
-        else:
-            assert _flag(stage.argv, "--seed") == seed, stage.argv
+        assert _flag(stage.argv, "--seed") == seed, stage.argv  # one flag for every stage
+        if stage.argv[2].startswith("benchmarks."):  # a probe: its random init too
+            assert _flag(stage.argv, "--init-seed") == seed
+        assert "--trials" not in stage.argv  # pretraining seeds, not probe repetitions
         if stage.needs:
             assert stage.needs == pretrain[stage.backbone].outputs[0]
     controls = {s.backbone for s in stages if "random" in s.argv}
@@ -45,19 +45,19 @@ def test_each_seed_is_its_own_backbone_with_its_seed_in_every_stage(tmp_path: Pa
 
 def test_one_seed_plans_the_commands_as_before(tmp_path: Path) -> None:
     stages = suite.plan(_args(tmp_path, 1), tmp_path / "out")
-    assert all("--first-seed" not in s.argv and "--seed" not in s.argv for s in stages)
+    assert all("--seed" not in s.argv and "--init-seed" not in s.argv for s in stages)
     assert {s.backbone for s in stages} == {"simclr", "simclr+rcl", "random-init"}
 
 
-def test_probe_scripts_take_a_first_seed(tmp_path: Path, tiny_data: Path) -> None:
+def test_probe_scripts_take_trials_from_a_first_seed(tmp_path: Path, tiny_data: Path) -> None:
     from benchmarks.probes import colorful_mnist
     from benchmarks.results.leaderboard import read_rows
 
     board = tmp_path / "board.csv"
     assert colorful_mnist.main(
         lambda argv: colorful_mnist.run_task(colorful_mnist.TASK, argv),
-        ["--weights", "random", "--arch", "resnet18", "--linear-epochs", "1", "--seeds", "2",
-         "--first-seed", "5", "--data", str(tiny_data / "colorful_mnist"), "--out",
+        ["--weights", "random", "--arch", "resnet18", "--linear-epochs", "1", "--trials", "2",
+         "--seed", "5", "--data", str(tiny_data / "colorful_mnist"), "--out",
          str(tmp_path / "run"), "--leaderboard", str(board), "--cache-dir",
          str(tmp_path / "cache"), "--device", "cpu"]) == 0
     rows = read_rows(board)[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.results import gaps, leaderboard
+from benchmarks.results import gaps, tables
 from benchmarks.results.gaps import Gap
 from benchmarks.runner import suite, tasks
 from benchmarks.runner.tasks import TASKS, SuiteTask, suite_stages
@@ -21,8 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("name", list(TASKS))
 def test_entry_matches_its_script_layout_and_generator(name: str) -> None:
     task = TASKS[name]
-    assert (REPO / task.script).is_file()
-    script = importlib.import_module(task.script.removesuffix(".py").replace("/", "."))
+    script = importlib.import_module(task.module)
     assert getattr(script.TASK, "name", script.TASK) == name  # the rows it writes
     assert task.reader is LAYOUTS[task.data].check
     assert task.data in GENERATORS  # its embedded default
@@ -58,7 +57,7 @@ def test_plan_gives_the_control_one_set_of_flags_in_every_stage(tmp_path: Path) 
 def test_a_new_task_is_one_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture) -> None:
     """An entry alone puts a task in the plan, in --tasks and in the report's gap column."""
-    toy = SuiteTask("toy", "benchmarks/toy.py", ("fixed", "finetune"), "fairface",
+    toy = SuiteTask("toy", "benchmarks.probes.toy", ("fixed", "finetune"), "fairface",
                     budgets={"smoke": {"finetune": ("--epochs", "0.01")}})
     monkeypatch.setitem(tasks.TASKS, "toy", toy)
     monkeypatch.setitem(gaps.GAPS, "toy", Gap("a-b", ("a_top1",), ("b_top1",)))
@@ -67,7 +66,7 @@ def test_a_new_task_is_one_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                if s.name.startswith("toy") and s.backbone == "simclr"]
     assert [s.name for s in planned] == ["toy_fixed", "toy_finetune"]
     fixed, finetune = (s.argv for s in planned)
-    assert fixed[1] == str(REPO / "benchmarks/toy.py") and fixed[2:4] == ["--protocol", "fixed"]
+    assert fixed[1:3] == ["-m", "benchmarks.probes.toy"] and fixed[3:5] == ["--protocol", "fixed"]
     assert fixed[fixed.index("--data") + 1] == str(tmp_path / "fairface")
     assert finetune[-2:] == ["--epochs", "0.01"]  # the budget's flags, last
     with pytest.raises(SystemExit):
@@ -78,7 +77,7 @@ def test_a_new_task_is_one_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     rows = [{"backbone_id": "x", "method": "simclr", "regularizer": "none", "task": "toy",
              "protocol": "linear", "metric": m, "value": v, "seed": "0", "source": "measured"}
             for m, v in (("a_top1", "40"), ("b_top1", "90"))]
-    table = leaderboard.markdown(rows)
+    table = tables.markdown(rows)
     assert "| backbone | protocol | a_top1 | b_top1 | a-b | source |" in table
     assert "| 40.0 | 90.0 | -50.0 | measured |" in table
 
@@ -107,7 +106,7 @@ def test_given_checkpoints_keep_their_names_and_each_arch_has_its_control(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks.runner import plan
 
-    monkeypatch.setattr(plan, "takes_flag", lambda script, flag: script.startswith("benchmarks/"))
+    monkeypatch.setattr(plan, "takes_flag", lambda module, flag: module.startswith("benchmarks."))
     args = _args(tmp_path, arch="resnet18", checkpoint_archs={"theirs": "resnet50"})
     stages = suite.plan(args, tmp_path / "out")
     controls = {s.backbone: s.argv[s.argv.index("--arch") + 1] for s in stages
@@ -116,7 +115,7 @@ def test_given_checkpoints_keep_their_names_and_each_arch_has_its_control(
     for stage in stages:
         named = stage.argv[stage.argv.index("--backbone-name") + 1] if (
             "--backbone-name" in stage.argv) else None
-        takes = "benchmarks/" in stage.argv[1]
+        takes = stage.argv[2].startswith("benchmarks.")
         assert named == ("theirs" if stage.backbone == "theirs" and takes else None), stage.argv
     alone = suite.plan(_args(tmp_path, panel=[], checkpoint_archs={"theirs": "resnet50"}),
                        tmp_path / "out")

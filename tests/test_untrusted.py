@@ -16,7 +16,10 @@ from benchmarks.probes import colorful_mnist
 from benchmarks.probes.probe import main as probe_main
 from benchmarks.probes.probe import run_task
 from pretrain import train
+from pretrain.checkpoint import CheckpointError
 from transfer import coco_det, convert, mpii_pose
+from transfer.mpii_checkpoint import load_runner_checkpoint
+from transfer.mpii_config import CPU_CONFIG
 
 pytestmark = pytest.mark.reliability
 
@@ -79,14 +82,20 @@ def test_planted_pickle_is_refused_everywhere(entry: str, as_torch: bool, tiny_d
     assert not planted.exists(), f"{entry} ran code from the file"
 
 
-def test_mmengine_config_outside_the_project_is_not_executed(tiny_data: Path, tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture) -> None:
+def test_mmengine_yaml_config_with_python_tags_is_not_executed(tiny_data: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture
+                                                              ) -> None:
+    """--config takes any path; a YAML config (data, unlike a .py config, which is a program the
+    user chose to run) that would build Python objects is refused in one line."""
     planted = tmp_path / "planted"
-    config = tmp_path / "downloaded_config.py"
-    config.write_text(f"from pathlib import Path\nPath({str(planted)!r}).touch()\n")
+    config = tmp_path / "downloaded_config.yaml"
+    config.write_text(f"_base_: [{str(CPU_CONFIG)!r}]\n"
+                      f"x: !!python/object/apply:pathlib.Path.touch [{str(planted)!r}]\n")
     code = mpii_pose.main(["--weights", "random", "--data", str(tiny_data / "mpii"),
                            "--config", str(config), "--out", str(tmp_path / "run")])
-    assert code == 2 and "only those in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"--config {config}" in err and "Python tags are refused" in err
     assert not planted.exists()
 
 
@@ -99,11 +108,16 @@ def test_detectron2_yaml_with_python_tags_is_not_executed(tmp_path: Path) -> Non
     assert not planted.exists()
 
 
-def test_runner_checkpoint_reader_is_the_restricted_unpickler(tmp_path: Path) -> None:
-    """mmengine Runner checkpoints (MPII --resume) go through the suite's one restricted
-    unpickler, widened by mmengine's log types only: a planted object is still refused."""
+def test_runner_checkpoint_reader_admits_its_allow_list_only(tmp_path: Path) -> None:
+    """mmengine Runner checkpoints (MPII --resume, --eval-only) are read by torch's weights_only
+    reader widened by mmengine's log types only: a planted object is still refused, in the zip
+    format and in torch's legacy one."""
     planted = tmp_path / "planted"
     evil = _plant(tmp_path / "iter_1.pth", planted, as_torch=True)
-    with pytest.raises(mpii_pose.MpiiPoseError, match="does not resume from"):
-        mpii_pose.load_from_suite_resume(mpii_pose.RESUME_SCHEME + str(evil))
+    with pytest.raises(CheckpointError, match="refused to load: it holds .pathlib.Path"):
+        load_runner_checkpoint(evil)
+    legacy = tmp_path / "iter_2.pth"
+    torch.save({"x": _PlantsAFile(str(planted))}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_runner_checkpoint(legacy)
     assert not planted.exists()

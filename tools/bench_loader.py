@@ -39,16 +39,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, RandomSampler
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
-
-from pretrain.augment import BLUR_MIN_SIZE, AugmentSpec  # noqa: E402
-from pretrain.device_augment import InputPipeline  # noqa: E402
-from pretrain.synthetic import generate  # noqa: E402
+from pretrain.augment import BLUR_MIN_SIZE, AugmentSpec
+from pretrain.device_augment import InputPipeline
+from pretrain.synthetic import generate
 
 
 def imagenet_like_jpegs(folder: Path, n: int, seed: int = 0) -> Path:

@@ -37,12 +37,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from pretrain.config import AUGMENT_ON, key_value  # noqa: E402
-from pretrain.methods import METHODS  # noqa: E402
+from pretrain.config import AUGMENT_ON, key_value
+from pretrain.methods import METHODS
 
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 WAITED = 0.05  # a step "waited on data" when next(loader) blocked for over 5% of it

@@ -17,17 +17,15 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from pretrain.augment import AugmentSpec, SeededViews, TwoViews  # noqa: E402
-from pretrain.backbones import build_resnet  # noqa: E402
-from pretrain.checkpoint import load_torch  # noqa: E402
-from pretrain.config import load_yaml  # noqa: E402
-from pretrain.data import build_unlabelled  # noqa: E402
-from pretrain.methods import build_method  # noqa: E402
-from pretrain.regularizers.mcr import MCR, comp_loss, mec_embedding, mec_lambda, series_radius  # noqa: E402,E501
+from pretrain.augment import AugmentSpec, SeededViews, TwoViews
+from pretrain.backbones import build_resnet
+from pretrain.checkpoint import load_torch
+from pretrain.config import load_yaml
+from pretrain.data import build_unlabelled
+from pretrain.methods import build_method
+from pretrain.regularizers.mcr import MCR, comp_loss, mec_embedding, mec_lambda, series_radius  # noqa: E501
 
 #: (method, batch, method args): the CPU budget's (32; SimCLR's 128-d, its 2048-d Barlow Twins
 #: projector) and the full budget's (256; 128-d, Barlow Twins' 8192-d); BYOL's 256-d for both.

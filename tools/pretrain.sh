@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Pretrain one ResNet backbone; writes <out>/<run>/backbone.safetensors (see pretrain/train.py).
+# Pretrain one ResNet backbone; writes RUN/backbone.safetensors, RUN being --out, the run folder
+# (default runs/pretrain/<name>; see pretrain/train.py).
 #
 #   bash tools/pretrain.sh --method simclr --steps 50            # embedded default, CPU or 1 GPU
+#   bash tools/pretrain.sh --method simclr --out runs/pretrain/simclr-a   # --out: the run folder
 #   bash tools/pretrain.sh --method byol --data coco=/data/coco --arch resnet50 --gpus 8
 #   bash tools/pretrain.sh --gpus 8 --nnodes 2 --node-rank 0 --master-addr HOST ... # multi-node
 #   bash tools/pretrain.sh --help                                  # every training flag
@@ -28,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     --master-addr) need "$@"; master_addr="$2"; shift 2 ;;
     --master-port) need "$@"; master_port="$2"; shift 2 ;;
     -h|--help)
-      sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       echo
       cd "$ROOT" && exec "$PY" -m pretrain.train --help ;;
     *) args+=("$1"); shift ;;

@@ -34,8 +34,9 @@ Guards: no engine loader runs code from a user's file
 -----------------------------------------------------
 detectron2 0.6, fvcore 0.1.5 and mmengine 0.10.7 read configs and checkpoints with loaders that
 execute code from the file. Each guard below routes one of them through the suite's own readers
-(``pretrain/checkpoint.py``: ``torch.load(weights_only=True)``, and for pickles an unpickler that
-admits only numpy arrays and plain containers), which raise ``CheckpointError`` naming the file.
+(``pretrain/checkpoint.py``: ``torch.load(weights_only=True)``, a zip archive's directory bounded
+first, and for pickles an unpickler that admits only numpy arrays and plain containers), which
+raise ``CheckpointError`` naming the file.
 A guard is applied when its module is first imported (at once if it already is), so importing this
 module imports no engine.
 
@@ -60,7 +61,7 @@ mmengine_safe_checkpoints (``mmengine.runner.checkpoint``)
     Every ``CheckpointLoader`` scheme ends in a bare ``torch.load`` (``load_from``, ``resume``,
     the ``Pretrained`` init). The local scheme becomes ``load_torch``; the downloading schemes
     (http(s), pavi, s3, open-mmlab, mmcls, torchvision) are refused: the suite reads local files
-    only. Schemes registered later (``transfer/mpii_pose.py``'s restricted ``suite-resume://``)
+    only. Schemes registered later (``transfer/mpii_checkpoint.py``'s allow-listed ``suite-resume://``)
     are untouched.
 mmengine_safe_fileio (``mmengine.fileio.handlers``)
     ``mmengine.load`` reads ``.pkl`` with ``pickle.load`` and ``.yaml`` with ``yaml.Loader``
@@ -295,7 +296,10 @@ def _load_pickle(file: IO[bytes], **_: Any) -> Any:
 
 def _load_torch(file: Any, map_location: Any = None, **_: Any) -> Any:
     from pretrain.checkpoint import load_torch
+    from pretrain.foreign import check_zip_bounds
 
+    if isinstance(file, (str, os.PathLike)):  # a zip bomb is refused before torch unpacks it
+        check_zip_bounds(Path(file))
     return load_torch(file, map_location)
 
 

@@ -1,7 +1,7 @@
 """Writing a backbone in an engine's format, verified by that engine.
 
-    python transfer/convert.py SRC --to detectron2|mmpose --out FILE [--prefix P]
-                               [--stride-in-1x1 true|false] [--no-verify]
+    ssl-convert SRC --to detectron2|mmpose --out FILE [--prefix P] [--stride-in-1x1 true|false]
+                [--no-verify]        (or: python -m transfer.convert ...)
 
 The source is opened by :func:`pretrain.open_backbone.open_backbone` (the suite's checkpoint, a
 ResNet trained elsewhere in any format :mod:`pretrain.foreign` reads, or ``random``), then written
@@ -26,13 +26,16 @@ the engine's own ResNet is built the way the file says (detectron2 ``build_resne
 MoCo's detection settings and the recorded ``STRIDE_IN_1X1``, or mmpose ``ResNet`` with the
 recorded style and a ``Pretrained`` init_cfg), the file is loaded the way the engine loads it,
 every tensor is compared with the source, and res2..res5 on a fixed input are compared with the
-**source network as it was trained**: built from the file's own tensors under their own names in
-the source's library layout and convention (detectron2's ResNet for detectron2 names, lightly's
-``nn.Sequential``, a torchvision ResNet), not rebuilt from the converted weights. The suite's own
-torchvision model (what the probes use) is held to the same source network. Only then is the file
-renamed to ``--out``; on any failure the temporary file is removed and an existing ``--out`` is
-left untouched. A small-image stem (3x3 conv1, no max-pool) is refused for both engines: their
-ResNets have only the ImageNet stem.
+**source network as its library builds it**: built from the file's own tensors under their own
+names in the source's library layout (detectron2's ResNet for detectron2 names, lightly's
+``nn.Sequential``, a torchvision ResNet), with the stem geometry and stride convention the file
+states (:mod:`pretrain.foreign` reads them from its names, meta and config, checks every claim the
+file makes against its tensors, and refuses what it cannot establish), not rebuilt from the
+converted weights. A source network whose own features are not finite is refused as broken.
+The suite's own torchvision model (what the probes use) is held to the same source network. Only
+then is the file renamed to ``--out``; on any failure the temporary file is removed and an
+existing ``--out`` is left untouched. A small-image stem (3x3 conv1, no max-pool) is refused for
+both engines: their ResNets have only the ImageNet stem.
 """
 from __future__ import annotations
 
@@ -50,12 +53,8 @@ from typing import Any
 
 import torch
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import transfer.compat  # noqa: F401,I001  (shims; before any detectron2 or mmpose import)
-
-from pretrain.backbones import RESNETS, STAGES, stage_outputs
+from pretrain.backbones import READ_STEMS, RESNETS, STAGES, stage_outputs
 from pretrain.checkpoint import META_KEY, CheckpointError, load_pickle_arrays
 from pretrain.cli import run_main
 from pretrain.files import atomic_write
@@ -114,12 +113,12 @@ def export_backbone(backbone: Backbone, to: str, out: str | os.PathLike, verify:
     nothing new is left at ``out`` (an older file stays)."""
     if to not in TARGETS:
         raise ValueError(f"unknown target {to!r}; choose one of {', '.join(TARGETS)}")
-    if backbone.meta["stem"] == "small":
+    if backbone.meta["stem"] != "imagenet":
         raise ConversionError(
-            f"{backbone.origin}: a small-image stem (3x3 stride-1 conv1, no max-pool; "
-            f"CIFAR-style). {to}'s ResNet has only the ImageNet stem (7x7 stride-2 conv1 + "
-            "max-pool), so these weights cannot be loaded as they are. Pre-train with '--stem "
-            f"imagenet' for transfer to {to}")
+            f"{backbone.origin}: a small-image stem ({backbone.meta['stem']}: 3x3 stride-1 "
+            f"conv1, no max-pool; CIFAR-style). {to}'s ResNet has only the ImageNet stem (7x7 "
+            "stride-2 conv1 + max-pool), so these weights cannot be loaded as they are. "
+            f"Pre-train with '--stem imagenet' for transfer to {to}")
     out = Path(out)
     state = backbone.model.state_dict()
     payload = (_detectron2_bytes if to == "detectron2" else _mmpose_bytes)(
@@ -215,6 +214,12 @@ def _compare(path: Path, engine: str, loaded: dict[str, torch.Tensor],
         raise ConversionError(f"{path}: {engine} did not load {len(not_loaded)} backbone "
                               f"tensor(s) as written: {preview(not_loaded, 12)}")
     reference = source_features(backbone, _fixed_input())
+    broken = [stage for stage in STAGES if not bool(torch.isfinite(reference[stage]).all())]
+    if broken:
+        raise ConversionError(
+            f"{backbone.origin}: the source network itself gives non-finite features "
+            f"({', '.join(broken)}) on a fixed input: its weights are broken (e.g. BN statistics "
+            "that overflow), so it is not a usable backbone and nothing is written")
     for name, got in ((engine, features),
                       ("the suite's torchvision model", _eval_stages(backbone.model,
                                                                      _fixed_input()))):
@@ -361,9 +366,9 @@ def verify_mmpose(path: str | os.PathLike, backbone: Backbone) -> dict[str, floa
 # ------------------------------------------------------------------------------------ command line
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python transfer/convert.py", description=__doc__.split("\n\n")[0],
+        prog="ssl-convert", description=__doc__.split("\n\n")[0],
         epilog="Reads the suite's backbone checkpoint or a torchvision/timm/MoCo/solo-learn/"
-               "mmselfsup/VISSL/lightly/detectron2 ResNet; see pretrain/foreign.py.")
+               "mmselfsup/VISSL/lightly/detectron2 ResNet; see pretrain/foreign/.")
     parser.add_argument("src", help="backbone checkpoint to convert")
     parser.add_argument("--to", required=True, choices=TARGETS, help="target engine")
     parser.add_argument("--out", required=True,
@@ -376,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="for a ResNet-50 whose file does not say its stride convention: "
                              "true if trained with detectron2's default (stride in the first 1x1 "
                              "conv of a bottleneck), false for torchvision's (stride in the 3x3)")
+    parser.add_argument("--stem", choices=READ_STEMS,
+                        help="the padding of a 3x3 conv1 whose file does not say it: small pads "
+                             "1, small-pad2 pads 2 as solo-learn does (neither engine takes one)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip loading the result into the engine (for machines without it)")
     args = parser.parse_args(argv)
@@ -385,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def convert() -> None:
         start = time.perf_counter()
-        backbone = open_backbone(args.src, prefix=args.prefix, stride_in_1x1=args.stride_in_1x1)
+        backbone = open_backbone(args.src, stem=args.stem, prefix=args.prefix,
+                                 stride_in_1x1=args.stride_in_1x1)
         differences: dict[str, float] = {}
         out = export_backbone(backbone, args.to, args.out, verify=not args.no_verify,
                               differences=differences)
@@ -405,9 +414,12 @@ def describe(backbone: Backbone, to: str) -> str:
     text = (f"{meta['arch']} from {meta['source_format']}, copy {meta['copy']}; stride in the "
             f"{'1x1' if meta['stride_in_1x1'] else '3x3'} conv ({meta['stride_from']})")
     if meta["stride_in_1x1"]:
-        text += ("; set MODEL.RESNETS.STRIDE_IN_1X1 True in the detectron2 config "
-                 "(transfer/coco_det.py does)" if to == "detectron2" else
-                 "; build mmpose's ResNet with style='caffe' (transfer/mpii_pose.py does)")
+        text += ("; the file records it (suite_meta stride_in_1x1) and transfer/coco_det.py "
+                 "applies it; with your own config set MODEL.RESNETS.STRIDE_IN_1X1 True, a stock "
+                 "config gives wrong features" if to == "detectron2" else
+                 "; the file records it (meta style='caffe') and transfer/mpii_pose.py applies "
+                 "it; mmpose itself does not read it: with your own config set "
+                 "model.backbone.style='caffe', a stock config gives wrong features")
     return text
 
 

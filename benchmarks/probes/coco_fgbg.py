@@ -1,6 +1,6 @@
 """COCO foreground/background (ICL-MSR, section 6.2): does a backbone see the object or context?
 
-    python benchmarks/coco_fgbg.py --weights CKPT|random [--data COCO_ROOT] [--seeds N] [--out DIR]
+    ssl-coco-fgbg --weights CKPT|random [--data COCO_ROOT] [--trials N] [--out RUN_FOLDER]
 
 The single-object images of ICL-MSR's 30 categories, as full images and as their object's box
 crop ("fg"). A linear probe is trained on the frozen features of one view and tested on both:
@@ -15,13 +15,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python benchmarks/probes/coco_fgbg.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.probes.features import eval_transform  # noqa: E402
-from benchmarks.probes.probe import Task, main, prepare, report  # noqa: E402
-from benchmarks.probes.protocols import LinearRecipe, accuracy, linear_predict  # noqa: E402
-from pretrain.data import ICL_MSR_CATEGORIES, CocoObjects  # noqa: E402
-from pretrain.synthetic import default_root  # noqa: E402
+from benchmarks.probes.features import eval_transform
+from benchmarks.probes.probe import Task, main, prepare, report
+from benchmarks.probes.protocols import LinearRecipe, accuracy, linear_predict
+from pretrain.data import ICL_MSR_CATEGORIES, CocoObjects
+from pretrain.synthetic import default_root
 
 VIEWS = {"full": "full", "fg": "foreground"}
 
@@ -65,5 +63,10 @@ def run(argv: list[str] | None = None) -> dict:
     return report(job, per_seed, extra={"categories_present": present})
 
 
+def cli() -> int:
+    """The console script ``ssl-coco-fgbg`` (``python -m benchmarks.probes.coco_fgbg``)."""
+    return main(run)
+
+
 if __name__ == "__main__":
-    sys.exit(main(run))
+    sys.exit(cli())

@@ -1,7 +1,8 @@
 """Colorful-MNIST (RCL's shortcut benchmark): digit and background top-1 of one backbone.
 
-    python benchmarks/colorful_mnist.py --weights CKPT|random [--data ROOT]
-        [--protocol fixed|finetune] [--supervised-on digit[,background]|all] [--seeds N] [--out DIR]
+    ssl-colorful-mnist --weights CKPT|random [--data ROOT]
+        [--protocol fixed|finetune] [--supervised-on digit[,background]|all]
+        [--trials N] [--seed S] [--out RUN_FOLDER]
 
 fixed: frozen features, linear probe and weighted kNN (k=5, 200) on both labels; finetune: the
 whole backbone with a digit head and a background head. A backbone that learned only the
@@ -11,13 +12,10 @@ runs on the embedded synthetic default; see benchmarks/probes/protocols.py for t
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python benchmarks/probes/colorful_mnist.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.probes.probe import Task, main, run_task  # noqa: E402
-from pretrain.data import ColorfulMNIST  # noqa: E402
-from pretrain.synthetic import default_root  # noqa: E402
+from benchmarks.probes.probe import Task, main, run_task
+from pretrain.data import ColorfulMNIST
+from pretrain.synthetic import default_root
 
 TASK = Task(
     name="colorful_mnist",
@@ -28,5 +26,10 @@ TASK = Task(
     hflip=False,  # a mirrored digit is not the digit (2, 3, 7 ...): no flip when fine-tuning
 )
 
+def cli() -> int:
+    """The console script ``ssl-colorful-mnist``: ``python -m benchmarks.probes.colorful_mnist``."""
+    return main(lambda argv: run_task(TASK, argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main(lambda argv: run_task(TASK, argv)))
+    sys.exit(cli())

@@ -1,7 +1,8 @@
 """FairFace (RCL's multi-attribute benchmark): age (9), gender (2) and race (7) top-1.
 
-    python benchmarks/fairface.py --weights CKPT|random [--data ROOT]
-        [--protocol fixed|finetune] [--supervised-on age,gender,race|all] [--seeds N] [--out DIR]
+    ssl-fairface --weights CKPT|random [--data ROOT]
+        [--protocol fixed|finetune] [--supervised-on age,gender,race|all]
+        [--trials N] [--seed S] [--out RUN_FOLDER]
 
 fixed: frozen features, linear probe and weighted kNN (k=5, 200) on the three attributes;
 finetune: the whole backbone with one head per attribute. Contrastive backbones tend to learn the
@@ -12,13 +13,10 @@ see benchmarks/probes/protocols.py for the recipes.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python benchmarks/probes/fairface.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.probes.probe import Task, main, run_task  # noqa: E402
-from pretrain.data import FAIRFACE_LABELS, FairFace  # noqa: E402
-from pretrain.synthetic import default_root  # noqa: E402
+from benchmarks.probes.probe import Task, main, run_task
+from pretrain.data import FAIRFACE_LABELS, FairFace
+from pretrain.synthetic import default_root
 
 TASK = Task(
     name="fairface",
@@ -29,5 +27,10 @@ TASK = Task(
     description=__doc__,
 )
 
+def cli() -> int:
+    """The console script ``ssl-fairface`` (``python -m benchmarks.probes.fairface``)."""
+    return main(lambda argv: run_task(TASK, argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main(lambda argv: run_task(TASK, argv)))
+    sys.exit(cli())

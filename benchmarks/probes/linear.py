@@ -1,7 +1,7 @@
 """The classic protocol on any labelled ImageFolder: linear probe and weighted kNN top-1.
 
-    python benchmarks/linear.py --weights CKPT|random --data ROOT [--protocol fixed|finetune]
-        [--seeds N] [--out DIR]
+    ssl-linear --weights CKPT|random --data ROOT [--protocol fixed|finetune]
+        [--trials N] [--seed S] [--out RUN_FOLDER]
 
 ROOT holds ``train/<class>/<image>`` and ``val/<class>/<image>`` with the same class folders
 (the ImageNet layout); sorted folder names are the label order. fixed: frozen features, linear
@@ -13,10 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as `python benchmarks/probes/linear.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.probes.probe import Task, main, run_task  # noqa: E402
-from pretrain.data import DataError, ImageFolderData  # noqa: E402
+from benchmarks.probes.probe import Task, main, run_task
+from pretrain.data import DataError, ImageFolderData
 
 
 def load(root: Path, split: str, transform) -> ImageFolderData:
@@ -35,7 +33,14 @@ TASK = Task(
     load=load,
     default_data=None,
     description=__doc__,
+    command="ssl-linear",
 )
 
+
+def cli() -> int:
+    """The console script ``ssl-linear`` (``python -m benchmarks.probes.linear``)."""
+    return main(lambda argv: run_task(TASK, argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main(lambda argv: run_task(TASK, argv)))
+    sys.exit(cli())

@@ -64,7 +64,6 @@ from pretrain.open_backbone import (
     open_backbone,
 )
 
-DEFAULT_CACHE_DIR = Path("runs/cache")
 # Default fine-tuning length: on the CPU a quarter epoch (the embedded default in a few minutes
 # with the ImageNet stem), on a GPU a real schedule.
 FINETUNE_EPOCHS = {"cpu": 0.25, "cuda": 30.0}
@@ -95,6 +94,7 @@ class Task:
     protocols: tuple[str, ...] = ("fixed", "finetune")   # its --protocol choices
     supervised: bool = True                     # whether it offers --supervised-on
     hflip: bool = True                          # fine-tuning may flip images (False: digits)
+    command: str = ""                           # its console script; default ssl-<name>
 
 
 def default_device() -> str:
@@ -118,15 +118,15 @@ class ProbeConfig:
     leaderboard: Path = leaderboard.DEFAULT_PATH
     protocol: str | None = None
     supervised_on: str | None = None
-    seeds: int = 1
-    first_seed: int = 0
+    trials: int = 1
+    seed: int = 0
     epochs: float | None = None
     lr: float = FinetuneRecipe.lr
     linear_epochs: int = LinearRecipe.epochs
     image_size: int | None = None
     batch_size: int = 128
     workers: int | None = None
-    cache_dir: Path = DEFAULT_CACHE_DIR
+    cache_dir: Path | None = None
     device: str = "cpu"
 
     def to_json(self) -> dict[str, Any]:
@@ -136,7 +136,7 @@ class ProbeConfig:
 def parser(task: Task) -> argparse.ArgumentParser:
     """The flags every benchmark script shares (each sets a :class:`ProbeConfig` field)."""
     p = one_line_errors(argparse.ArgumentParser(
-        prog=f"python benchmarks/{task.name}.py", description=task.description,
+        prog=task.command or f"ssl-{task.name.replace('_', '-')}", description=task.description,
         formatter_class=argparse.RawDescriptionHelpFormatter))
     add_backbone_arguments(p, random_stem="'small' for images of 64 px or less, else "
                            "'imagenet'")
@@ -156,11 +156,12 @@ def parser(task: Task) -> argparse.ArgumentParser:
                        help="train a backbone from --weights (default random init) supervised on "
                        f"these attributes of {names} ('all' for every one), then "
                        "linear-probe every attribute: the 'supervised on X' ceiling")
-    p.add_argument("--seeds", type=number(), default=ProbeConfig.seeds,
-                   help="probe seeds FIRST..FIRST+N-1, reported as mean/std")
-    p.add_argument("--first-seed", type=number(int, 0), default=ProbeConfig.first_seed,
-                   help="the first probe seed (the suite's --seeds gives backbone of pretraining "
-                        "seed S the probe seed S)")
+    p.add_argument("--trials", type=number(), default=ProbeConfig.trials, metavar="N",
+                   help="probe repetitions with seeds S..S+N-1 (S: --seed), reported as "
+                        "mean/std (default %(default)s)")
+    p.add_argument("--seed", type=number(int, 0), default=ProbeConfig.seed, metavar="S",
+                   help="the first trial's seed (the suite gives backbone of pretraining seed S "
+                        "the probe seed S; default %(default)s)")
     if "finetune" in task.protocols or task.supervised:
         positive = number(float, 0, above=True)
         p.add_argument("--epochs", type=positive, help="fine-tuning epochs (fractions allowed; "
@@ -178,8 +179,8 @@ def parser(task: Task) -> argparse.ArgumentParser:
                    help="extraction batch size")
     p.add_argument("--workers", type=number(int, 0), help="DataLoader workers (default 0 on "
                    "the CPU, 8 on a GPU)")
-    p.add_argument("--cache-dir", type=Path, default=ProbeConfig.cache_dir,
-                   help=f"feature cache folder (default {ProbeConfig.cache_dir})")
+    p.add_argument("--cache-dir", type=Path, help="feature cache folder (default: cache/ in "
+                   "the run folder --out; a folder of its own shares it between runs)")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default %(default)s)")
     return p
 
@@ -192,8 +193,8 @@ def parse_config(task: Task, argv: list[str] | None = None) -> ProbeConfig:
 def resolve(task: Task, cfg: ProbeConfig) -> tuple[Task, ProbeConfig]:
     """Check the config and fill what it leaves to the data and device; returns the task with
     its classes (read from the data for an ImageFolder) and the resolved config."""
-    if cfg.seeds < 1:
-        raise ProbeError(f"--seeds must be at least 1, got {cfg.seeds}")
+    if cfg.trials < 1:
+        raise ProbeError(f"--trials must be at least 1, got {cfg.trials}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ProbeError(f"--device {cfg.device}: no CUDA device here; use --device cpu")
     data = cfg.data
@@ -271,13 +272,14 @@ class Run:
 
     @property
     def seeds(self) -> range:
-        return range(self.cfg.first_seed, self.cfg.first_seed + self.cfg.seeds)
+        return range(self.cfg.seed, self.cfg.seed + self.cfg.trials)
 
     def load(self, split: str, transform: Any, **kwargs: Any) -> Dataset:
         return self.task.load(self.cfg.data, split, transform, **kwargs)
 
     def features(self, dataset: Dataset, desc: str, backbone: Backbone | None = None) -> Features:
-        return cached_features(backbone or self.backbone, dataset, self.cfg.cache_dir,
+        return cached_features(backbone or self.backbone, dataset,
+                               self.cfg.cache_dir or self.out / "cache",
                                self.cfg.device, self.cfg.batch_size, self.cfg.workers, desc,
                                self.timings)
 

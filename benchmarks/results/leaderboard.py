@@ -18,6 +18,11 @@ Writers from several processes at once are safe: every write takes an exclusive 
 ``<csv>.lock``, reads the current file, replaces the rows it re-measures (same key), and writes the
 whole table atomically (temporary file + rename), so a reader never sees a torn row and a killed
 writer leaves the previous table. Columns unknown to this version, found in an older file, are kept.
+A leaderboard that is a symbolic link is written through, atomically at its target (a shared board
+keeps getting the rows); a read-only one is refused, never replaced by a writable copy.
+
+A backbone brought with ``--checkpoint NAME=PATH`` carries NAME in ``backbone_name``; the tables
+(:mod:`benchmarks.results.tables`) and pictures show it in place of the method.
 
 A hand-edited row that is not valid (wrong number of fields, a value that is not a finite number,
 an empty key field, bytes that are not UTF-8) is named by file and line on stderr and skipped by
@@ -40,14 +45,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results.gaps import gap_of
-from benchmarks.results.predictions import prediction_key
 from pretrain.files import atomic_write, file_hash, git_commit
 
 COLUMNS = [
-    "backbone_id", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs",
-    "pretrain_seed", "params", "gflops", "input_size", "task", "protocol", "recipe", "budget",
-    "deviations", "metric", "value", "seed", "date", "commit", "source", "note", "predictions",
+    "backbone_id", "backbone_name", "method", "regularizer", "arch", "pretrain_data",
+    "pretrain_epochs", "pretrain_seed", "params", "gflops", "input_size", "task", "protocol",
+    "recipe", "budget", "deviations", "metric", "value", "seed", "date", "commit", "source", "note",
+    "predictions",
 ]
 KEY = ("backbone_id", "pretrain_data", "pretrain_epochs", "pretrain_seed", "task", "protocol",
        "recipe", "budget", "deviations", "metric", "seed", "source")
@@ -92,11 +96,15 @@ def embedded_data(root: str | os.PathLike) -> bool:
     return bool(inside) and inside[0].startswith("synthetic-")
 
 
-def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> dict[str, Any]:
+def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any],
+                    name: str | None = None) -> dict[str, Any]:
     """The backbone columns of a row, from a checkpoint path (hashed) and its metadata.
 
     ``weights=None`` is a backbone with no file (the random-init control): its id is taken from
-    ``meta["backbone_id"]`` or built from the method and arch.
+    ``meta["backbone_id"]`` or built from the method and arch. ``name``: the user's name of a
+    backbone brought with ``--checkpoint NAME=PATH`` (the stages' ``--backbone-name``), shown in
+    every table and picture in place of its method; a label of the id, not part of the row's key
+    (the same file measured again under another name replaces its rows).
     """
     if weights is None:
         backbone_id = meta.get("backbone_id") or f"{meta.get('method', 'none')}-{meta.get('arch')}"
@@ -104,6 +112,7 @@ def backbone_fields(weights: str | os.PathLike | None, meta: dict[str, Any]) -> 
         backbone_id = file_hash(weights)
     return {
         "backbone_id": backbone_id,
+        "backbone_name": name or "",
         "method": meta.get("method", "unknown"),
         "regularizer": meta.get("regularizer") or "none",
         "arch": meta.get("arch", ""),
@@ -204,8 +213,14 @@ def _warn(message: str) -> None:
 
 
 def write_rows(csv_path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> Path:
-    """Add ``rows`` to the leaderboard, replacing earlier rows with the same key."""
-    path = Path(csv_path)
+    """Add ``rows`` to the leaderboard, replacing earlier rows with the same key. A symbolic link
+    is written through, atomically at its target (a shared board keeps getting the rows); a
+    read-only board is refused, never replaced by a writable one."""
+    path = Path(os.path.realpath(csv_path))
+    if path.exists() and not (path.stat().st_mode & 0o222 and os.access(path, os.W_OK)):
+        raise LeaderboardError(f"{path}: the leaderboard is read-only; no row of this run was "
+                               "written and the file is left as it is: make it writable "
+                               "(chmod u+w) or pass another --leaderboard")
     # a row that does not say its recipe and budget is "custom": never beside a published number
     defaults = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
                 "commit": git_commit(), "source": "measured", "seed": 0, "budget": "custom"}
@@ -281,153 +296,17 @@ def markdown_text(text: Any) -> str:
     return " ".join(str(text).splitlines()).replace("|", "\\|")
 
 
+def markdown_table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table (a list of lines), every cell escaped with :func:`markdown_text`."""
+    def line(cells: list[Any]) -> str:
+        return "| " + " | ".join(markdown_text(c) for c in cells) + " |"
+
+    return [line(head), "|" + "---|" * len(head), *map(line, rows)]
+
+
 # ----------------------------------------------------------------------------- reading the board
 REFERENCE_PATH = Path(__file__).with_name("reference.csv")
 
 def reference_rows() -> list[dict[str, str]]:
     """The papers' and model zoos' published numbers that ship with the suite."""
     return read_rows(REFERENCE_PATH)[1]
-
-
-def name_of(row: dict[str, str]) -> str:
-    """``method`` or ``method+regularizer``: the panel's name of a row's backbone recipe."""
-    regularizer = row.get("regularizer") or "none"
-    return (row.get("method") or "?") + (f"+{regularizer}" if regularizer != "none" else "")
-
-
-# A row's group in the tables: the backbone recipe (backbones that differ only in their recorded
-# pretraining seed are one group, so a several-seed run shows one mean; a backbone without a
-# recorded seed is its own group), the task, protocol, recipe, budget and deviations.
-GROUP = ("task", "method", "regularizer", "arch", "pretrain_data", "pretrain_epochs", "protocol",
-         "recipe", "budget", "deviations", "source")
-
-
-def group_key(row: dict[str, str]) -> tuple[str, ...]:
-    unseeded = "" if str(row.get("pretrain_seed", "")) else row["backbone_id"]
-    return (unseeded, *(str(row.get(c, "") or ("none" if c == "regularizer" else ""))
-                        for c in GROUP))
-
-
-def load_correct(row: dict[str, str]) -> tuple[str, Any] | None:
-    """(test set hash, per-example correctness) of a measured row from the ``predictions.npz``
-    its probe saved (benchmarks/probes/probe.py), or None when there is none."""
-    import numpy as np
-
-    path = row.get("predictions") or ""
-    if not path or not Path(path).is_file():
-        return None
-    key = prediction_key(row["protocol"], row["metric"], row["seed"])
-    with np.load(path) as saved:
-        if key not in saved or f"labels.{row['metric']}" not in saved:
-            return None
-        return str(saved["test_set"]), saved[key] == saved[f"labels.{row['metric']}"]
-
-
-def value_interval(rows: list[dict[str, str]]) -> tuple[float, float | None, float | None, str]:
-    """(mean, low, high, kind) of one metric's rows: a t-interval over seeds when there are
-    several, else the bootstrap interval over the test examples of the one row's predictions,
-    else no interval."""
-    from benchmarks.results.stats import bootstrap_mean, t_interval
-
-    values = [float(r["value"]) for r in rows]
-    if len(values) > 1:
-        return (*t_interval(values), f"t, n={len(values)}")
-    found = load_correct(rows[0])
-    if found is None:
-        return values[0], None, None, ""
-    _, low, high = bootstrap_mean(found[1])
-    return values[0], low, high, "bootstrap"
-
-
-def summarize(rows: list[dict[str, str]]) -> dict[str, list[dict[str, Any]]]:
-    """Per task, one entry per group (:data:`GROUP`): metric -> (mean, low, high, kind) over seeds
-    (:func:`value_interval`), plus the task's shortcut gap when its metrics are present."""
-    groups: dict[tuple[str, ...], dict[str, list[dict[str, str]]]] = {}
-    for row in rows:
-        groups.setdefault(group_key(row), {}).setdefault(row["metric"], []).append(row)
-    tasks: dict[str, list[dict[str, Any]]] = {}
-    for metrics in groups.values():
-        row = next(iter(metrics.values()))[0]
-        ids = sorted({r["backbone_id"] for rs in metrics.values() for r in rs})
-        stats = {m: value_interval(rs) for m, rs in metrics.items()}
-        entry = {"backbone": _label(row, ids), "name": name_of(row), "backbone_ids": ids,
-                 "protocol": row["protocol"], "recipe": row.get("recipe", ""),
-                 "budget": row.get("budget", ""), "deviations": row.get("deviations", ""),
-                 "source": row["source"], "note": row.get("note", ""), "metrics": stats}
-        gap = gap_of(row["task"])  # the task's shortcut gap (benchmarks/results/gaps.py)
-        value = gap.of({m: s[0] for m, s in stats.items()}) if gap else None
-        if value is not None:
-            entry["gap"] = (gap.name, value)
-        tasks.setdefault(row["task"], []).append(entry)
-    for entries in tasks.values():
-        entries.sort(key=lambda e: (e["source"] != "measured", e["protocol"], e["backbone"]))
-    return tasks
-
-
-def _label(row: dict[str, str], ids: list[str]) -> str:
-    if row.get("source") != "measured":
-        return name_of(row)
-    return f"{name_of(row)} [{', '.join(ids)}]"
-
-
-def markdown(rows: list[dict[str, str]]) -> str:
-    """The tables of ``rows``, one per task, one column per metric (mean and 95% interval where
-    one can be had), and the shortcut gap. The protocol cell names the recipe and deviations."""
-    out = []
-    for task, entries in sorted(summarize(rows).items()):
-        metrics = sorted({m for e in entries for m in e["metrics"]})
-        has_gap = any("gap" in e for e in entries)
-        gap_column = [gap_of(task).name] if has_gap else []
-        head = ["backbone", "protocol", *map(markdown_text, metrics), *gap_column, "source"]
-        out += [f"### {markdown_text(task)}", "", "| " + " | ".join(head) + " |",
-                "|" + "---|" * len(head)]
-        for e in entries:
-            protocol = " · ".join(x for x in (e["protocol"], e["recipe"], e["deviations"]) if x)
-            cells = [markdown_text(e["backbone"]), markdown_text(protocol)]
-            cells += [_fmt(e["metrics"].get(m)) for m in metrics]
-            cells += [f"{e['gap'][1]:+.1f}" if "gap" in e else ""] if has_gap else []
-            source = e["source"] + (f" ({e['note']})" if e["note"] else "")
-            out.append("| " + " | ".join(cells + [markdown_text(source)]) + " |")
-        out.append("")
-    return "\n".join(out)
-
-
-def _fmt(stat: tuple[float, float | None, float | None, str] | None) -> str:
-    if stat is None:
-        return ""
-    mean, low, high, _ = stat
-    return f"{mean:.1f}" if low is None else f"{mean:.1f} [{low:.1f}, {high:.1f}]"
-
-
-BUDGET_ORDER = ("full", "cpu", "smoke", "custom", "unrecorded")
-NOT_PUBLISHED = ("Published numbers do not apply to these rows: their recipe did not run "
-                 "unchanged (see each row's deviations), so they show that the path works, not how "
-                 "the backbones rank under a paper's protocol.")
-
-
-def references_for(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The published rows of the same task, protocol and recipe as measured ``full`` rows."""
-    shown = {(r["task"], r["protocol"], r.get("recipe", "")) for r in rows
-             if r["source"] == "measured" and r.get("budget") == "full"}
-    return [r for r in reference_rows() if (r["task"], r["protocol"], r["recipe"]) in shown]
-
-
-def budget_sections(rows: list[dict[str, str]], all_references: bool = False) -> str:
-    """The measured rows by budget: ``full`` beside the published numbers of the same task,
-    protocol and recipe; every other budget in its own section, saying published numbers do not
-    apply; with ``all_references`` every published number in a last section."""
-    measured = [r for r in rows if r["source"] == "measured"]
-    budgets = sorted({r.get("budget", "") for r in measured},
-                     key=lambda b: (BUDGET_ORDER.index(b) if b in BUDGET_ORDER else 99, b))
-    out = []
-    for budget in budgets:
-        chunk = [r for r in measured if r.get("budget", "") == budget]
-        if budget == "full":
-            out += ["## Budget `full`: measured beside published numbers of the same task, "
-                    "protocol and recipe", "", markdown(chunk + references_for(chunk))]
-        else:
-            out += [f"## Budget `{markdown_text(budget)}`: published numbers do not apply", "",
-                    NOT_PUBLISHED, "", markdown(chunk)]
-    if all_references:
-        out += ["## Published numbers", "", markdown(reference_rows())]
-    return "\n".join(out)

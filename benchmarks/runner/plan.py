@@ -88,7 +88,7 @@ def plan(args: PlanConfig, out: Path) -> list[Stage]:
         weights.setdefault(name, {})[key] = str(run / "backbone.safetensors")
         argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
                 "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
-                "--out", str(run.parent), "--name", run.name, *_gpus(args, "--gpus"),
+                "--out", str(run), *_gpus(args, "--gpus"),
                 *PRETRAIN_BUDGETS[args.budget],
                 *(["--seed", str(seed)] if len(seeds[entry]) > 1 else [])]
         extra = PRETRAIN_EXTRAS.get(args.budget, {})
@@ -130,16 +130,16 @@ def plan(args: PlanConfig, out: Path) -> list[Stage]:
             chosen = (["--weights", RANDOM, "--arch", controls.get(entry, args.arch), "--stem",
                        "imagenet"] if path == RANDOM else ["--weights", path])
             entry_seeds = seeds[RANDOM_METHOD] if entry in controls else seeds.get(entry, ())
-            if backbone in named and takes_flag(task.script, "--backbone-name"):
+            if backbone in named and takes_flag(task.module, "--backbone-name"):
                 chosen += ["--backbone-name", backbone]
             folder = out / name / backbone
-            argv = [sys.executable, str(ROOT / task.script),
+            argv = [sys.executable, "-m", task.module,
                     *_gpus(args, task.gpus_flag),
                     *task.protocol_flags(protocol),
                     *(task.synthetic_flags if task.data in args.synthetic else ()),
                     *chosen, "--out", str(folder), "--leaderboard", str(folder / BOARD),
                     "--data", str(data[task.data]),
-                    *(_seed_flags(task.script, seed) if len(entry_seeds) > 1 else []),
+                    *(_seed_flags(task.module, seed) if len(entry_seeds) > 1 else []),
                     *task.budget_flags(args.budget, protocol)]
             stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path,
                                 gpus=args.gpus if task.gpus_flag else 1, folder=str(folder)))
@@ -168,10 +168,11 @@ def control_archs(args: PlanConfig) -> dict[str, str]:
 
 
 @functools.cache
-def takes_flag(script: str, flag: str) -> bool:
-    """Whether ``script --help`` lists ``flag`` (a flag other branches add as they land)."""
+def takes_flag(module: str, flag: str) -> bool:
+    """Whether ``python -m module --help`` lists ``flag`` (a flag other branches add as they
+    land)."""
     try:
-        shown = subprocess.run([sys.executable, str(ROOT / script), "--help"], cwd=ROOT,
+        shown = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT,
                                capture_output=True, text=True, timeout=300).stdout
     except (OSError, subprocess.SubprocessError):
         return False
@@ -206,11 +207,11 @@ def _seeded(name: str, seed: int) -> str:
     return name if seed == 0 else f"{name}.seed{seed}"
 
 
-def _seed_flags(script: str, seed: int) -> list[str]:
-    """A stage's seed: the probe seed and random-init seed of a probe script, the run's seed
-    (which seeds the random-init control too) of an engine."""
-    if script.startswith("benchmarks/"):
-        return ["--first-seed", str(seed), "--init-seed", str(seed)]
+def _seed_flags(module: str, seed: int) -> list[str]:
+    """A stage's seed: the probe's first trial seed and random-init seed of a probe, the run's
+    seed (which seeds the random-init control too) of an engine."""
+    if module.startswith("benchmarks."):
+        return ["--seed", str(seed), "--init-seed", str(seed)]
     return ["--seed", str(seed)]
 
 

@@ -8,9 +8,12 @@ With no arguments (the README's main job) it generates the embedded synthetic de
 panel of ResNet-18 backbones on it plus the random-init control (``--weights random``, the same in
 every stage), and runs every task of the table in ``benchmarks/runner/tasks.py`` on each: COCO
 Mask R-CNN (detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed
-and fine-tuned, and COCO foreground/background. Every stage runs as its own process (the
-same command a user would type), so a stage that fails for one backbone is recorded in the report
-and the others go on; on a CPU two stages run at once. ``--out`` is the suite's own folder
+and fine-tuned, and COCO foreground/background. Below ``--budget full`` a stage that only proves
+its path works (a few engine iterations, a fraction of a fine-tuning epoch: the table's
+``path_checks``) runs on one backbone, the panel's first; every other stage runs on every
+backbone. Every stage runs as its own process (the same command a user would type, ``python -m
+MODULE``), so a stage that fails for one backbone is recorded in the report and the others go
+on; on a CPU two stages run at once. ``--out`` is the suite's own folder
 (claimed as every command claims its output: a folder of another command is refused).
 
 Reruns are honest. Each stage's marker in ``<out>/state/`` records what produced it: its command

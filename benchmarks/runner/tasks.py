@@ -39,7 +39,7 @@ PROBE_FINETUNE: Budgets = {"cpu": {"finetune": ("--epochs", "0.25")},
 @dataclass(frozen=True)
 class SuiteTask:
     name: str                          # the leaderboard's task
-    script: str                        # its command: a script, from the repository root
+    module: str                        # its command: python -m MODULE (a console script too)
     protocols: tuple[str, ...]         # one suite stage per protocol (the script's --protocol)
     data: str                          # data key: --data KEY=ROOT, layout and embedded set
     budgets: Budgets = field(default_factory=dict)   # extra flags per budget and protocol
@@ -76,7 +76,7 @@ class SuiteTask:
 
 
 TASKS = {task.name: task for task in (
-    SuiteTask("coco_det", "transfer/coco_det.py", ("finetune",), "coco",
+    SuiteTask("coco_det", "transfer.coco_det", ("finetune",), "coco",
               budgets={"cpu": {"finetune": (
                            "--val-images", "20", "SOLVER.MAX_ITER", "10",
                            "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")},
@@ -88,18 +88,18 @@ TASKS = {task.name: task for task in (
                            "--config-file", "transfer/configs/coco_R_50_C4_1x_moco.yaml")}},
               synthetic_flags=("--config-file", "transfer/configs/coco_cpu_FPN_128px.yaml"),
               gpus_flag="--num-gpus", full_arch="resnet50", path_checks=("finetune",)),
-    SuiteTask("mpii_pose", "transfer/mpii_pose.py", ("fixed", "finetune"), "mpii", stage="mpii",
+    SuiteTask("mpii_pose", "transfer.mpii_pose", ("fixed", "finetune"), "mpii", stage="mpii",
               budgets={"cpu": dict.fromkeys(("fixed", "finetune"), (
                            "--max-iters", "20", "--batch-size", "16", "--val-images", "64")),
                        "smoke": dict.fromkeys(("fixed", "finetune"), (
                            "--max-iters", "2", "--val-images", "8"))},
               synthetic_flags=("--config", "transfer/configs/mpii_cpu_128x128.py"),
               gpus_flag="--gpus", full_arch="resnet50", path_checks=("fixed", "finetune")),
-    SuiteTask("fairface", "benchmarks/probes/fairface.py", ("fixed", "finetune"), "fairface",
+    SuiteTask("fairface", "benchmarks.probes.fairface", ("fixed", "finetune"), "fairface",
               budgets=PROBE_FINETUNE, full_arch="resnet50", path_checks=("finetune",)),
-    SuiteTask("colorful_mnist", "benchmarks/probes/colorful_mnist.py", ("fixed", "finetune"),
+    SuiteTask("colorful_mnist", "benchmarks.probes.colorful_mnist", ("fixed", "finetune"),
               "colorful_mnist", budgets=PROBE_FINETUNE, path_checks=("finetune",)),
-    SuiteTask("coco_fgbg", "benchmarks/probes/coco_fgbg.py", ("fixed",), "coco",
+    SuiteTask("coco_fgbg", "benchmarks.probes.coco_fgbg", ("fixed",), "coco",
               budgets={"cpu": {"fixed": ("--image-size", "64")},
                        "smoke": {"fixed": ("--image-size", "32")}},
               path_checks=("fixed",)),

@@ -9,7 +9,7 @@ _base_ = ['./mpii_td-hm_res50_256x256.py']
 codec = dict(
     type='MSRAHeatmap', input_size=(128, 128), heatmap_size=(32, 32), sigma=2)
 
-# 3 epochs of 2,000 synthetic images at batch 32 (189 iterations); transfer/mpii_pose.py turns
+# 3 epochs of 2,000 synthetic images at batch 32 (189 iterations); transfer/mpii_config.py turns
 # epochs into iterations.
 train_cfg = dict(max_epochs=3, val_interval=3)
 param_scheduler = [

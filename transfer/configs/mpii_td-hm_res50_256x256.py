@@ -3,11 +3,11 @@
 # its `_base_/default_runtime.py` inlined, reproduced so that the suite does not depend on
 # mmpose's packaged `.mim` folder. Changes from the source, all marked "suite:":
 # - the backbone comes from a converted local file (the source says `torchvision://resnet50`,
-#   a download); transfer/mpii_pose.py sets `checkpoint`, depth, in_channels and the protocol;
+#   a download); transfer/mpii_config.py sets `checkpoint`, depth, in_channels and the protocol;
 # - `auto_scale_lr.enable=True`: the learning rate always scales with the real batch
 #   (the source enables it only with mmpose's `--auto-scale-lr` flag);
 # - TensorBoard scalars are on;
-# - transfer/mpii_pose.py turns the epoch loop into mmengine's IterBasedTrainLoop with an
+# - transfer/mpii_config.py turns the epoch loop into mmengine's IterBasedTrainLoop with an
 #   InfiniteSampler (same number of samples; no 2 s sleep at every epoch end) and fills in the
 #   data paths.
 # SimpleBaseline (Xiao et al. 2018): ResNet + 3 deconvolutions (256 ch, kernel 4) + 1x1 conv.
