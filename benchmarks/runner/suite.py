@@ -274,7 +274,10 @@ def _main(args: argparse.Namespace) -> int:
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
-    if not args.dry_run:
+    if not args.dry_run:  # claimed before any work: a refused --out costs nothing
+        out.mkdir(parents=True, exist_ok=True)
+        claim_output(out, "python -m benchmarks.suite",
+                     own=lambda folder: (folder / "state" / "speed.json").is_file())
         images_per_s = speed.measure_reference_speed()  # first: the estimate's unit
         one_thread = speed.measure_reference_speed(threads=1)  # a stage's share at --jobs 2
         print(f"[suite] reference speed {images_per_s:.1f} images/s (the budget is sized for "
@@ -307,9 +310,6 @@ def _main(args: argparse.Namespace) -> int:
         print(dry_run_estimate(stages, args.budget, applies, jobs, dict.fromkeys(done)),
               flush=True)
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    claim_output(out, "python -m benchmarks.suite",
-                 own=lambda folder: (folder / "state" / "speed.json").is_file())
     if args.calibrate:
         speed.calibrate(stages, out)
         return 0
