@@ -74,7 +74,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pretrain", "pretrain.*", "transfer", "transfer.*",
                                     "benchmarks", "benchmarks.*"]),
-    package_data={"transfer": ["configs/*.yaml", "configs/*.py"], "benchmarks.results": ["*.csv"]},
+    package_data={"transfer": ["configs/*.yaml", "configs/*.py"], "benchmarks.results": ["*.csv"],
+                  "benchmarks.runner": ["*.json"]},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4"],
     extras_require={

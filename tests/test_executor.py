@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.runner import executor, suite
-from benchmarks.runner.suite import Stage
+from benchmarks.runner.stages import Stage
 from benchmarks.runner.tasks import data_sets
 
 
@@ -80,10 +80,15 @@ def test_stages_run_as_submitit_jobs_in_graph_order_with_markers(tmp_path: Path)
     marker = json.loads((out / "state" / "a__task.json").read_text())
     assert marker["status"] == "done" and marker["job"]
 
-    weights.unlink()  # a rerun skips what is done (it would fail now), retries the rest
-    again = executor.run_jobs(stages, out, jobs, use_gpus=False)
+    again = executor.run_jobs(stages, out, jobs, use_gpus=False)  # skips what is done
     assert [r["status"] for r in again] == ["done", "done", "failed", "skipped"]
-    assert again[0] == records[0] and again[1] == records[1]
+    assert again[0] == records[0] and again[1] == records[1]  # the same job: not rerun
+    assert again[2]["job"] != records[2]["job"]  # the failed stage is retried
+
+    weights.unlink()  # a done stage whose output is gone is remade, and what reads it
+    third = executor.run_jobs(stages, out, jobs, use_gpus=False)
+    assert [r["job"] != a["job"] for r, a in zip(third[:2], again[:2])] == [True, True]
+    assert [r["status"] for r in third] == ["done", "done", "failed", "skipped"]
 
 
 def test_per_task_pretraining_gives_each_task_the_backbone_of_its_data(

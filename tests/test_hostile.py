@@ -436,13 +436,13 @@ def test_sigterm_to_the_suite_ends_its_stages_and_writes_no_more_rows(tiny_data:
 def test_sigint_ends_each_stage_process_group(tmp_path: Path) -> None:
     """Two stages whose processes have children, one of them deaf to SIGTERM (SIGKILL follows
     after the grace period, shortened here)."""
-    code = ("import sys; from pathlib import Path; from benchmarks.runner import suite\n"
-            "suite.STOP_GRACE_SECONDS = 1.0\n"
+    code = ("import sys; from pathlib import Path; from benchmarks.runner import loop, stages\n"
+            "loop.STOP_GRACE_SECONDS = 1.0\n"
             "tree = ['sh', '-c', 'sleep 300 & sleep 300']\n"
             "deaf = ['sh', '-c', 'trap \"\" TERM; sleep 300 & wait']\n"
-            "stages = [suite.Stage('a', 't', tree), suite.Stage('b', 't', deaf)]\n"
-            "try: suite.run(stages, Path(sys.argv[1]), 2)\n"
-            "except suite.SuiteInterrupted as err: print(err); sys.exit(128 + err.signum)\n")
+            "planned = [stages.Stage('a', 't', tree), stages.Stage('b', 't', deaf)]\n"
+            "try: loop.run(planned, Path(sys.argv[1]), 2)\n"
+            "except loop.SuiteInterrupted as err: print(err); sys.exit(128 + err.signum)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "out")], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stages: set[int] = set()

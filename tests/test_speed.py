@@ -106,20 +106,27 @@ def test_the_default_panel_pairs_every_regularizer_with_its_papers_base() -> Non
     assert "mocov2+rcl" in panel  # RCL's contrastive branch is MoCo's (RCL, Implementation)
 
 
-def test_the_cpu_budget_is_priced_and_fits_8_minutes_at_the_reference_speed(
-        tmp_path: Path) -> None:
-    stages = suite.plan(_args(tmp_path), tmp_path / "out")
+def test_the_main_job_is_priced_and_fits_20_minutes_on_a_slow_machine(tmp_path: Path) -> None:
+    """The default panel with its seeded claim (the RCL pair over 3 seeds) on the cpu budget:
+    within 20 minutes on a machine at 63 images/s (the slow machine of issue 25)."""
+    from benchmarks.runner.plan import DEFAULT_SEEDED, DEFAULT_SEEDS, SEED_TASKS
+
+    stages = suite.plan(_args(tmp_path, seeds=DEFAULT_SEEDS, seeded=DEFAULT_SEEDED,
+                              seed_tasks=SEED_TASKS), tmp_path / "out")
+    assert {s.backbone for s in stages if s.name == "pretrain"} >= {
+        "mocov2.seed2", "mocov2+rcl.seed2"} and "simclr.seed1" not in {s.backbone for s in stages}
     costs = speed.stage_costs(stages, "cpu", applies=True)
     assert None not in costs, [s.name for s, c in zip(stages, costs) if c is None]
     at_reference = speed.REFERENCE_IMAGES_PER_S / speed.THREADS_RATIO  # on one thread
     wall = speed.expected_left(costs, after_of(stages), 2,
                                speed.seconds_per_cost(at_reference, 2))
     table = speed.COSTS["cpu"]
-    assert wall + table.start + table.data + table.report <= 8 * 60
+    assert (wall + table.start + table.data + table.report) * 120 / 63 <= 20 * 60
     # --pretrain-steps is priced: the step count is read from the stage's own command line
     longer = suite.plan(_args(tmp_path, pretrain_steps=500), tmp_path / "out")
     more = speed.stage_costs(longer, "cpu", applies=True)
-    assert more[0] > costs[0] and more[-1] == costs[-1]
+    base = speed.stage_costs(suite.plan(_args(tmp_path), tmp_path / "out"), "cpu", applies=True)
+    assert more[0] > base[0] and more[-1] == base[-1]
 
 
 def test_the_work_does_not_depend_on_the_measured_speed(tmp_path: Path, tiny_data: Path,
@@ -131,7 +138,7 @@ def test_the_work_does_not_depend_on_the_measured_speed(tmp_path: Path, tiny_dat
     planned, printed = [], []
     for images_per_s in (30.0, 300.0):
         monkeypatch.setattr(speed, "measure_reference_speed", lambda v=images_per_s, **_: v)
-        monkeypatch.setattr(suite, "run", lambda stages, *_: planned.append(
+        monkeypatch.setattr(suite, "run", lambda stages, *_, **__: planned.append(
             [s.argv for s in stages]) or [])
         assert suite.main(["--out", str(tmp_path / "out"), "--jobs", "2"]) == 0
         printed.append(capsys.readouterr().out)

@@ -55,7 +55,8 @@ def test_bad_arguments_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) 
 
 
 def test_parallel_stages_wait_for_their_inputs_and_skip_after_a_failure(tmp_path: Path) -> None:
-    from benchmarks.runner.suite import Stage, run
+    from benchmarks.runner.loop import run
+    from benchmarks.runner.stages import Stage
 
     def script(code: str) -> list[str]:
         return [sys.executable, "-c", f"import pathlib, sys, time; {code}"]

@@ -74,3 +74,29 @@ def test_probe_scripts_take_trials_from_a_first_seed(tmp_path: Path, tiny_data: 
     assert abs(float(row["value"]) - 100 * correct.mean()) < 1e-3  # the row is its predictions
     assert row["predictions"] == str((tmp_path / "run" / "predictions.npz").resolve())
     assert float(row["params"]) > 10 and float(row["gflops"]) > 0  # fvcore: ResNet-18
+
+
+def test_seeded_entries_alone_get_the_seeds_and_extra_seeds_run_the_claims_tasks(
+        tmp_path: Path) -> None:
+    args = _args(tmp_path, 3)
+    args.panel, args.seeded = ["simclr", "mocov2", "mocov2+rcl"], ["mocov2", "mocov2+rcl"]
+    args.seed_tasks = ["colorful_mnist_fixed", "colorful_mnist_finetune"]
+    stages = suite.plan(args, tmp_path / "out")
+    pretrained = {s.backbone for s in stages if s.name == "pretrain"}
+    assert pretrained == {"simclr", "mocov2", "mocov2.seed1", "mocov2.seed2", "mocov2+rcl",
+                          "mocov2+rcl.seed1", "mocov2+rcl.seed2"}
+    assert all("--seed" not in s.argv and "--first-seed" not in s.argv
+               for s in stages if s.backbone in ("simclr", "random-init"))
+    extra = {s.name for s in stages if ".seed" in s.backbone and s.name != "pretrain"}
+    assert extra == {"colorful_mnist_fixed"}  # fine-tuning is a path check: one backbone
+
+
+def test_the_main_job_seeds_the_rcl_pair(tmp_path: Path, tiny_data: Path,
+                                         capsys) -> None:
+    data = [f"--data={k}={tiny_data / k}" for k in ("coco", "mpii", "fairface", "colorful_mnist")]
+    assert suite.main(["--out", str(tmp_path / "o"), "--dry-run", *data]) == 0
+    printed = capsys.readouterr().out
+    assert "mocov2+rcl.seed2: pretrain" in printed and "simclr.seed1" not in printed
+    with __import__("pytest").raises(SystemExit):
+        suite.main(["--out", str(tmp_path / "o"), "--dry-run", "--seeded", "nope", *data])
+    assert "--seeded nope: not in --panel" in capsys.readouterr().err

@@ -100,3 +100,23 @@ def test_a_bad_data_root_is_refused_by_its_reader_before_any_stage(
     assert info.value.code == 2
     assert "mpii_train.json: missing annotation file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_given_checkpoints_keep_their_names_and_each_arch_has_its_control(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.runner import plan
+
+    monkeypatch.setattr(plan, "takes_flag", lambda module, flag: module.startswith("benchmarks."))
+    args = _args(tmp_path, arch="resnet18", checkpoint_archs={"theirs": "resnet50"})
+    stages = suite.plan(args, tmp_path / "out")
+    controls = {s.backbone: s.argv[s.argv.index("--arch") + 1] for s in stages
+                if "random" in s.argv}
+    assert controls == {"random-init": "resnet18", "random-init.resnet50": "resnet50"}
+    for stage in stages:
+        named = stage.argv[stage.argv.index("--backbone-name") + 1] if (
+            "--backbone-name" in stage.argv) else None
+        takes = stage.argv[2].startswith("benchmarks.")
+        assert named == ("theirs" if stage.backbone == "theirs" and takes else None), stage.argv
+    alone = suite.plan(_args(tmp_path, panel=[], checkpoint_archs={"theirs": "resnet50"}),
+                       tmp_path / "out")
+    assert {s.backbone for s in alone if "random" in s.argv} == {"random-init.resnet50"}

@@ -19,13 +19,14 @@ import argparse
 import os
 import shlex
 import subprocess
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from benchmarks.runner.stages import ROOT, Stage, after_of, done_records, finish, log_path, tail
+from benchmarks.runner.loop import run
+from benchmarks.runner.stages import ROOT, Stage, after_of, tail
 
 EXECUTORS = ("local", "slurm", "submitit-local")
-POLL_SECONDS = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +60,11 @@ def full_budget_problem(budget: str, arch: str, tasks: list[str]) -> str | None:
 
 
 # ------------------------------------------------------------------------------------ dry run
-def describe(stages: list[Stage], out: Path, done: set[int]) -> str:
-    """The plan in words: per stage its command, GPUs, inputs and outputs."""
+def describe(stages: list[Stage], out: Path, done: set[int],
+             changed: dict[int, str] | None = None) -> str:
+    """The plan in words: per stage its command, GPUs, inputs (a pretraining's data included)
+    and outputs, and whether it is done or reruns (and why)."""
+    changed = changed or {}
     after = after_of(stages)
     lines = [f"[suite] dry run: {len(stages)} stages, {len(done)} already done (markers in "
              f"{out / 'state'}); nothing is run"]
@@ -68,7 +72,8 @@ def describe(stages: list[Stage], out: Path, done: set[int]) -> str:
         inputs = [_flag_value(stage.argv, flag) for flag in ("--data", "--weights")]
         needs = f" (made by stage {after[i] + 1})" if after[i] is not None else ""
         lines += [f"{i + 1:3d}. {stage.backbone}: {stage.name}"
-                  f"{' [done]' if i in done else ''}",
+                  f"{' [done]' if i in done else ''}"
+                  f"{f' [reruns: {changed[i]}]' if i in changed else ''}",
                   f"     gpus {stage.gpus}; inputs: data {inputs[0] or '-'}, weights "
                   f"{inputs[1] or '-'}{needs}"
                   + (f"; outputs: {', '.join(stage.outputs)}" if stage.outputs else ""),
@@ -102,53 +107,46 @@ def make_executor(kind: str, folder: Path, partition: str | None = None,
     return submitit.LocalExecutor(folder=folder)
 
 
-def run_jobs(stages: list[Stage], out: Path, executor: object, cpus_per_gpu: int = 10,
-             use_gpus: bool = True) -> list[dict]:
-    """Submit the stages not yet done as jobs, each once the stage making its input has ended;
-    wait for all; write each stage's marker (:mod:`benchmarks.runner.stages`). Returns one record
-    per stage, in order, as the local runner does."""
-    records = done_records(stages, out)
-    waiting = [i for i in range(len(stages)) if i not in records]
-    after = after_of(stages)
-    running: dict[int, tuple[object, float]] = {}
-    while waiting or running:
-        for i in [i for i in waiting if after[i] is None or after[i] in records]:
-            waiting.remove(i)
-            stage = stages[i]
-            if stage.needs and not Path(stage.needs).exists():
-                finish(out, stage, records, i, status="skipped", seconds=0.0,
-                        reason=f"{stage.needs} was not produced (an earlier stage failed)")
-                continue
-            gpus = stage.gpus if use_gpus else 0
-            executor.update_parameters(gpus_per_node=gpus, cpus_per_task=max(1, gpus)
-                                       * cpus_per_gpu, name=f"{stage.backbone}-{stage.name}")
-            log = log_path(out, stage)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            job = executor.submit(run_stage, stage.argv, str(log), str(ROOT))
-            print(f"[suite] {stage.backbone}: {stage.name} submitted as job {job.job_id}",
-                  flush=True)
-            running[i] = (job, time.monotonic())
-        for i, (job, t0) in list(running.items()):
-            if not job.done():
-                continue
-            del running[i]
-            try:
-                code = job.result()
-            except Exception as err:  # the job itself failed (cancelled, timed out, node lost)
-                code, reason = -1, f"job {job.job_id}: {' '.join(str(err).split())[:300]}"
-            else:
-                reason = f"exit {code}: " + " | ".join(tail(log_path(out, stages[i]), 3))
-            extra = {"reason": reason} if code != 0 else {}
-            finish(out, stages[i], records, i, seconds=round(time.monotonic() - t0, 1),
-                    status="done" if code == 0 else "failed", job=str(job.job_id), **extra)
-        time.sleep(POLL_SECONDS)
-    return [records[i] for i in range(len(stages))]
+@dataclass
+class JobStarter:
+    """Each stage as one submitit job (:func:`make_executor`): one node, one task, the stage's
+    GPUs (none when ``use_gpus`` is false) and ``cpus_per_gpu`` cores per GPU."""
+
+    executor: Any
+    cpus_per_gpu: int = 10
+    use_gpus: bool = True
+
+    def start(self, stage: Stage, argv: list[str], log: Path) -> Any:
+        gpus = stage.gpus if self.use_gpus else 0
+        self.executor.update_parameters(gpus_per_node=gpus, cpus_per_task=max(1, gpus)
+                                        * self.cpus_per_gpu, name=f"{stage.backbone}-{stage.name}")
+        job = self.executor.submit(run_stage, argv, str(log), str(ROOT))
+        print(f"[suite] {stage.backbone}: {stage.name} submitted as job {job.job_id}", flush=True)
+        return job
+
+    def result(self, job: Any, log: Path) -> tuple[int, str | None] | None:
+        if not job.done():
+            return None
+        try:
+            code = job.result()
+        except Exception as err:  # the job itself failed (cancelled, timed out, node lost)
+            return -1, f"job {job.job_id}: {' '.join(str(err).split())[:300]}"
+        return code, None if code == 0 else f"exit {code}: " + " | ".join(tail(log, 3))
+
+    def marker_fields(self, job: Any) -> dict:
+        return {"job": str(job.job_id)}
+
+    def stop(self, jobs: list[Any]) -> None:
+        for job in jobs:
+            job.cancel(check=False)
 
 
-def main_branch(args: argparse.Namespace, stages: list[Stage], out: Path) -> list[dict] | None:
-    """The submitit executors' records; None for the local runner."""
-    if args.executor == "local":
-        return None
-    executor = make_executor(args.executor, out / "jobs", args.partition, args.job_minutes)
-    return run_jobs(stages, out, executor, args.cpus_per_gpu,
-                    use_gpus=args.executor == "slurm")
+def run_jobs(stages: list[Stage], out: Path, executor: Any, cpus_per_gpu: int = 10,
+             use_gpus: bool = True, code_change: str = "refuse",
+             keep_state: bool = False) -> list[dict]:
+    """The stages not yet done as jobs, through the suite's one stage loop
+    (:func:`benchmarks.runner.loop.run`: the same graph, markers and logs as the local runner);
+    one record per stage, in order."""
+    return run(stages, out, jobs=max(1, len(stages)),
+               starter=JobStarter(executor, cpus_per_gpu, use_gpus), code_change=code_change,
+               keep_state=keep_state)

@@ -1,6 +1,7 @@
 """The machine's reference speed and the suite's expected wall time, from one cost model.
 
-The reference benchmark is the pretraining step the CPU budget was sized on::
+The measured costs live in ``benchmarks/runner/costs.json``, each with the command that measured
+it. The reference benchmark is the pretraining step the CPU budget was sized on::
 
     .venv/bin/python tools/bench_pretrain.py --methods simclr --sources synthetic \\
         --batch-size 32 --steps 8 --warmup 2
@@ -122,60 +123,41 @@ class BudgetCosts:
     def stage(self, name: str, backbone: str, steps: int | None) -> float | None:
         if name != "pretrain":
             return self.stages.get(name)
-        method = backbone.partition("+")[0]
-        step = self.pretrain_step.get(backbone)
+        entry = backbone.partition(".seed")[0]  # another seed of an entry costs the same
+        method = entry.partition("+")[0]
+        step = self.pretrain_step.get(entry)
         if step is None and method in self.pretrain_step:
             step = self.pretrain_step[method] * self.regularized
         return None if step is None or steps is None else self.pretrain_start + steps * step
 
 
-# The reference step's wall speed on torch's default threads (2 on 2 cores) over a one-thread
-# stage's speed in the same units, on an idle machine: a stage of --jobs 2 runs on one thread, so
-# its cost measured on one thread converts to reference seconds through this. From the README's
-# science run on an idle machine at 125.5 images/s: SimCLR's 600 steps took 341 s on one core,
-# and they are 263 + 600 x 37.3 one-thread reference images (measured below): 66.4 images/s on
-# one thread, 125.5 / 66.4 = 1.9 (``python -m benchmarks.speed`` prints the ratio of the bare
-# reference step, which leaves out the input pipeline).
-THREADS_RATIO = 1.9
-# Costs of --budget cpu on --size default, ResNet-18, no GPU, --jobs 2 on 2 cores, in reference
-# seconds. Measured on a 2-core machine loaded 5-8x over by other work (load average 6-16), so in
-# CPU seconds against the reference step's (THREADS_RATIO 1.9 converts), by
-#   python -m benchmarks.suite --calibrate --panel '' --tasks T1,T2 --out runs/cal_T
-#       (a task stage: its calibrate line's cost x 1.9 / 1.6, THREADS_RATIO at the time 1.6)
-#   python -m benchmarks.suite --calibrate --tasks '' --panel simclr [--pretrain-steps 12]
-#       (SimCLR at 50 and 12 steps: 2130 and 711 one-thread reference images: 37.3 a step and
-#       263 to start, i.e. 0.59 and 4.2 reference seconds)
-#   python -m benchmarks.speed --step-costs
-#       (each panel backbone's step over the reference step's, on random tensors; a real step
-#       adds the input pipeline's 5.3 one-thread reference images, SimCLR's 37.3 - 32)
-# Each stage cost is one measurement (random-init weights; a stage's cost does not depend on
-# them). coco_det was measured at 30 iterations and 50 val images (51.1): 9.4% start, 57.3%
-# training, 32.1% inference, 1.2% scoring of its wall time; 10 and 20 would give 21.7, but a
-# run of `--panel simclr --tasks coco_det,coco_fgbg` took 55.6 s for it where that predicted 39
-# (its pretraining and coco_fgbg 1.09x and 1.14x their predictions): 21.7 x 1.42 / 1.11 = 27.8.
-# voc_det (10 iterations, 100 + 50 test images) and semseg (10 iterations, 50 val images):
-#   python -m benchmarks.suite --calibrate --panel '' --tasks voc_det,semseg --out runs/cal_voc
-# on random-init ResNet-18, a machine loaded about 8x over: 22.8 and 13.1.
-# Runner overheads from the README's figures: the data generation
-# ("~17 s on 2 cores"), the reference step (about 3 s) with the imports before it, the report.
-_STEP_OVER_REFERENCE = {"simclr": 1.0, "simclr+metamask": 2.31, "byol": 1.07, "byol+msr": 2.40,
-                        "barlow_twins": 1.13, "barlow_twins+mcr": 2.21, "mocov2": 0.65,
-                        "mocov2+rcl": 1.67}
-COSTS = {
-    "cpu": BudgetCosts(
-        pretrain_start=4.2,
-        pretrain_step={entry: round((32 * factor + 5.3) * THREADS_RATIO
-                                    / REFERENCE_IMAGES_PER_S, 2)
-                       for entry, factor in _STEP_OVER_REFERENCE.items()},
-        regularized=2.3,
-        stages={"coco_det": 27.8, "mpii_fixed": 16.3, "mpii_finetune": 23.0,
-                "fairface_fixed": 16.6, "fairface_finetune": 14.7,
-                "colorful_mnist_fixed": 24.2, "colorful_mnist_finetune": 21.9,
-                "coco_fgbg": 22.3, "voc_det": 22.8, "semseg": 13.1},
-        start=7.0, data=17.0, report=5.0,
-        measured_by="python -m benchmarks.suite --calibrate ...; python -m benchmarks.speed "
-                    "--step-costs (see the comment above)"),
-}
+COSTS_FILE = Path(__file__).with_name("costs.json")  # each cost with the command that measured it
+
+
+def load_costs(path: Path = COSTS_FILE) -> tuple[float, dict[str, BudgetCosts]]:
+    """(THREADS_RATIO, {budget: its costs}) from the measured cost file. THREADS_RATIO: the
+    reference step's wall speed on torch's default threads (2 on 2 cores) over a one-thread
+    stage's speed, on an idle machine (a stage of --jobs 2 runs on one thread, so its cost
+    measured on one thread converts to reference seconds through it). A pretraining step costs
+    its step over the reference step's, plus the input pipeline's images, at one thread."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    ratio = data["threads_ratio"]["value"]
+    budgets = {}
+    for budget, table in data["budgets"].items():
+        extra = table["input_pipeline_images"]["value"]
+        budgets[budget] = BudgetCosts(
+            pretrain_start=table["pretrain_start"]["value"],
+            pretrain_step={entry: round((BATCH * factor + extra) * ratio
+                                        / REFERENCE_IMAGES_PER_S, 2)
+                           for entry, factor in table["step_over_reference"]["values"].items()},
+            regularized=table["regularized"]["value"], stages=table["stages"]["values"],
+            start=table["start"]["value"], data=table["data"]["value"],
+            report=table["report"]["value"],
+            measured_by=f"{path.name}: {table['applies_to']}")
+    return ratio, budgets
+
+
+THREADS_RATIO, COSTS = load_costs()
 # A stage alone on 2 threads runs this much faster than beside another on one (the README's
 # "--jobs 2 is about 1.5x faster than one stage on both cores": 2 / 1.5).
 SPEEDUP_ALONE = {1: 2 / 1.5, 2: 1.0}

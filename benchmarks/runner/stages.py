@@ -1,15 +1,12 @@
 """The suite's stages: what one runs (:class:`Stage`), the stage graph (which stage makes the file
-another needs) and the markers and logs every executor leaves in the run folder, so that a rerun
-skips finished stages whichever executor ran them.
+another needs) and the log every executor leaves in the run folder (the markers:
+:mod:`benchmarks.runner.markers`).
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pretrain.files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: stages run there, as a user would
 
@@ -22,6 +19,9 @@ class Stage:
     needs: str | None = None                 # a file the stage reads, made by an earlier stage
     outputs: list[str] = field(default_factory=list)
     gpus: int = 1                            # GPUs the stage uses (a cluster job's request)
+    folder: str | None = None                # its --out (run folder), owned by the suite
+    resumable: bool = False                  # continues a killed run with --resume (pretraining)
+    rows: bool = True                        # writes leaderboard rows (<folder>/leaderboard.csv)
 
 
 def after_of(stages: Sequence) -> list[int | None]:
@@ -34,31 +34,6 @@ def after_of(stages: Sequence) -> list[int | None]:
 def log_path(out: Path, stage: Stage) -> Path:
     """The stage's log: ``<out>/logs/<backbone>/<stage>.log``."""
     return out / "logs" / stage.backbone / f"{stage.name}.log"
-
-
-def marker_path(out: Path, stage: Stage) -> Path:
-    """The stage's marker: ``<out>/state/<backbone>__<stage>.json`` (done, failed or skipped)."""
-    return out / "state" / f"{stage.backbone}__{stage.name}.json"
-
-
-def done_records(stages: list[Stage], out: Path) -> dict[int, dict]:
-    """{index: marker record} of the stages whose marker says done (a rerun skips them)."""
-    records = {}
-    for i, stage in enumerate(stages):
-        marker = marker_path(out, stage)
-        record = json.loads(marker.read_text()) if marker.exists() else {}
-        if record.get("status") == "done":
-            records[i] = record
-    return records
-
-
-def finish(out: Path, stage: Stage, records: dict[int, dict], i: int, **result) -> None:
-    """Record a stage's end, in memory and as its marker file."""
-    record = {"backbone": stage.backbone, "stage": stage.name,
-              "log": str(log_path(out, stage)), **result}
-    atomic_write(marker_path(out, stage),
-                 lambda f: f.write(json.dumps(record, indent=1).encode()))
-    records[i] = record
 
 
 def tail(path: Path, lines: int) -> list[str]:

@@ -6,259 +6,64 @@
 
 With no arguments (the README's main job) it generates the embedded synthetic default, pretrains a
 panel of ResNet-18 backbones on it plus the random-init control (``--weights random``, the same in
-every stage), and runs the tasks of the table in ``benchmarks/runner/tasks.py``: COCO Mask R-CNN
-(detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed and
-fine-tuned, and COCO foreground/background. Below ``--budget full`` a stage that only proves its
-path works (a few engine iterations, a fraction of a fine-tuning epoch: the table's
+every stage), and runs every task of the table in ``benchmarks/runner/tasks.py`` on each: COCO
+Mask R-CNN (detectron2), MPII pose fixed and fine-tuned (mmpose), FairFace and Colorful-MNIST fixed
+and fine-tuned, and COCO foreground/background. Below ``--budget full`` a stage that only proves
+its path works (a few engine iterations, a fraction of a fine-tuning epoch: the table's
 ``path_checks``) runs on one backbone, the panel's first; every other stage runs on every
 backbone. Every stage runs as its own process (the same command a user would type, ``python -m
 MODULE``), so a stage that fails for one backbone is recorded in the report and the others go
-on; on a CPU two stages run at once. Finished stages leave a marker in ``<out>/state/``;
-rerunning skips them. SIGTERM or SIGINT (Ctrl-C) to the runner ends every
-running stage with all its processes (each stage runs in its own process group) and exits with
-128 + the signal's number; rerunning the same command continues.
+on; on a CPU two stages run at once. ``--out`` is the suite's own folder
+(claimed as every command claims its output: a folder of another command is refused).
+
+Reruns are honest. Each stage's marker in ``<out>/state/`` records what produced it: its command
+line, the sha256 of its input checkpoints and the code version (git commit). Rerunning skips a
+stage only when all three are the same and its outputs exist. A stage whose command changed (any
+flag: --budget, --pretrain-steps, --seeds, --data, ...) or whose input checkpoint changed reruns
+from scratch, replacing its rows (``<out>/leaderboard.csv`` is rebuilt from the done stages'
+rows); a stage that never finished reruns, a pretraining continuing its run with ``--resume``.
+A stage that differs only by the code version is refused in one line before anything runs, unless
+``--code-change rerun``. Once a pretraining has written its backbone its ``last_state.pt`` (what
+--resume reads) is removed, unless ``--keep-state``.
+
+SIGTERM or SIGINT (Ctrl-C) to the runner ends every running stage with all its processes (each
+stage runs in its own process group) and exits with 128 + the signal's number; if the runner is
+killed outright (SIGKILL), each stage's guard ends its stage. Rerunning the same command
+continues.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+from types import MappingProxyType
 
 from benchmarks.results import leaderboard
 from benchmarks.results import report as suite_report
 from benchmarks.runner import executor, speed
-from benchmarks.runner.stages import (
-    ROOT,
-    Stage,
-    after_of,
-    done_records,
-    finish,
-    log_path,
-    tail,
+from benchmarks.runner.loop import SuiteInterrupted, run
+from benchmarks.runner.markers import review
+from benchmarks.runner.plan import (
+    DEFAULT_PANEL,
+    DEFAULT_SEEDED,
+    DEFAULT_SEEDS,
+    PRETRAIN_BUDGETS,
+    PRETRAIN_ONLY,
+    SEED_TASKS,
+    PlanConfig,
+    checkpoint_archs,
+    plan,
+    pretrain_source,
 )
-from benchmarks.runner.tasks import PRETRAIN_EPOCHS, TASKS, data_sets, suite_stages
+from benchmarks.runner.tasks import TASKS, data_sets, suite_stages
 from pretrain.backbones import ARCHS
-from pretrain.cli import number, one_line_errors
-from pretrain.data import DataError
-from pretrain.open_backbone import RANDOM, RANDOM_METHOD
-
-# Each regularizer beside the base method its paper's claims use (RCL's contrastive branch is
-# MoCo's training scheme, RCL Implementation); the first is also the path stages' backbone.
-DEFAULT_PANEL = ("simclr", "simclr+metamask", "byol", "byol+msr", "barlow_twins",
-                 "barlow_twins+mcr", "mocov2", "mocov2+rcl")
-
-# Pretraining's flags per budget (each task's own are in benchmarks/runner/tasks.py). "cpu" sizes
-# every stage so that the whole default panel takes at most 8 minutes on 2 cores at the reference
-# speed (its costs: runner/speed.py), 20 on a machine 2.5x slower: every stage runs for real,
-# but far too briefly for its numbers to rank backbones (see the README). Its pretraining extras,
-# by method or regularizer: a 2048-d Barlow Twins projector (the paper's 8192-d one alone costs
-# 3.9 s a step on 2 cores) and the bi-level regularizers' meta step every 4th step (each costs 3-4
-# regular steps). "full" is each engine's own protocol (hours on GPUs).
-PRETRAIN_BUDGETS = {
-    "cpu": ["--steps", "40", "--batch-size", "32"],
-    "smoke": ["--steps", "2", "--batch-size", "8"],
-    "full": [],
-}
-PRETRAIN_EXTRAS = {
-    "cpu": {"barlow_twins": ["--method-arg", "proj_hidden_dim=2048",
-                             "--method-arg", "proj_dim=2048"],
-            **{reg: ["--regularizer-arg", "meta_every=4"] for reg in ("msr", "mcr", "metamask")}},
-}
-def plan(args: argparse.Namespace, out: Path) -> list[Stage]:
-    """Every stage of the run, in order: pretraining first, then each backbone's tasks."""
-    csv = str(out / "leaderboard.csv")
-    data = args.data
-    stages: list[Stage] = []
-    weights: dict[str, dict[str | None, str]] = {}  # backbone -> {data set (None: all): file}
-    seeds = range(getattr(args, "seeds", 1))
-    seed_of = {_seeded(e, s): s for e in (*args.panel, RANDOM_METHOD) for s in seeds}
-    # --pretrain-per-task: one backbone per data set the tasks read, as RCL pretrains
-    sets = (list(dict.fromkeys(suite_stages()[name][0].data for name in args.tasks))
-            if getattr(args, "pretrain_per_task", False) else [None])
-    for entry, seed, key in [(e, s, k) for e in args.panel for s in seeds for k in sets]:
-        method, _, regularizer = entry.partition("+")
-        name = _seeded(entry, seed)
-        run = out / "pretrain" / (name.replace("+", "_") + (f"_{key}" if key else ""))
-        weights.setdefault(name, {})[key] = str(run / "backbone.safetensors")
-        argv = ["bash", str(ROOT / "tools" / "pretrain.sh"), "--method", method,
-                "--regularizer", regularizer or "none", "--arch", args.arch, "--stem", "imagenet",
-                "--out", str(run), *_gpus(args, "--gpus"),
-                *PRETRAIN_BUDGETS[args.budget], *(["--seed", str(seed)] if len(seeds) > 1 else [])]
-        extra = PRETRAIN_EXTRAS.get(args.budget, {})
-        argv += [*extra.get(method, []), *extra.get(regularizer, [])]
-        if key and args.budget == "full" and key in PRETRAIN_EPOCHS:
-            argv += ["--epochs", str(PRETRAIN_EPOCHS[key])]
-        if args.pretrain_steps:
-            argv += ["--steps", str(args.pretrain_steps)]  # the last --steps wins
-        if key or "colorful_mnist" in data:
-            argv += ["--data", f"{key or 'colorful_mnist'}={data[key or 'colorful_mnist']}"]
-        stages.append(Stage(name, f"pretrain_{key}" if key else "pretrain", argv,
-                            outputs=[weights[name][key]], gpus=args.gpus))
-    weights.update({_seeded(RANDOM_METHOD, seed): {None: RANDOM} for seed in seeds})
-    weights.update({name: {None: path} for name, path in args.checkpoint})
-    # a path check below the full budget runs on one backbone: the first pretrained (its
-    # conversion is on the path), else the control
-    path_backbone = next((b for b, paths in weights.items() if RANDOM not in paths.values()),
-                         RANDOM_METHOD)
-
-    for backbone, paths in weights.items():
-        seed = seed_of.get(backbone, 0)
-        for name, (task, protocol) in suite_stages().items():
-            if name not in args.tasks or (protocol in task.path_checks and args.budget != "full"
-                                          and backbone != path_backbone):
-                continue
-            path = paths.get(task.data, paths.get(None))
-            # the random-init control: the same one in every stage (pretrain/open_backbone.py)
-            chosen = (["--weights", RANDOM, "--arch", args.arch, "--stem", "imagenet"]
-                      if path == RANDOM else ["--weights", path])
-            argv = [sys.executable, "-m", task.module,
-                    *_gpus(args, task.gpus_flag),
-                    *task.protocol_flags(protocol),
-                    *(task.synthetic_flags if task.data in args.synthetic else ()),
-                    *chosen, "--out", str(out / name / backbone), "--leaderboard", csv,
-                    "--data", str(data[task.data]),
-                    *(_seed_flags(task.module, seed) if len(seeds) > 1 else []),
-                    *task.budget_flags(args.budget, protocol)]
-            stages.append(Stage(backbone, name, argv, needs=None if path == RANDOM else path,
-                                gpus=args.gpus if task.gpus_flag else 1))
-    return stages
-
-
-def _seeded(name: str, seed: int) -> str:
-    """The panel name of ``name`` pretrained (or initialised) with ``seed`` (--seeds)."""
-    return name if seed == 0 else f"{name}.seed{seed}"
-
-
-def _seed_flags(module: str, seed: int) -> list[str]:
-    """A stage's seed: the probe's first trial seed and random-init seed of a probe, the run's
-    seed (which seeds the random-init control too) of an engine."""
-    if module.startswith("benchmarks."):
-        return ["--seed", str(seed), "--init-seed", str(seed)]
-    return ["--seed", str(seed)]
-
-
-def _gpus(args: argparse.Namespace, flag: str) -> list[str]:
-    return [flag, str(args.gpus)] if flag and args.gpus > 1 else []
-
-
-class SuiteInterrupted(Exception):
-    """SIGTERM or SIGINT reached the runner; its running stages have been ended."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-STOP_GRACE_SECONDS = 10.0  # a stage's processes get this long to exit on SIGTERM, then SIGKILL
-
-
-def run(stages: list[Stage], out: Path, jobs: int = 1, costs: list[float | None] | None = None,
-        seconds_per_cost: float = 1.0) -> list[dict]:
-    """Run the stages not yet done, up to ``jobs`` at once (a stage starts once the stage making
-    its input has ended); return one record per stage, in order (status, seconds, log). The
-    progress line's ETA is :func:`benchmarks.runner.speed.expected_left` of the stages' ``costs``.
-
-    Each stage runs in its own session (process group). SIGTERM or SIGINT ends every running
-    stage's whole group and raises :class:`SuiteInterrupted`; so does any error of the runner.
-    """
-    stop: list[int] = []
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():  # only it may set handlers
-        handlers = {sig: signal.signal(sig, lambda signum, _: stop.append(signum))
-                    for sig in STOP_SIGNALS}
-    running: dict[int, tuple[subprocess.Popen, float]] = {}
-    try:
-        records = _run(stages, out, jobs, running, stop,
-                       costs or [None] * len(stages), seconds_per_cost)
-    finally:
-        _end_stages([proc for proc, _ in running.values()])
-        for sig, handler in handlers.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-    if stop:
-        raise SuiteInterrupted(stop[0])
-    return records
-
-
-def _end_stages(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM each stage's process group, SIGKILL what is left after the grace period."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, sig)  # the stage's group: its pid (start_new_session)
-            except (ProcessLookupError, PermissionError):
-                pass  # the whole group has already exited
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-
-
-def _run(stages: list[Stage], out: Path, jobs: int,
-         running: dict[int, tuple[subprocess.Popen, float]], stop: list[int],
-         costs: list[float | None], seconds_per_cost: float) -> list[dict]:
-    records = done_records(stages, out)
-    waiting = [i for i in range(len(stages)) if i not in records]
-    after = after_of(stages)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if jobs > 1:  # one share of the cores each, unless the caller chose
-        threads = str(max(1, (os.cpu_count() or 1) // jobs))
-        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **env}
-    observed: dict[int, float] = {}  # seconds of the stages done in this run
-    started = time.monotonic()
-
-    def ready(i: int) -> bool:
-        return after[i] is None or after[i] in records
-
-    while (waiting or running) and not stop:
-        for i in [i for i in waiting if ready(i)][:max(0, jobs - len(running))]:
-            waiting.remove(i)
-            stage = stages[i]
-            now = time.monotonic()
-            left = speed.expected_left(costs, after, jobs, seconds_per_cost,
-                                       done={j: observed.get(j) for j in records},
-                                       running={j: now - t0 for j, (_, t0) in running.items()})
-            eta = f"{left / 60:.1f} min" if left is not None else "?"
-            print(f"[suite {len(records) + len(running) + 1}/{len(stages)} | "
-                  f"{(time.monotonic() - started) / 60:.1f} min | ETA {eta}] "
-                  f"{stage.backbone}: {stage.name}", flush=True)
-            if stage.needs and not Path(stage.needs).exists():
-                finish(out, stage, records, i, status="skipped", seconds=0.0,
-                        reason=f"{stage.needs} was not produced (an earlier stage failed)")
-                continue
-            log = log_path(out, stage)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "w") as f:
-                running[i] = (subprocess.Popen(stage.argv, stdout=f, stderr=subprocess.STDOUT,
-                                               cwd=ROOT, env=env, start_new_session=True),
-                              time.monotonic())
-        for i, (proc, t0) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            del running[i]
-            seconds = time.monotonic() - t0
-            if proc.returncode == 0:
-                observed[i] = seconds
-            extra = {}
-            if proc.returncode != 0:
-                extra["reason"] = (f"exit {proc.returncode}: "
-                                   + " | ".join(tail(log_path(out, stages[i]), 3)))
-                print(f"  {stages[i].backbone}: {stages[i].name} failed ({extra['reason']}); "
-                      f"see {log_path(out, stages[i])}", flush=True)
-            finish(out, stages[i], records, i, seconds=round(seconds, 1),
-                    status="done" if proc.returncode == 0 else "failed", **extra)
-        time.sleep(0.2)
-    if stop:
-        return []  # the caller ends the running stages and raises
-    return [records[i] for i in range(len(stages))]
+from pretrain.cli import InputError, claim_output, number, one_line, one_line_errors
+from pretrain.data import LAYOUTS, DataError
+from pretrain.files import git_commit
+from pretrain.open_backbone import RANDOM_METHOD
 
 
 def report(out: Path, records: list[dict]) -> Path:
@@ -271,7 +76,7 @@ def report(out: Path, records: list[dict]) -> Path:
 BACKBONE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
-class BadArgument(ValueError):
+class BadArgument(InputError):
     """A command-line value the runner refuses; the message names the flag."""
 
 
@@ -306,10 +111,11 @@ def check_sources(checkpoints: list[str], data: list[str], panel: list[str]
             raise BadArgument(f"--checkpoint {name}={path}: no such file")
     roots = dict(_pairs(data, "--data"))
     readers = {task.data: task.reader for task in TASKS.values()}
+    readers[PRETRAIN_ONLY] = LAYOUTS[PRETRAIN_ONLY].check
     for key, root in roots.items():
         if key not in readers:
             raise BadArgument(f"--data {key}={root}: unknown set {key!r}; use "
-                              f"{', '.join(data_sets())}")
+                              f"{', '.join(readers)}")
         if not Path(root).is_dir():
             raise BadArgument(f"--data {key}={root}: no such folder")
     for key, root in roots.items():  # the layout's reader: a bad root fails once, before any stage
@@ -320,7 +126,7 @@ def check_sources(checkpoints: list[str], data: list[str], panel: list[str]
     return named, roots
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     one_line_errors(parser)  # a bad flag is one line, exit 2
@@ -334,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                         help="a backbone trained elsewhere (any format pretrain/foreign.py reads)")
     parser.add_argument("--data", action="append", default=[], metavar="SET=ROOT",
-                        help=f"real data root for {', '.join(data_sets())}")
+                        help=f"real data root for {', '.join(data_sets())}, or imagefolder=ROOT "
+                             "(root/<class>/<image>): the pretraining data")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS)
     parser.add_argument("--gpus", type=number(), default=1,
                         help="GPUs per stage (detectron2 launch)")
@@ -344,16 +151,30 @@ def main(argv: list[str] | None = None) -> int:
                              "than one stage on both cores; 1 with a GPU)")
     parser.add_argument("--budget", default="cpu", choices=sorted(PRETRAIN_BUDGETS),
                         help="cpu: sized for a 2-core CPU; smoke: a few steps each (tests); "
-                             "full: the engines' own protocols")
-    parser.add_argument("--seeds", type=number(), default=1,
-                        help="pretrain each backbone with seeds 0..N-1 and run each stage with "
-                             "the backbone's seed (probe seed and random init), for intervals over "
-                             "seeds in the report (default 1)")
+                             "full: the engines' own protocols, on real pretraining data")
+    parser.add_argument("--seeds", type=number(), default=None,
+                        help="pretrain each backbone of --seeded with seeds 0..N-1 and run its "
+                             "stages with its seed (probe seed and random init), for intervals "
+                             "over seeds in the report (default: 1; with the default panel, "
+                             f"{DEFAULT_SEEDS} for {','.join(DEFAULT_SEEDED)}: the claim the "
+                             "main job judges over seeds)")
+    parser.add_argument("--seeded", default=None, metavar="ENTRY,...",
+                        help="the panel entries (and 'random-init') --seeds applies to; the others "
+                             "get seed 0 (default: every one)")
     parser.add_argument("--pretrain-per-task", action="store_true",
                         help="pretrain one backbone per data set the tasks read (RCL's protocol; "
                              "with --budget full for the paper's epochs per data set)")
     parser.add_argument("--pretrain-steps", type=number(), default=None,
                         help="pretraining steps per backbone (default: the budget's)")
+    parser.add_argument("--pretrain-save-every", type=number(), default=None,
+                        help="write each pretraining's resumable state every N steps (default: "
+                             "pretraining's own)")
+    parser.add_argument("--keep-state", action="store_true",
+                        help="keep each pretraining's last_state.pt (for --resume) after its "
+                             "backbone is written (default: removed; it is 2x the backbone)")
+    parser.add_argument("--code-change", choices=("refuse", "rerun"), default="refuse",
+                        help="a finished stage made by another code version (git commit): "
+                             "refuse the rerun (default) or rerun such stages")
     parser.add_argument("--calibrate", action="store_true",
                         help="measure each planned stage's cost in reference seconds, one at a "
                              "time on one thread (benchmarks/runner/speed.py), instead of the run")
@@ -361,53 +182,139 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(stages),
                         help=f"comma-separated subset of {', '.join(stages)}")
     executor.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The suite's command line; bad input, a refused rerun or a failing write of its own is
+    one line on stderr and exit 2."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    args.panel = [p for p in args.panel.split(",") if p]
-    args.tasks = [t for t in args.tasks.split(",") if t]
-    os.environ[leaderboard.BUDGET_ENV] = args.budget  # the stages' rows name the budget
-    if set(args.tasks) - set(stages):
-        parser.error(f"--tasks: unknown {sorted(set(args.tasks) - set(stages))}; "
-                     f"choose from {', '.join(stages)}")
     try:
-        args.checkpoint, args.data = check_sources(args.checkpoint, args.data, args.panel)
-    except BadArgument as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
-    problem = executor.full_budget_problem(args.budget, args.arch, args.tasks)
+        return _main(args)
+    except (InputError, OSError) as err:
+        parser.exit(2, f"{parser.prog}: error: {one_line(err)}\n")
+
+
+def check_flags(budget: str, arch: str, panel: tuple[str, ...], tasks: tuple[str, ...],
+                per_task: bool, given: dict[str, str]) -> None:
+    """What would fail later fails now, dry run included: unknown tasks and panel entries, an
+    arch the full protocols do not use, and --budget full without real pretraining data."""
+    from pretrain.methods import METHODS
+    from pretrain.regularizers import REGULARIZERS
+
+    stages = suite_stages()
+    if set(tasks) - set(stages):
+        raise BadArgument(f"--tasks: unknown {sorted(set(tasks) - set(stages))}; "
+                          f"choose from {', '.join(stages)}")
+    for entry in panel:
+        method, _, regularizer = entry.partition("+")
+        if method not in METHODS or (regularizer and regularizer not in REGULARIZERS):
+            raise BadArgument(f"--panel {entry}: unknown; each entry is METHOD[+REGULARIZER] "
+                              f"with METHOD in {', '.join(METHODS)} and REGULARIZER in "
+                              f"{', '.join(REGULARIZERS)}")
+    problem = executor.full_budget_problem(budget, arch, list(tasks))
     if problem:
-        parser.exit(2, f"{parser.prog}: error: {problem}\n")
+        raise BadArgument(problem)
+    if budget == "full" and panel:
+        keys = ({stages[name][0].data for name in tasks} if per_task
+                else {pretrain_source(None, {**dict.fromkeys(data_sets()), **given})})
+        synthetic = sorted(key for key in keys if key not in given)
+        if synthetic:
+            raise BadArgument(
+                f"--budget full pretrains on real data, but the panel would pretrain on the "
+                f"embedded synthetic {', '.join(synthetic)}: pass --data imagefolder=ROOT (or "
+                "--pretrain-per-task with --data SET=ROOT for every task's set), or evaluate "
+                "backbones trained elsewhere with --checkpoint NAME=PATH and --panel ''")
+
+
+def seed_setting(args: argparse.Namespace, panel: tuple[str, ...]
+                 ) -> tuple[int, tuple[str, ...] | None, tuple[str, ...] | None]:
+    """(--seeds, the entries it applies to, the stages an extra seed runs): the default panel
+    with no --seeds is the main job, which judges the RCL pair over seeds."""
+    seeded = None
+    if args.seeded is not None:
+        seeded = tuple(e for e in args.seeded.split(",") if e)
+        unknown = sorted(set(seeded) - {*panel, RANDOM_METHOD})
+        if unknown:
+            raise BadArgument(f"--seeded {','.join(unknown)}: not in --panel (nor random-init)")
+    if args.seeds is None and seeded is None and panel == DEFAULT_PANEL:
+        return DEFAULT_SEEDS, tuple(DEFAULT_SEEDED), tuple(SEED_TASKS)
+    return args.seeds or 1, seeded, None
+
+
+SLOW_IMAGES_PER_S = 63.0  # a slow machine of the reference kind (the README's measured run)
+
+
+def dry_run_estimate(stages: list, budget: str, applies: bool, jobs: int,
+                     done: dict[int, None]) -> str:
+    """The plan's expected time from the measured costs (benchmarks/runner/costs.json), at the
+    reference speed and at a slow machine's; where no cost was measured for these flags (GPUs,
+    real data, the full budget), it says so rather than guess GPU-hours."""
+    at_reference = speed.REFERENCE_IMAGES_PER_S / speed.THREADS_RATIO  # one thread
+    _, left = speed.estimate(stages, budget, applies, jobs, at_reference, done)
+    if left is None:
+        return ("[suite] estimate: no measured cost for these flags in "
+                f"{speed.COSTS_FILE.name} (it holds --budget cpu on the embedded default set, "
+                "ResNet-18, CPU only), so no GPU-hours are printed; the run's ETA learns from its "
+                "finished stages")
+    slow = left * speed.REFERENCE_IMAGES_PER_S / SLOW_IMAGES_PER_S
+    return (f"[suite] estimate: {left / 60:.1f} min of wall time on a CPU at "
+            f"{speed.REFERENCE_IMAGES_PER_S:.0f} images/s, {slow / 60:.1f} at "
+            f"{SLOW_IMAGES_PER_S:.0f} (data generation and start excluded); no GPU")
+
+
+def _main(args: argparse.Namespace) -> int:
+    panel = tuple(p for p in args.panel.split(",") if p)
+    tasks = tuple(t for t in args.tasks.split(",") if t)
+    seeds, seeded, seed_tasks = seed_setting(args, panel)
+    os.environ[leaderboard.BUDGET_ENV] = args.budget  # the stages' rows name the budget
+    checkpoints, given = check_sources(args.checkpoint, args.data, list(panel))
+    check_flags(args.budget, args.arch, panel, tasks, args.pretrain_per_task, given)
 
     out = Path(args.out).resolve()
     t0 = time.monotonic()
-    if not args.dry_run:
+    if not args.dry_run:  # claimed before any work: a refused --out costs nothing
+        out.mkdir(parents=True, exist_ok=True)
+        claim_output(out, "python -m benchmarks.suite",
+                     own=lambda folder: (folder / "state" / "speed.json").is_file())
         images_per_s = speed.measure_reference_speed()  # first: the estimate's unit
         one_thread = speed.measure_reference_speed(threads=1)  # a stage's share at --jobs 2
         print(f"[suite] reference speed {images_per_s:.1f} images/s (the budget is sized for "
               f"{speed.REFERENCE_IMAGES_PER_S:.0f}: {speed.REFERENCE_BENCHMARK}); "
               f"one thread {one_thread:.1f}", flush=True)
-    args.synthetic = set(data_sets()) - set(args.data)
-    if args.synthetic:
+    synthetic = frozenset(data_sets()) - set(given)
+    data = dict(given)
+    if synthetic:
         from pretrain.synthetic import default_root
 
         print(f"[suite] embedded synthetic data ({args.size})", flush=True)
-        synthetic = default_root(args.size)
-        args.data = {key: str(synthetic / key) for key in args.synthetic} | args.data
+        data = {key: str(default_root(args.size) / key) for key in sorted(synthetic)} | data
     import torch
 
-    if args.jobs is None:
-        args.jobs = 1 if torch.cuda.is_available() else 2
-    stages = plan(args, out)
+    jobs = args.jobs or (1 if torch.cuda.is_available() else 2)
+    cfg = PlanConfig(panel=panel, tasks=tasks, arch=args.arch, budget=args.budget,
+                     gpus=args.gpus, data=MappingProxyType(data), synthetic=synthetic,
+                     checkpoint=tuple(checkpoints),
+                     checkpoint_archs=MappingProxyType(checkpoint_archs(checkpoints)),
+                     seeds=seeds, seeded=seeded, seed_tasks=seed_tasks,
+                     pretrain_per_task=args.pretrain_per_task,
+                     pretrain_steps=args.pretrain_steps,
+                     pretrain_save_every=args.pretrain_save_every)
+    stages = plan(cfg, out)
+    done, changed = review(stages, out, git_commit(), args.code_change)
+    applies = (args.size == "default" and args.arch == "resnet18" and args.gpus == 1
+               and not given and not torch.cuda.is_available() and jobs <= 2)
     if args.dry_run:  # every stage's command, resources and inputs; nothing is run or written
-        print(executor.describe(stages, out, set(done_records(stages, out))), flush=True)
+        print(executor.describe(stages, out, set(done), changed), flush=True)
+        print(dry_run_estimate(stages, args.budget, applies, jobs, dict.fromkeys(done)),
+              flush=True)
         return 0
     if args.calibrate:
         speed.calibrate(stages, out)
         return 0
-    jobs = max(1, args.jobs)
-    done = dict.fromkeys(done_records(stages, out))
-    costs, left = speed.estimate(stages, args.budget, args.size == "default"
-                                 and args.arch == "resnet18" and args.data.keys() == args.synthetic
-                                 and args.gpus == 1 and jobs <= 2
-                                 and not torch.cuda.is_available(), jobs, one_thread, done)
+    costs, left = speed.estimate(stages, args.budget, applies, jobs, one_thread,
+                                 dict.fromkeys(done))
     expected = None if left is None else time.monotonic() - t0 + left
     print(f"[suite] {len(stages) - len(done)} stages to run; expected wall time "
           + (f"{expected / 60:.1f} min" if expected is not None
@@ -418,10 +325,16 @@ def main(argv: list[str] | None = None) -> int:
                  reference_benchmark=speed.REFERENCE_BENCHMARK, budget=args.budget, jobs=jobs,
                  expected_s=expected and round(expected),
                  path_checks=speed.path_checks(stages, args.budget))
+    starter = None
+    if args.executor != "local":
+        starter = executor.JobStarter(
+            executor.make_executor(args.executor, out / "jobs", args.partition,
+                                   args.job_minutes),
+            args.cpus_per_gpu, use_gpus=args.executor == "slurm")
+        jobs = max(1, len(stages))
     try:
-        records = executor.main_branch(args, stages, out)
-        if records is None:
-            records = run(stages, out, jobs, costs, speed.seconds_per_cost(one_thread, jobs))
+        records = run(stages, out, jobs, costs, speed.seconds_per_cost(one_thread, jobs),
+                      starter, args.code_change, args.keep_state)
     except SuiteInterrupted as err:
         print(f"[suite] {err}: its running stages were ended; rerun the same command to "
               "continue", file=sys.stderr, flush=True)

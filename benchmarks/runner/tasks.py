@@ -21,8 +21,8 @@ from pathlib import Path
 
 from pretrain.data import LAYOUTS
 
-# Flags per suite budget and protocol. "cpu" sizes every stage so that the README's default panel
-# takes at most 8 minutes on 2 cores at the reference speed (benchmarks/runner/speed.py): every
+# Flags per suite budget and protocol. "cpu" sizes every stage so that the README's main job
+# takes at most 20 minutes on 2 cores at 63 images/s (benchmarks/runner/plan.py): every
 # stage runs for real, but far too briefly for its numbers to rank backbones. Detections of any
 # score: 10 iterations leave none above detectron2's 0.05, and COCO AP undefined. "full" is
 # each engine's own protocol (hours on GPUs).
