@@ -117,6 +117,13 @@ def move_stride_to_1x1(model: nn.Module) -> nn.Module:
     return model
 
 
+def backbone_name(value: str) -> str:
+    """An argparse type for ``--backbone-name``: a non-empty name."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty; give the backbone's name or leave the flag out")
+    return value
+
+
 def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str = DEFAULT_ARCH,
                            random_stem: str = DEFAULT_STEM, weights_help: str = "") -> None:
     """The flags that choose a backbone, the same in every stage that opens one. ``random_arch``
@@ -133,6 +140,10 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, *, random_arch: str 
                         "conv of a bottleneck), false for torchvision's (stride in the 3x3)")
     parser.add_argument("--arch", choices=ARCHS, help="the random-init control's arch (default "
                         f"{random_arch}; a checkpoint's own is read from it)")
+    parser.add_argument("--backbone-name", type=backbone_name, metavar="NAME",
+                        help="the backbone's name in the leaderboard's backbone_name column, "
+                        "shown in tables in place of its method (the suite passes NAME of "
+                        "--checkpoint NAME=PATH)")
     parser.add_argument("--stem", choices=READ_STEMS, help="the random-init control's stem "
                         f"(default {random_stem}; a checkpoint's own is read from it, and this "
                         "flag only says the padding of a 3x3 conv1 whose file does not: small "

@@ -240,7 +240,8 @@ def test_bad_checkpoints_are_clear_errors(tiny_data, tmp_path, capsys):
     _fails(capsys, _args(tiny_data / "mpii", tmp_path / "a", str(prefixed), "--prefix", "head."),
            "prefixed.pth")
     small = _torchvision_file(tmp_path / "small.pth", stem="small")
-    _fails(capsys, _args(tiny_data / "mpii", tmp_path / "b", str(small)), "small-image stem")
+    _fails(capsys, _args(tiny_data / "mpii", tmp_path / "b", str(small), "--stem", "small"),
+           "small-image stem")
     _fails(capsys, _args(tiny_data / "mpii", tmp_path / "c", str(tmp_path / "absent.pth")),
            "absent.pth")
 

@@ -102,11 +102,7 @@ def test_a_bad_data_root_is_refused_by_its_reader_before_any_stage(
     assert not (tmp_path / "out").exists()
 
 
-def test_given_checkpoints_keep_their_names_and_each_arch_has_its_control(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks.runner import plan
-
-    monkeypatch.setattr(plan, "takes_flag", lambda module, flag: module.startswith("benchmarks."))
+def test_given_checkpoints_keep_their_names_and_each_arch_has_its_control(tmp_path: Path) -> None:
     args = _args(tmp_path, arch="resnet18", checkpoint_archs={"theirs": "resnet50"})
     stages = suite.plan(args, tmp_path / "out")
     controls = {s.backbone: s.argv[s.argv.index("--arch") + 1] for s in stages
@@ -115,8 +111,7 @@ def test_given_checkpoints_keep_their_names_and_each_arch_has_its_control(
     for stage in stages:
         named = stage.argv[stage.argv.index("--backbone-name") + 1] if (
             "--backbone-name" in stage.argv) else None
-        takes = stage.argv[2].startswith("benchmarks.")
-        assert named == ("theirs" if stage.backbone == "theirs" and takes else None), stage.argv
+        assert named == ("theirs" if stage.backbone == "theirs" else None), stage.argv
     alone = suite.plan(_args(tmp_path, panel=[], checkpoint_archs={"theirs": "resnet50"}),
                        tmp_path / "out")
     assert {s.backbone for s in alone if "random" in s.argv} == {"random-init.resnet50"}

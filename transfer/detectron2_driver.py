@@ -72,6 +72,7 @@ class DriverSettings:
     resolved once by :func:`parse_settings` and never changed after."""
 
     weights: str | None
+    backbone_name: str | None  # --backbone-name: the leaderboard's name of a named checkpoint
     prefix: str | None
     stride_in_1x1: bool | None
     arch: str | None
@@ -278,7 +279,7 @@ def write_outputs(trainer: type[SuiteTrainer], settings: DriverSettings, cfg: Cf
     out = Path(cfg.OUTPUT_DIR)
     atomic_write(out / METRICS_FILE, lambda f: f.write(json.dumps(summary, indent=2).encode()))
     fields = backbone_fields(record["source"] if record["backbone_id_from_file"] else None,
-                             record["meta"])
+                             record["meta"], name=settings.backbone_name)
     overrides = dict(zip(settings.opts[::2], settings.opts[1::2]))
     stem = settings.config_file.stem
     identity = run_identity(trainer.RECIPES.get(stem, stem), {

@@ -52,6 +52,7 @@ class MpiiPoseConfig:
     never changed (what it leaves unset, data root, config and run folder, the run derives)."""
 
     weights: str | None
+    backbone_name: str | None = None  # --backbone-name: the leaderboard's name of the backbone
     prefix: str | None = None
     stride_in_1x1: bool | None = None
     arch: str | None = None

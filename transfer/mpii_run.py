@@ -74,7 +74,7 @@ def run(settings: MpiiPoseConfig) -> dict[str, Any]:
 
     backbone_file = prepare_backbone(backbone, out)
     arch, style = backbone.meta["arch"], mmpose_style(backbone.meta)
-    fields = backbone_fields(backbone.weights, backbone.meta)
+    fields = backbone_fields(backbone.weights, backbone.meta, name=settings.backbone_name)
     if is_main_process():
         atomic_write(out / BACKBONE_RECORD, lambda f: f.write(json.dumps(
             {"weights": settings.weights, "arch": arch, "style": style, "protocol": protocol,

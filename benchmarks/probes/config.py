@@ -92,9 +92,6 @@ def parser(task: ProbeTask) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter))
     add_backbone_arguments(p, random_stem="'small' for images of 64 px or less, else "
                            "'imagenet'")
-    p.add_argument("--backbone-name", metavar="NAME", help="the backbone's name in the "
-                   "leaderboard's backbone_name column, shown in tables in place of its method "
-                   "(the suite passes NAME of --checkpoint NAME=PATH)")
     p.add_argument("--data", type=Path, help="data root" + (
         "" if task.default_data is None else " (default: the embedded synthetic default)"))
     p.add_argument("--out", type=Path, help="output folder (default runs/benchmarks/"
@@ -154,9 +151,6 @@ def resolve(task: ProbeTask, cfg: ProbeConfig) -> tuple[ProbeTask, ProbeConfig]:
     its classes (read from the data for an ImageFolder) and the resolved config."""
     if cfg.trials < 1:
         raise ProbeError(f"--trials must be at least 1, got {cfg.trials}")
-    if cfg.backbone_name is not None and not cfg.backbone_name.strip():
-        raise ProbeError("--backbone-name is empty; give the backbone's name or leave the flag "
-                         "out")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise ProbeError(f"--device {cfg.device}: no CUDA device here; use --device cpu")
     data = cfg.data

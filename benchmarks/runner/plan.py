@@ -4,8 +4,6 @@ Every stage's command line is built here, and only here.
 """
 from __future__ import annotations
 
-import functools
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -130,7 +128,7 @@ def plan(args: PlanConfig, out: Path) -> list[Stage]:
             chosen = (["--weights", RANDOM, "--arch", controls.get(entry, args.arch), "--stem",
                        "imagenet"] if path == RANDOM else ["--weights", path])
             entry_seeds = seeds[RANDOM_METHOD] if entry in controls else seeds.get(entry, ())
-            if backbone in named and takes_flag(task.module, "--backbone-name"):
+            if backbone in named:  # every stage's backbone flags take it
                 chosen += ["--backbone-name", backbone]
             folder = out / name / backbone
             argv = [sys.executable, "-m", task.module,
@@ -166,17 +164,6 @@ def control_archs(args: PlanConfig) -> dict[str, str]:
     return {RANDOM_METHOD if arch == args.arch else f"{RANDOM_METHOD}.{arch}": arch
             for arch in archs}
 
-
-@functools.cache
-def takes_flag(module: str, flag: str) -> bool:
-    """Whether ``python -m module --help`` lists ``flag`` (a flag other branches add as they
-    land)."""
-    try:
-        shown = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=300).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return flag in shown.split()
 
 
 def checkpoint_archs(named: list[tuple[str, str]]) -> dict[str, str]:
