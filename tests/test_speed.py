@@ -164,3 +164,14 @@ def test_a_tiny_run_prints_and_records_the_reference_speed(tmp_path: Path, tiny_
     report = (out / "report.md").read_text()
     assert f"Reference speed of this machine: {run['images_per_s']:.1f} images/s" in report
     assert "fixed" not in TASKS["colorful_mnist"].path_checks
+
+
+def test_speed_at_prices_the_default_main_job(capsys: pytest.CaptureFixture) -> None:
+    """``python -m benchmarks.speed --at 63``: the README's figure for a slow machine, from the
+    same plan as the main job (its RCL pair over 3 seeds)."""
+    from benchmarks.runner import speed_cli
+
+    assert speed_cli.main(["--at", "63"]) == 0
+    line = capsys.readouterr().out
+    minutes = float(line.split("expected ")[1].split(" min")[0])
+    assert "42 stages" in line and minutes <= 20

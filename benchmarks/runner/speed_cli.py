@@ -6,6 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from benchmarks.runner.plan import (
+    DEFAULT_PANEL,
+    DEFAULT_SEEDED,
+    DEFAULT_SEEDS,
+    PRETRAIN_EXTRAS,
+    SEED_TASKS,
+    PlanConfig,
+    plan,
+)
 from benchmarks.runner.speed import (
     COSTS,
     REFERENCE_BENCHMARK,
@@ -16,7 +25,6 @@ from benchmarks.runner.speed import (
     measure_step,
     seconds_per_cost,
 )
-from benchmarks.runner.suite import DEFAULT_PANEL, PRETRAIN_EXTRAS, plan
 from benchmarks.runner.tasks import data_sets, suite_stages
 
 
@@ -33,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.at:
         data = {key: key for key in data_sets()}
-        stages = plan(argparse.Namespace(
-            panel=list(DEFAULT_PANEL), arch="resnet18", budget="cpu", pretrain_steps=None,
-            checkpoint=[], data=data, synthetic=set(data), gpus=1, tasks=list(suite_stages())),
-            Path("runs/suite"))
+        stages = plan(PlanConfig(  # the main job: the default panel, its RCL pair over 3 seeds
+            panel=DEFAULT_PANEL, tasks=tuple(suite_stages()), arch="resnet18", budget="cpu",
+            gpus=1, data=data, synthetic=frozenset(data), seeds=DEFAULT_SEEDS,
+            seeded=tuple(DEFAULT_SEEDED), seed_tasks=tuple(SEED_TASKS)), Path("runs/suite"))
         table = COSTS["cpu"]
         one_thread = args.at / THREADS_RATIO
         costs, left = estimate(stages, "cpu", True, 2, one_thread, {})
