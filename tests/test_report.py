@@ -260,3 +260,12 @@ def test_picture_axes_are_words_and_named_backbones_keep_their_name(tmp_path: Pa
     (point,) = panels(read_rows(tmp_path / "b.csv")[1])[("colorful_mnist", "linear")]
     assert point.label == "tv50 · cpu (20.0, 50.0)" and point.pair == "tv50"
     assert not point.regularized
+
+
+def test_the_report_says_msr_is_inert_at_the_cpu_budget_only() -> None:
+    from benchmarks.results.report import budget_notes
+
+    row = {"budget": "cpu", "regularizer": "msr", "method": "byol"}
+    assert "MSR is inert at the cpu budget" in "\n".join(budget_notes([row]))
+    assert budget_notes([{**row, "budget": "full"}]) == []
+    assert budget_notes([{**row, "regularizer": "rcl"}]) == []

@@ -36,6 +36,20 @@ def cost_markdown(rows: list[dict[str, str]]) -> list[str]:
                     [list(k) for k in seen]), ""]
 
 
+def budget_notes(rows: list[dict[str, str]]) -> list[str]:
+    """What a budget cannot show, said where its rows are read (figures: the README)."""
+    inert_msr = any(r.get("budget") in ("cpu", "smoke") and r.get("regularizer") == "msr"
+                    for r in rows)
+    if not inert_msr:
+        return []
+    return ["## What this budget cannot show", "",
+            "- MSR is inert at the cpu budget: after its 40 steps, lambda x L_msr's gradient on "
+            "the backbone is 1.4-2.0% of BYOL's and nearly orthogonal to it (cosine 0.07-0.10), so "
+            "a `+msr` backbone is its base within seed noise here "
+            "(`python tools/msr_scale.py --run RUN`; README, What the embedded default shows).",
+            ""]
+
+
 def write(out: Path, records: list[dict]) -> Path:
     """``<out>/report.md`` (leaderboard by budget, claims, pictures, cost, failures, timings)
     and one ``shortcut_<task>.png`` per task with a shortcut gap."""
@@ -53,6 +67,7 @@ def write(out: Path, records: list[dict]) -> Path:
     for task in shortcut_tasks(rows):
         png = shortcut_figure(rows, out / f"shortcut_{task}.png", [task])
         lines += [f"![{task}: shortcut picture]({png.name})", ""]
+    lines += budget_notes(rows)
     lines += cost_markdown(rows)
     lines += speed_markdown(out)
     total = sum(r.get("seconds", 0.0) for r in records)
