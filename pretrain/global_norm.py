@@ -60,3 +60,16 @@ def globalize_batch_norm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         setattr(module, name, globalize_batch_norm(child))
     return module
+
+
+def global_batch_norm(method: nn.Module, regularizer: nn.Module, cuda: bool, sync_bn: bool
+                      ) -> tuple[nn.Module, nn.Module]:
+    """The BatchNorm layers of a DDP run: the regularizer's always over the global batch (its
+    losses are defined on it), the method's with ``sync_bn``: SyncBatchNorm on CUDA, except with
+    a bi-level regularizer (its virtual step differentiates the backward, which SyncBatchNorm's
+    is not), else :class:`pretrain.global_norm.GlobalBatchNorm`."""
+    regularizer = globalize_batch_norm(regularizer)
+    if sync_bn:
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method) \
+            if cuda and not regularizer.meta_every else globalize_batch_norm(method)
+    return method, regularizer

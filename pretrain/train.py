@@ -84,7 +84,7 @@ from pretrain.config import (
 )
 from pretrain.device_augment import InputPipeline
 from pretrain.files import atomic_write, git_commit
-from pretrain.global_norm import globalize_batch_norm
+from pretrain.global_norm import global_batch_norm
 from pretrain.methods import METHODS, Method, Regularizer, build_method
 from pretrain.optim import build_optimizer, set_lr, warmup_cosine
 from pretrain.run_state import STATE_FILE, restore_training_state, save_training_state
@@ -139,19 +139,6 @@ def build_regularizer(cfg: PretrainConfig, method: Method) -> Regularizer:
         raise ConfigError(f"unknown --regularizer {cfg.regularizer!r}; choose none or one of "
                           f"{', '.join(REGULARIZERS)}")
     return REGULARIZERS[cfg.regularizer](method, cfg)
-
-
-def global_batch_norm(method: Method, regularizer: Regularizer, cuda: bool, sync_bn: bool
-                      ) -> tuple[Method, Regularizer]:
-    """The BatchNorm layers of a DDP run: the regularizer's always over the global batch (its
-    losses are defined on it), the method's with ``sync_bn``: SyncBatchNorm on CUDA, except with
-    a bi-level regularizer (its virtual step differentiates the backward, which SyncBatchNorm's
-    is not), else :class:`pretrain.global_norm.GlobalBatchNorm`."""
-    regularizer = globalize_batch_norm(regularizer)
-    if sync_bn:
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method) \
-            if cuda and not regularizer.meta_every else globalize_batch_norm(method)
-    return method, regularizer
 
 
 def training_step(model: nn.Module, method: Method, regularizer: Regularizer,

@@ -33,3 +33,22 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pretrain.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("synthetic") / "tiny", size="tiny", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mmengine_visualizers():
+    """mmengine keeps one Visualizer per name for the whole process, writing into the run folder
+    of the Runner that made it; a passed test's folder is deleted (pytest.ini), so a later
+    in-process Runner would write its config into a deleted folder. Each test gets new ones."""
+    yield
+    import sys
+
+    if "mmengine.visualization" in sys.modules:
+        from mmengine.visualization import Visualizer
+
+        for cls in (Visualizer, *_subclasses(Visualizer)):
+            cls._instance_dict.clear()
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *_subclasses(direct))]

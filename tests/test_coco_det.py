@@ -190,6 +190,7 @@ def test_no_detection_at_all_is_an_error_not_a_silent_empty_result(tmp_path: Pat
     cfg = detectron2_setup.get_cfg()
     cfg.OUTPUT_DIR = str(tmp_path)
     args = SimpleNamespace(leaderboard=tmp_path / "board.csv", data=tmp_path, seed=0,
+                           backbone_name=None,
                            val_images=None, opts=(), config_file=coco_det.FULL_CONFIG)
     record = {"source": "w.pth", "backbone_id_from_file": False, "convert_seconds": 0.1,
               "meta": {"method": "simclr", "arch": "resnet18", "backbone_id": "x"}}

@@ -32,7 +32,7 @@ def test_dry_run_prints_every_stage_with_its_gpus_and_runs_nothing(
     pretrain = next(b for b in blocks if ": pretrain" in b)
     assert "gpus 8" in pretrain and "tools/pretrain.sh" in pretrain and "--gpus 8" in pretrain
     coco = next(b for b in blocks if "simclr: coco_det" in b)
-    assert "gpus 8" in coco and "--num-gpus 8" in coco and "(made by stage 1)" in coco
+    assert "gpus 8" in coco and "--gpus 8" in coco and "(made by stage 1)" in coco
     assert "coco_R_50_C4_1x_moco.yaml" in coco
     mpii = next(b for b in blocks if "simclr: mpii_fixed" in b)
     assert "-m transfer.mpii_pose --gpus 8" in mpii

@@ -11,7 +11,8 @@ import torch
 from test_hostile import _assert_untouched, _checksums, _one_error_line
 from test_pretrain import _cli_flags, tiny_config
 
-from benchmarks.probes import colorful_mnist, probe
+from benchmarks.probes import colorful_mnist
+from benchmarks.probes import config as probe_config
 from pretrain import cli, synthetic
 from pretrain import train as train_module
 from pretrain.checkpoint import load_torch, save_state
@@ -130,7 +131,8 @@ def test_sizes_and_process_counts_have_an_upper_bound(
         cli.IMAGE_SIZE("100000")
     assert cli.IMAGE_SIZE(str(cli.MAX_IMAGE_SIZE)) == cli.MAX_IMAGE_SIZE
     with pytest.raises(SystemExit):
-        probe.parse_config(colorful_mnist.TASK, ["--weights", "random", "--image-size", "100000"])
+        probe_config.parse_config(colorful_mnist.TASK,
+                                  ["--weights", "random", "--image-size", "100000"])
     _one_error_line(capsys.readouterr().err, "--image-size", f"at most {cli.MAX_IMAGE_SIZE}")
     too_many = str(max_processes() + 1)
     with pytest.raises(SystemExit):

@@ -42,11 +42,12 @@ def test_embedded_data_is_recognised(tmp_path: Path, monkeypatch) -> None:
 
 def _coco_rows(tmp_path: Path, board: Path, ap: float, **changes) -> None:
     """coco_det's own writer, as after a run of the published FPN recipe on real data."""
-    from transfer import coco_det
+    from transfer import coco_det, detectron2_setup
 
-    cfg = coco_det.get_cfg()
+    cfg = detectron2_setup.get_cfg()
     cfg.OUTPUT_DIR = str(tmp_path / f"run{ap}")
     settings = SimpleNamespace(**{"leaderboard": board, "data": tmp_path / "coco", "seed": 0,
+                                  "backbone_name": None,
                                   "val_images": None, "opts": (),
                                   "config_file": coco_det.FULL_CONFIG, **changes})
     record = {"source": "w.pth", "backbone_id_from_file": False, "convert_seconds": 0.1,

@@ -548,14 +548,16 @@ def test_drivers_build_the_engine_in_the_convention_read(stride_in_1x1: bool,
                                                          tmp_path: Path) -> None:
     """coco_det sets MODEL.RESNETS.STRIDE_IN_1X1 and mpii_pose builds style='caffe' from the
     backbone's record (over a config that says otherwise)."""
-    from transfer import coco_det
+    from transfer import coco_det, detectron2_driver
     from transfer.mpii_config import CPU_CONFIG, build_config, read_config
 
     config = coco_det.FULL_CONFIG  # MoCo's protocol: STRIDE_IN_1X1 False
     args = coco_det.parse_args(["--weights", "random", "--out", str(tmp_path),
                                 "--config", str(config)])
     meta = {"arch": "resnet50", "stride_in_1x1": stride_in_1x1}
-    cfg = coco_det.setup_cfg(args, {"meta": meta, "converted": "backbone.pkl"}, num_classes=2)
+    cfg = detectron2_driver.setup_cfg(coco_det.Trainer, args, {"meta": meta,
+                                                               "converted": "backbone.pkl"},
+                                      {"num_classes": 2})
     assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is stride_in_1x1
     mm_cfg = build_config(
         read_config(CPU_CONFIG), data_root=tmp_path, backbone_file=tmp_path / "b.pth",

@@ -22,9 +22,9 @@ from test_regularizers import meta_gradient, strip_batch_norm, tiny_batch, tiny_
 from torch import nn
 
 from pretrain.checkpoint import load_backbone
+from pretrain.global_norm import global_batch_norm
 from pretrain.methods import METHODS
 from pretrain.optim import LARS
-from pretrain.train import global_batch_norm
 
 REPO = Path(__file__).resolve().parent.parent
 WORLD, PER_RANK = 2, 4
