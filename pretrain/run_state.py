@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from pretrain.backbones import FEATURE_DIMS, build_resnet
 from pretrain.checkpoint import load_torch, save_state
-from pretrain.config import ConfigError
+from pretrain.config import ConfigError, load_yaml
+from pretrain.methods import build_method
 
 STATE_FILE = "last_state.pt"
 STATE_KEYS = ("step", "method", "optimizer", "regularizer", "meta_optimizer", "rng", "history")
@@ -86,3 +88,17 @@ def restore_training_state(path: Path, method: torch.nn.Module,
                           f"({type(err).__name__}: {message}); it was altered or belongs to "
                           "another run: start a new run with --name") from err
     return step, history
+
+
+def trained_modules(run: Path, regularizer_class: type) -> tuple[Any, int, torch.nn.Module,
+                                                                 torch.nn.Module]:
+    """(config, step, method, regularizer) of a pretraining run folder as its last saved state
+    left them (the tools that measure a trained run: tools/mcr_scale.py, tools/msr_scale.py)."""
+    cfg = load_yaml(run / "config.yaml")
+    state = load_torch(run / STATE_FILE)
+    method = build_method(cfg.method, build_resnet(cfg.arch, cfg.stem), FEATURE_DIMS[cfg.arch],
+                          **cfg.method_args)
+    regularizer = regularizer_class(method, cfg)
+    method.load_state_dict(state["method"])
+    regularizer.load_state_dict(state["regularizer"])
+    return cfg, state["step"], method, regularizer

@@ -21,11 +21,10 @@ import torch
 
 from pretrain.augment import AugmentSpec, SeededViews, TwoViews
 from pretrain.backbones import build_resnet
-from pretrain.checkpoint import load_torch
-from pretrain.config import load_yaml
 from pretrain.data import build_unlabelled
 from pretrain.methods import build_method
 from pretrain.regularizers.mcr import MCR, comp_loss, mcr_terms
+from pretrain.run_state import trained_modules
 
 #: (method, batch, method args): the CPU budget's (32; SimCLR's 128-d, its 2048-d Barlow Twins
 #: projector) and the full budget's (256; 128-d, Barlow Twins' 8192-d); BYOL's 256-d for both.
@@ -74,13 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             method = build_method(name, build_resnet("resnet18", "imagenet"), 512, **method_args)
             print(f"{name:<13}", measure(method, MCR(method), batch), flush=True)
         return 0
-    cfg = load_yaml(args.run / "config.yaml")
-    state = load_torch(args.run / "last_state.pt")
-    method = build_method(cfg.method, build_resnet(cfg.arch, cfg.stem), 512, **cfg.method_args)
-    reg = MCR(method, cfg)
-    method.load_state_dict(state["method"])
-    reg.load_state_dict(state["regularizer"])
-    print(f"{args.run} after {state['step']} steps, lambda past its warm-up")
+    cfg, step, method, reg = trained_modules(args.run, MCR)
+    print(f"{args.run} after {step} steps, lambda past its warm-up")
     for batch in (cfg.batch_size, 256):
         print(f"{cfg.method:<13}", measure(method, reg, batch), flush=True)
     return 0

@@ -22,11 +22,10 @@ import torch
 
 from pretrain.augment import AugmentSpec, SeededViews, TwoViews
 from pretrain.backbones import build_resnet
-from pretrain.checkpoint import load_torch
-from pretrain.config import load_yaml
 from pretrain.data import build_unlabelled
 from pretrain.methods import build_method
 from pretrain.regularizers.msr import MSR, backdoor_nll
+from pretrain.run_state import trained_modules
 
 
 def batch_of(size: int) -> dict[str, torch.Tensor]:
@@ -79,13 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             method = build_method(name, build_resnet("resnet18", "imagenet"), 512)
             print(f"{name:<7}", measure(method, MSR(method), batch), flush=True)
         return 0
-    cfg = load_yaml(args.run / "config.yaml")
-    state = load_torch(args.run / "last_state.pt")
-    method = build_method(cfg.method, build_resnet(cfg.arch, cfg.stem), 512, **cfg.method_args)
-    reg = MSR(method, cfg)
-    method.load_state_dict(state["method"])
-    reg.load_state_dict(state["regularizer"])
-    print(f"{args.run} after {state['step']} steps, batch {args.batch_size}")
+    cfg, step, method, reg = trained_modules(args.run, MSR)
+    print(f"{args.run} after {step} steps, batch {args.batch_size}")
     print(f"{cfg.method:<7}", measure(method, reg, batch), flush=True)
     return 0
 
