@@ -21,6 +21,7 @@ from test_library_checkpoints import (
     _lightning_checkpoint,
     convert_and_compare,
     randomize_norms,
+    run_one_epoch,
     torchvision_stages,
 )
 from torch import nn
@@ -47,39 +48,9 @@ def _one_line_refusal(src: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
 def _runner_checkpoint(folder: Path, backbone: nn.Module, backbone_cfg: dict | None) -> Path:
     """mmengine 0.10's Runner, one epoch on the CPU, given ``cfg`` (what it records as
     ``meta['cfg']``, ``Config.pretty_text``) and its CheckpointHook writing epoch_1.pth."""
-    from mmengine.model import BaseModel
-    from mmengine.runner import Runner
-
-    class Classifier(BaseModel):
-        def __init__(self) -> None:
-            super().__init__()
-            self.backbone = backbone
-            self.head = nn.Linear(2048, 3)
-
-        def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None,
-                    mode: str = "tensor") -> dict | torch.Tensor:
-            logits = self.head(self.backbone(inputs)[-1].mean((2, 3)))
-            return {"loss": nn.functional.cross_entropy(logits, labels)} if mode == "loss" \
-                else logits
-
-    class Images(torch.utils.data.Dataset):
-        def __len__(self) -> int:
-            return 2
-
-        def __getitem__(self, i: int) -> dict:
-            g = torch.Generator().manual_seed(i)
-            return {"inputs": torch.randn(3, 32, 32, generator=g), "labels": torch.tensor(i)}
-
     cfg = None if backbone_cfg is None else dict(
         model=dict(type="ImageClassifier", backbone=backbone_cfg, head=dict(type="LinearClsHead")))
-    runner = Runner(
-        model=Classifier(), work_dir=str(folder), default_scope="mmengine", log_level="ERROR",
-        train_dataloader=dict(dataset=Images(), batch_size=2, collate_fn=dict(
-            type="default_collate"), sampler=dict(type="DefaultSampler", shuffle=False)),
-        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.0, momentum=0.0)),
-        train_cfg=dict(by_epoch=True, max_epochs=1), cfg=cfg,
-        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1)))
-    runner.train()
+    run_one_epoch(folder, backbone, 2048, cfg=cfg)
     return folder / "epoch_1.pth"
 
 

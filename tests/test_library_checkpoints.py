@@ -281,20 +281,20 @@ def lightly_byol(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
 
 
 # ------------------------------------------------------------------------------------ mmengine
-@pytest.fixture(scope="module")
-def mmengine_file(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
-    """mmengine 0.10's Runner, one epoch on the CPU, its CheckpointHook writing epoch_1.pth
-    (meta, state_dict, message_hub of HistoryBuffers and numpy scalars, optimizer, schedulers)
-    for a model whose backbone is mmpretrain's ResNet layout (mmpose's copy of it)."""
+def run_one_epoch(folder: Path, backbone: nn.Module, width: int, *, lr: float = 0.0,
+                  momentum: float = 0.0, cfg: dict | None = None, **runner_args: Any) -> Any:
+    """mmengine 0.10's Runner, one epoch on the CPU over two random images, a linear head on
+    ``backbone``'s last stage (``width`` channels), its CheckpointHook writing epoch_1.pth (meta,
+    ``cfg`` as ``meta['cfg']``, state_dict, message_hub of HistoryBuffers and numpy scalars,
+    optimizer, schedulers). Returns the Runner."""
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
-    from mmpose.models.backbones import ResNet
 
     class Classifier(BaseModel):
         def __init__(self) -> None:
             super().__init__()
-            self.backbone = ResNet(depth=18, out_indices=(0, 1, 2, 3))
-            self.head = nn.Linear(512, 3)
+            self.backbone = backbone
+            self.head = nn.Linear(width, 3)
 
         def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None,
                     mode: str = "tensor") -> dict | torch.Tensor:
@@ -310,20 +310,32 @@ def mmengine_file(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
             g = torch.Generator().manual_seed(i)
             return {"inputs": torch.randn(3, 32, 32, generator=g), "labels": torch.tensor(i)}
 
-    folder = tmp_path_factory.mktemp("mmengine")
-    torch.manual_seed(0)
-    model = Classifier()
-    model.backbone.init_weights()  # zeroes each block's last BN; the Runner then skips it
-    randomize_norms(model.backbone, 7)
     runner = Runner(
-        model=model, work_dir=str(folder), default_scope="mmengine", log_level="ERROR",
+        model=Classifier(), work_dir=str(folder), default_scope="mmengine", log_level="ERROR",
         train_dataloader=dict(dataset=Images(), batch_size=2, collate_fn=dict(
             type="default_collate"), sampler=dict(type="DefaultSampler", shuffle=False)),
-        optim_wrapper=dict(optimizer=dict(type="SGD", lr=1e-4, momentum=0.9)),
-        param_scheduler=dict(type="MultiStepLR", milestones=[1], by_epoch=True),
-        train_cfg=dict(by_epoch=True, max_epochs=1),
-        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1)))
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=lr, momentum=momentum)),
+        train_cfg=dict(by_epoch=True, max_epochs=1), cfg=cfg,
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1)), **runner_args)
     runner.train()
+    return runner
+
+
+@pytest.fixture(scope="module")
+def mmengine_file(tmp_path_factory: pytest.TempPathFactory) -> LibraryFile:
+    """mmengine 0.10's Runner, one epoch on the CPU, its CheckpointHook writing epoch_1.pth
+    (meta, state_dict, message_hub of HistoryBuffers and numpy scalars, optimizer, schedulers)
+    for a model whose backbone is mmpretrain's ResNet layout (mmpose's copy of it)."""
+    from mmpose.models.backbones import ResNet
+
+    folder = tmp_path_factory.mktemp("mmengine")
+    torch.manual_seed(0)
+    resnet = ResNet(depth=18, out_indices=(0, 1, 2, 3))
+    resnet.init_weights()  # zeroes each block's last BN; the Runner then skips it
+    randomize_norms(resnet, 7)
+    runner = run_one_epoch(folder, resnet, 512, lr=1e-4, momentum=0.9,
+                           param_scheduler=dict(type="MultiStepLR", milestones=[1],
+                                                by_epoch=True))
     backbone = copy.deepcopy(runner.model.backbone)
     backbone.eval()  # mmcv-style train() returns None: no chaining
 
