@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_hostile import _descendants
 
 from benchmarks.results.leaderboard import read_rows
 from benchmarks.runner import loop, markers
@@ -131,22 +132,6 @@ def test_flags_that_would_fail_later_fail_at_once(tmp_path: Path, tiny_data: Pat
     printed = capsys.readouterr().out
     assert f"data colorful_mnist={tiny_data / 'colorful_mnist'}" in printed
     assert "no measured cost for these flags" in printed and "no GPU-hours" in printed
-
-
-def _descendants(root: int) -> set[int]:
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def _alive(pids: set[int]) -> set[int]:
