@@ -85,6 +85,6 @@ setup(
         "pose": CORE + POSE,
         "cluster": CLUSTER,
         "all": CORE + DETECTION + POSE + CLUSTER,
-        "dev": ["pytest>=7", "ruff", "timm==1.0.31", "lightly==1.6.0"],
+        "dev": ["pytest>=7", "pytest-xdist>=3.5", "ruff", "timm==1.0.31", "lightly==1.6.0"],
     },
 )

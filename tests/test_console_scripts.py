@@ -61,24 +61,3 @@ def test_gpus_starts_the_command_under_torchrun_without_its_own_flag() -> None:
     command = torchrun_command("pretrain.train", ["--gpus", "4", "--steps", "2", "--gpus=4"], 4)
     assert command[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "4"]
     assert command[-4:] == ["-m", "pretrain.train", "--steps", "2"]
-
-
-@pytest.mark.slow
-def test_pretraining_gpus_two_runs_two_processes(tiny_data: Path, tmp_path: Path) -> None:
-    """``ssl-pretrain --gpus 2`` (here ``python -m pretrain.train``) starts itself under torchrun;
-    on a CPU machine the ranks join with gloo."""
-    import os
-    import subprocess
-
-    from pretrain.checkpoint import load_backbone
-
-    out = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "pretrain.train", "--gpus", "2", "--method", "simclr",
-         "--data", f"colorful_mnist={tiny_data / 'colorful_mnist'}", "--image-size", "16",
-         "--batch-size", "8", "--steps", "2", "--out", str(out), "--device", "cpu",
-         "--workers", "0"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert load_backbone(out / "backbone.safetensors")[1]["steps"] == 2
-    assert "2 x cpu" in (out / "log.txt").read_text()

@@ -15,7 +15,7 @@ from pretrain.backbones import build_resnet, stage_outputs
 from pretrain.checkpoint import CheckpointError, load_pickle_arrays, save_backbone
 from pretrain.foreign import read_backbone
 from pretrain.open_backbone import open_backbone
-from transfer import convert
+from transfer import convert, export_formats
 from transfer.convert import detectron2_name, export_backbone
 
 
@@ -345,7 +345,7 @@ def test_verification_catches_a_wrong_detectron2_mapping(resnet18: dict, tmp_pat
     feature comparison can catch it; the file must not appear."""
     src = tmp_path / "tv.pth"
     torch.save(resnet18, src)
-    right = convert.detectron2_name
+    right = export_formats.detectron2_name
     swapped = {"conv1.norm": "conv2.norm", "conv2.norm": "conv1.norm"}
 
     def wrong(key: str) -> str:
@@ -355,7 +355,7 @@ def test_verification_catches_a_wrong_detectron2_mapping(resnet18: dict, tmp_pat
                 return name.replace(f".{a}.", f".{b}.")
         return name
 
-    monkeypatch.setattr(convert, "detectron2_name", wrong)
+    monkeypatch.setattr(export_formats, "detectron2_name", wrong)
     message = _error(src, tmp_path)
     assert "features differ" in message, message  # every key loads: only the features tell
     assert not (tmp_path / "out.pkl").exists()
@@ -366,8 +366,8 @@ def test_verification_catches_an_mmpose_file_that_loads_nothing(
     """mmpose only warns when a 'backbone.'-prefixed file matches no key; verification fails."""
     src = tmp_path / "tv.pth"
     torch.save(resnet18, src)
-    right = convert._mmpose_bytes
-    monkeypatch.setattr(convert, "_mmpose_bytes", lambda state, meta: right(
+    right = convert.mmpose_bytes
+    monkeypatch.setattr(convert, "mmpose_bytes", lambda state, meta: right(
         {"backbone." + k: v for k, v in state.items()}, meta))
     assert "did not load" in _error(src, tmp_path, to="mmpose")
 

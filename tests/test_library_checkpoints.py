@@ -24,7 +24,7 @@ import torchvision
 from torch import nn
 
 import transfer.compat  # noqa: F401,I001  (before detectron2 and mmpose)
-from pretrain.backbones import RESNETS, STAGES
+from pretrain.backbones import RESNETS, STAGES, stage_outputs
 from pretrain.checkpoint import load_pickle_arrays
 from pretrain.open_backbone import open_backbone
 from transfer import convert
@@ -525,8 +525,8 @@ def test_stride_in_1x1_is_built_faithfully_for_the_probes(detectron2_file: Libra
         reference = detectron2_file.network(X)["res5"]
         faithful = open_backbone(detectron2_file.path, stride_in_1x1=True).model.eval()
         wrong = open_backbone(detectron2_file.path, stride_in_1x1=False).model.eval()
-        got = convert.stage_outputs(faithful, X)["res5"]
-        off = convert.stage_outputs(wrong, X)["res5"]
+        got = stage_outputs(faithful, X)["res5"]
+        off = stage_outputs(wrong, X)["res5"]
     print(f"\n[max-abs-diff] detectron2 -> suite torchvision model: res5 "
           f"{float((got - reference).abs().max()):.3g}; in torchvision's convention instead: "
           f"{float((off - reference).abs().max()):.3g}")
@@ -542,7 +542,7 @@ def test_the_convention_is_read_from_detectrons_config_beside_the_file(
         f"MODEL.RESNETS.STRIDE_IN_1X1 in {detectron2_run_folder.path.parent / 'config.yaml'}"
     with torch.no_grad():
         reference = detectron2_run_folder.network(X)["res5"]
-        got = convert.stage_outputs(backbone.model.eval(), X)["res5"]
+        got = stage_outputs(backbone.model.eval(), X)["res5"]
     assert float((got - reference).abs().max()) <= 1e-4 * float(reference.abs().max())
 
 

@@ -173,14 +173,14 @@ def test_config_from_any_folder_with_cfg_options(tmp_path):
         shutil.copy(config, tmp_path / config.name)
     args = mpii_pose.parse_args([
         "--weights", "random", "--config", str(tmp_path / CPU_CONFIG.name), "--cfg-options",
-        "optim_wrapper.optimizer.lr=0.01", "train_dataloader.num_workers=0",
+        "optim_wrapper.optimizer.lr=0.01", "train_dataloader.num_workers=3",
         "model.backbone.depth=101"])
     assert args.cfg_options == {"optim_wrapper.optimizer.lr": 0.01,
-                                "train_dataloader.num_workers": 0, "model.backbone.depth": 101}
+                                "train_dataloader.num_workers": 3, "model.backbone.depth": 101}
     cfg = build_config(read_config(args.config, args.cfg_options), data_root=tmp_path,
                        backbone_file=tmp_path / "b.pth", arch="resnet18", protocol="fixed",
                        out_dir=tmp_path / "run", n_train=16)
-    assert cfg.optim_wrapper.optimizer.lr == 0.01 and cfg.train_dataloader.num_workers == 0
+    assert cfg.optim_wrapper.optimizer.lr == 0.01 and cfg.train_dataloader.num_workers == 3
     assert cfg.model.backbone.depth == 18  # the backbone is the driver's
 
 

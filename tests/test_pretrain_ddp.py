@@ -8,8 +8,6 @@ step). The methods-only test strips BatchNorm (without --sync-bn its per-rank st
 design)."""
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +19,6 @@ from test_methods import small_method
 from test_regularizers import meta_gradient, strip_batch_norm, tiny_batch, tiny_pair
 from torch import nn
 
-from pretrain.checkpoint import load_backbone
 from pretrain.global_norm import global_batch_norm
 from pretrain.methods import METHODS
 from pretrain.optim import LARS
@@ -133,22 +130,6 @@ def test_two_ranks_regularizers_as_shipped_match_one_process(two_ranks: list[dic
         got = two_ranks[rank]["regularizers"][regularizer]["meta"]
         error = (got - reference["meta"]).norm() / reference["meta"].norm()
         assert error < 1e-9, (regularizer, rank, float(error))
-
-
-@pytest.mark.slow
-def test_pretrain_sh_two_processes_on_cpu(tiny_data: Path, tmp_path: Path) -> None:
-    """tools/pretrain.sh --gpus 2 goes through torchrun; on a CPU machine the ranks use gloo."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        ["bash", str(REPO / "tools" / "pretrain.sh"), "--gpus", "2", "--master-port", "29731",
-         "--method", "mocov2", "--data", f"colorful_mnist={tiny_data}", "--image-size", "16",
-         "--batch-size", "8", "--steps", "2", "--out", str(tmp_path / "ddp"),
-         "--method-arg", "queue_size=24", "--device", "cpu"],
-        capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-3000:]
-    state_dict, meta = load_backbone(tmp_path / "ddp" / "backbone.safetensors")
-    assert meta["steps"] == 2 and "layer4.1.conv2.weight" in state_dict
-    assert "2 x cpu" in (tmp_path / "ddp" / "log.txt").read_text()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -306,17 +307,23 @@ def test_bilevel_run_resumes_exactly(tiny_data: Path, tmp_path: Path,
                                                 ("simclr", "metamask"), ("mocov2", "rcl")])
 def test_regularizers_under_two_process_ddp(tiny_data: Path, tmp_path: Path, method: str,
                                             regularizer: str) -> None:
-    port = str(29740 + [p[1] for p in PAIRS].index(regularizer))
-    flags = ["--gpus", "2", "--master-port", port, "--method", method,
+    """Each pair through torchrun on two gloo ranks: tools/pretrain.sh --gpus 2, and for MSR
+    ``ssl-pretrain --gpus 2`` (here ``python -m pretrain.train``), which starts itself under
+    torchrun on a free port."""
+    flags = ["--gpus", "2", "--method", method,
              "--regularizer", regularizer, "--data", f"colorful_mnist={tiny_data}",
              "--image-size", "16", "--batch-size", "8", "--steps", "2",
              "--out", str(tmp_path / "ddp"), "--device", "cpu"]
     for key, value in {**SMALL_HEADS[method], **SMALL_REG.get(regularizer, {})}.items():
         flag = "--regularizer-arg" if key in SMALL_REG.get(regularizer, {}) else "--method-arg"
         flags += [flag, f"{key}={value}"]
-    result = subprocess.run(["bash", str(REPO / "tools" / "pretrain.sh"), *flags],
-                            capture_output=True, text=True, timeout=600, cwd=REPO,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    port = str(29740 + [p[1] for p in PAIRS].index(regularizer))
+    command = ([sys.executable, "-m", "pretrain.train", *flags] if regularizer == "msr" else
+               ["bash", str(REPO / "tools" / "pretrain.sh"), "--master-port", port, *flags])
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-3000:]
-    _, meta = load_backbone(tmp_path / "ddp" / "backbone.safetensors")
+    state_dict, meta = load_backbone(tmp_path / "ddp" / "backbone.safetensors")
     assert meta["regularizer"] == regularizer and meta["steps"] == 2
+    assert "layer4.1.conv2.weight" in state_dict
+    assert "2 x cpu" in (tmp_path / "ddp" / "log.txt").read_text()  # torchrun's ranks, on gloo

@@ -18,9 +18,9 @@ from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads import Res5ROIHeads
 
 from pretrain.cli import InputError
+from pretrain.foreign import preview
 from transfer.compat import ZOO_PREFIX, UnsafeConfigError, detectron2_base
 from transfer.config_guard import check_config_chain
-from transfer.convert import preview
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 BACKBONE_FILE = "backbone_detectron2.pkl"  # a run's converted backbone

@@ -82,7 +82,9 @@ def read_config(path: Path, options: dict[str, Any] | None = None) -> Config:
     if path.suffix not in (".py", ".yaml", ".yml", ".json"):
         raise MpiiPoseError(f"--config {path}: not an mmengine config (.py, .yaml, .yml or .json)")
     try:
-        cfg = Config.fromfile(str(path))
+        # unformatted: the Runner prints and dumps the config, and yapf takes about a second a
+        # time on 2 cores (several times a run); the text is the same Python either way
+        cfg = Config.fromfile(str(path), format_python_code=False)
     except UnsafeConfigError as err:
         raise MpiiPoseError(f"--config {path}: {err}") from err
     if options:

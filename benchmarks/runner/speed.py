@@ -183,10 +183,16 @@ def estimate(stages: Sequence, budget: str, applies: bool, jobs: int, one_thread
     return costs, None if left is None else left + report * scale
 
 
-def last_int(argv: Sequence[str], flag: str) -> int | None:
-    """The value of the last ``flag`` in ``argv`` (the one argparse keeps), if any."""
+def last_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value of the last ``flag`` in ``argv`` (the one argparse keeps; for detectron2's
+    ``KEY VALUE`` overrides, the one its config keeps), if any."""
     at = [i for i, arg in enumerate(argv[:-1]) if arg == flag]
-    return int(argv[at[-1] + 1]) if at else None
+    return argv[at[-1] + 1] if at else None
+
+
+def last_int(argv: Sequence[str], flag: str) -> int | None:
+    value = last_value(argv, flag)
+    return None if value is None else int(value)
 
 
 def expected_left(costs: Sequence[float | None], after: Sequence[int | None], jobs: int,

@@ -43,7 +43,7 @@ from types import MappingProxyType
 
 from benchmarks.results import leaderboard
 from benchmarks.results import report as suite_report
-from benchmarks.runner import executor, speed
+from benchmarks.runner import executor, gpu_hours, speed
 from benchmarks.runner.loop import SuiteInterrupted, run
 from benchmarks.runner.markers import review
 from benchmarks.runner.plan import (
@@ -249,15 +249,18 @@ SLOW_IMAGES_PER_S = 63.0  # a slow machine of the reference kind (the README's m
 def dry_run_estimate(stages: list, budget: str, applies: bool, jobs: int,
                      done: dict[int, None]) -> str:
     """The plan's expected time from the measured costs (benchmarks/runner/costs.json), at the
-    reference speed and at a slow machine's; where no cost was measured for these flags (GPUs,
-    real data, the full budget), it says so rather than guess GPU-hours."""
+    reference speed and at a slow machine's; for the full budget, GPU-hours from published
+    training times (benchmarks/runner/gpu_hours.py); where neither applies (GPUs or real data
+    below the full budget), it says so rather than guess."""
+    if budget == "full":
+        return gpu_hours.estimate_line(stages)
     at_reference = speed.REFERENCE_IMAGES_PER_S / speed.THREADS_RATIO  # one thread
     _, left = speed.estimate(stages, budget, applies, jobs, at_reference, done)
     if left is None:
         return ("[suite] estimate: no measured cost for these flags in "
                 f"{speed.COSTS_FILE.name} (it holds --budget cpu on the embedded default set, "
-                "ResNet-18, CPU only), so no GPU-hours are printed; the run's ETA learns from its "
-                "finished stages")
+                "ResNet-18, CPU only, and GPU-hours are estimated for --budget full only); the "
+                "run's ETA learns from its finished stages")
     slow = left * speed.REFERENCE_IMAGES_PER_S / SLOW_IMAGES_PER_S
     return (f"[suite] estimate: {left / 60:.1f} min of wall time on a CPU at "
             f"{speed.REFERENCE_IMAGES_PER_S:.0f} images/s, {slow / 60:.1f} at "
@@ -265,6 +268,8 @@ def dry_run_estimate(stages: list, budget: str, applies: bool, jobs: int,
 
 
 def _main(args: argparse.Namespace) -> int:
+    import torch  # here, not at the top: --help and argparse's errors answer without it
+
     panel = tuple(p for p in args.panel.split(",") if p)
     tasks = tuple(t for t in args.tasks.split(",") if t)
     seeds, seeded, seed_tasks = seed_setting(args, panel)
@@ -279,7 +284,9 @@ def _main(args: argparse.Namespace) -> int:
         claim_output(out, "python -m benchmarks.suite",
                      own=lambda folder: (folder / "state" / "speed.json").is_file())
         images_per_s = speed.measure_reference_speed()  # first: the estimate's unit
-        one_thread = speed.measure_reference_speed(threads=1)  # a stage's share at --jobs 2
+        # a stage's share at --jobs 2 (the same measurement where torch has one thread)
+        one_thread = (images_per_s if torch.get_num_threads() == 1
+                      else speed.measure_reference_speed(threads=1))
         print(f"[suite] reference speed {images_per_s:.1f} images/s (the budget is sized for "
               f"{speed.REFERENCE_IMAGES_PER_S:.0f}: {speed.REFERENCE_BENCHMARK}); "
               f"one thread {one_thread:.1f}", flush=True)
@@ -290,8 +297,6 @@ def _main(args: argparse.Namespace) -> int:
 
         print(f"[suite] embedded synthetic data ({args.size})", flush=True)
         data = {key: str(default_root(args.size) / key) for key in sorted(synthetic)} | data
-    import torch
-
     jobs = args.jobs or (1 if torch.cuda.is_available() else 2)
     cfg = PlanConfig(panel=panel, tasks=tasks, arch=args.arch, budget=args.budget,
                      gpus=args.gpus, data=MappingProxyType(data), synthetic=synthetic,
