@@ -161,7 +161,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     """The unpickler of ``.pkl`` files (detectron2's format): it admits the globals in ``ALLOWED``
     (numpy arrays, numpy scalars/dtypes and builtin containers) and refuses every other one, so a
     file can hold data but never make the reader call code. Torch files are read by
-    :func:`load_torch` (torch's own ``weights_only`` reader), never through this class."""
+    :func:`load_torch` (torch's own ``weights_only`` reader), never through this class. Why a
+    second reader for ``.pkl``: torch's weights_only unpickler has no FRAME opcode, so it cannot
+    read a protocol-4 pickle, what Python 3's ``pickle.dump`` and MoCo's detectron2 converter
+    write (torch 2.14.1: "Unsupported operand 149")."""
 
     ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),

@@ -13,7 +13,7 @@ from test_pretrain import _cli_flags, tiny_config
 
 from benchmarks.probes import colorful_mnist
 from benchmarks.probes import config as probe_config
-from pretrain import cli, synthetic
+from pretrain import cli, data_home
 from pretrain import train as train_module
 from pretrain.checkpoint import load_torch, save_state
 from pretrain.distributed import launcher_ranks, max_processes
@@ -113,12 +113,12 @@ def test_data_dir_variable_naming_a_file_is_refused(
     if value:
         (tmp_path / value).write_text("not a folder")
         value = str(tmp_path / value)
-    monkeypatch.setenv(synthetic.DATA_DIR_VARIABLE, value)
+    monkeypatch.setenv(data_home.DATA_DIR_VARIABLE, value)
     cfg = dataclasses.replace(tiny_config(tiny_data, tmp_path / "runs", "simclr"), data_root=None)
     flags = [f for f in _cli_flags(cfg) if not f.startswith("colorful_mnist=")]
     flags[flags.index("--data")] = "--data=colorful_mnist"
     assert train_module.main([*flags, "--steps", "1"]) == 2
-    _one_error_line(capsys.readouterr().err, synthetic.DATA_DIR_VARIABLE)
+    _one_error_line(capsys.readouterr().err, data_home.DATA_DIR_VARIABLE)
 
 
 def test_sizes_and_process_counts_have_an_upper_bound(

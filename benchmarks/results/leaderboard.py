@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from pretrain.cli import InputError
+from pretrain.data_home import data_dir
 from pretrain.files import atomic_write, file_hash, git_commit
-from pretrain.synthetic import data_dir
 
 COLUMNS = [
     "backbone_id", "backbone_name", "method", "regularizer", "arch", "pretrain_data",

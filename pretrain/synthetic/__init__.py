@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pretrain.cli import InputError
+from pretrain.data_home import data_dir
 from pretrain.synthetic import coco, colorful_mnist, fairface, mpii, voc
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # The generator module of each data layout, by its data key (pretrain.data.LAYOUTS).
 GENERATORS = {"colorful_mnist": colorful_mnist, "fairface": fairface, "coco": coco, "mpii": mpii,
               "voc": voc}
@@ -50,21 +49,6 @@ def generate(out: Path, size: str = "default", seed: int = 0) -> Path:
     return out
 
 
-DATA_DIR_VARIABLE = "SUITE_DATA_DIR"
-
-
-def data_dir() -> Path:
-    """``$SUITE_DATA_DIR``, or ``<repo>/data`` (git-ignored). A value that is empty or names
-    something other than a folder is refused on one line."""
-    value = os.environ.get(DATA_DIR_VARIABLE)
-    if value is None:
-        return REPO_ROOT / "data"
-    path = Path(value)
-    if not value.strip() or (path.exists() and not path.is_dir()):
-        found = "is empty" if not value.strip() else "names a file, not a folder"
-        raise InputError(f"{DATA_DIR_VARIABLE}={value!r} {found}; set it to the folder that "
-                         "holds (or will hold) the generated data sets, or unset it")
-    return path
 
 
 @contextmanager
