@@ -10,6 +10,8 @@ value already in the environment is kept.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,17 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The embedded default set a test might reach by omission goes to a folder of this run (each
+    # xdist worker its own), never into the repository's data/ or the user's $SUITE_DATA_DIR.
+    os.environ["SUITE_DATA_DIR"] = tempfile.mkdtemp(prefix="suite-test-data-")
     config.addinivalue_line(
         "markers", "slow: takes over ~15 s (CI still runs it; skip with -m 'not slow')")
     config.addinivalue_line(
         "markers", "reliability: faults and untrusted files across the suite (-m reliability)")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ["SUITE_DATA_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

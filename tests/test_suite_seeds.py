@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from benchmarks.runner import suite
-from benchmarks.runner.tasks import suite_stages
+from benchmarks.runner.tasks import data_sets, suite_stages
 from pretrain.synthetic import GENERATORS
 
 
@@ -93,7 +93,7 @@ def test_seeded_entries_alone_get_the_seeds_and_extra_seeds_run_the_claims_tasks
 
 def test_the_main_job_seeds_the_rcl_pair(tmp_path: Path, tiny_data: Path,
                                          capsys) -> None:
-    data = [f"--data={k}={tiny_data / k}" for k in ("coco", "mpii", "fairface", "colorful_mnist")]
+    data = [f"--data={k}={tiny_data / k}" for k in data_sets()]
     assert suite.main(["--out", str(tmp_path / "o"), "--dry-run", *data]) == 0
     printed = capsys.readouterr().out
     assert "mocov2+rcl.seed2: pretrain" in printed and "simclr.seed1" not in printed
