@@ -246,6 +246,10 @@ def check_resume(saved: PretrainConfig, requested: PretrainConfig, resume: str) 
 
 DATA_IMAGE_SIZE = {"colorful_mnist": 64}
 DEFAULT_IMAGE_SIZE = 224
+DEFAULT_EPOCHS = 100.0  # with neither --epochs nor --steps
+# CPU: ResNet-18 at 64 px runs about 40 views/s on two cores, so a batch of 32 keeps the 50-step
+# smoke run (tools/pretrain.sh --steps 50) near a minute.
+DEFAULT_BATCH = {"cuda": 256, "cpu": 32}
 
 
 def resolve(cfg: PretrainConfig, device: str, method_defaults: dict[str, Any]) -> PretrainConfig:
@@ -259,10 +263,9 @@ def resolve(cfg: PretrainConfig, device: str, method_defaults: dict[str, Any]) -
         # The ImageNet stem by default, also at 64 px: detectron2 and mmpose can only take that
         # stem, and on a CPU it runs about 6x faster than the small stem (33-45 vs 6 views/s).
         stem=cfg.stem or "imagenet",
-        epochs=cfg.epochs if cfg.epochs is not None or cfg.steps is not None else 100.0,
-        # CPU: ResNet-18 at 64 px runs about 40 views/s on two cores, so a batch of 32 keeps the
-        # 50-step smoke run (tools/pretrain.sh --steps 50) near a minute.
-        batch_size=cfg.batch_size or (256 if cuda else 32),
+        epochs=(cfg.epochs if cfg.epochs is not None or cfg.steps is not None
+                else DEFAULT_EPOCHS),
+        batch_size=cfg.batch_size or DEFAULT_BATCH["cuda" if cuda else "cpu"],
         optimizer=cfg.optimizer or method_defaults["optimizer"],
         lr=cfg.lr if cfg.lr is not None else method_defaults["lr"],
         weight_decay=(cfg.weight_decay if cfg.weight_decay is not None

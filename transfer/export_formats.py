@@ -20,6 +20,7 @@ DETECTRON2_AUTHOR = "ssl-transfer-suite transfer/convert.py"
 class ConversionError(CheckpointError):
     """A backbone that cannot be written for an engine completely and exactly; says why."""
 
+
 def detectron2_name(key: str) -> str:
     """MoCo's renaming of a torchvision ResNet key into detectron2's ResNet names."""
     if not key.startswith("layer"):
@@ -33,7 +34,7 @@ def detectron2_bytes(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> by
     model = {detectron2_name(k): v.numpy() for k, v in state.items()
              if not k.endswith("num_batches_tracked")}
     return pickle.dumps({"model": model, "__author__": DETECTRON2_AUTHOR,
-                         "matching_heuristics": True, "suite_meta": json.dumps(meta)}, protocol=4)
+                         "matching_heuristics": True, META_KEY: json.dumps(meta)}, protocol=4)
 
 
 def mmpose_bytes(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> bytes:

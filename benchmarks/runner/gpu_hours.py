@@ -22,10 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.runner.speed import COSTS_FILE, last_int, last_value
-from pretrain.config import DATA_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
+from pretrain.config import DATA_IMAGE_SIZE, DEFAULT_BATCH, DEFAULT_EPOCHS, DEFAULT_IMAGE_SIZE
 from pretrain.data import IMAGE_EXTENSIONS
-
-DEFAULT_EPOCHS, DEFAULT_GPU_BATCH = 100.0, 256  # pretraining's defaults (pretrain/config.py)
 
 
 def _anchors(path: Path = COSTS_FILE) -> tuple[dict, dict]:
@@ -44,7 +42,7 @@ def pretrain_hours(argv: Sequence[str], anchors: dict, cpu: dict) -> float | Non
     data = last_value(argv, "--data") or ""
     key, _, root = data.partition("=")
     steps = last_int(argv, "--steps")
-    batch = last_int(argv, "--batch-size") or DEFAULT_GPU_BATCH
+    batch = last_int(argv, "--batch-size") or DEFAULT_BATCH["cuda"]
     if steps is not None:
         images = steps * batch
     else:

@@ -49,8 +49,6 @@ def generate(out: Path, size: str = "default", seed: int = 0) -> Path:
     return out
 
 
-
-
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
